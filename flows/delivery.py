@@ -1,0 +1,143 @@
+"""Delivering the outbox: replies leave only after their event committed, in order, and none is dropped.
+
+A transport (one per front end) sends one reply and reports how it went by returning the platform's message id
+or raising one of the exceptions below. Anything else it raises counts as a passing network fault: the reply is
+retried with a growing delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flows.clock import Clock
+from flows.replies import AnswerButton, Reply
+from flows.store import batch
+from flows.store.batch import Pending
+
+log = logging.getLogger(__name__)
+
+GROUP = 50
+MAX_BACKOFF = 60.0
+
+
+class RetryAfter(Exception):
+    """The platform asks us to wait (Telegram's 429 with retry_after)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"retry after {seconds} s")
+        self.seconds = seconds
+
+
+class RecipientBlocked(Exception):
+    """The user blocked the bot (Telegram's 403); nothing more is sent to them until they write again."""
+
+
+class Undeliverable(Exception):
+    """This reply can never be delivered (e.g. the message to edit is gone); it is recorded and dropped."""
+
+
+class Transport(Protocol):
+    async def deliver(self, reply: Reply) -> int | None:
+        """Send one reply; return the id of the message it created, if any."""
+        ...
+
+
+class Dispatcher:
+    """Sends committed outbox entries in commit order and records each result."""
+
+    def __init__(self, db: AsyncEngine, transport: Transport, clock: Clock) -> None:
+        self.db = db
+        self.transport = transport
+        self.clock = clock
+        self.queue: deque[Pending] = deque()
+        self.blocked: set[int] = set()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._backoff = 0.0
+
+    async def start(self) -> None:
+        """Load what was committed but not delivered before the last stop, and start sending."""
+        async with self.db.begin() as conn:
+            self.blocked = await batch.blocked_chats(conn)
+            left_over = await batch.pending_outbox(conn)
+        if left_over:
+            log.info("delivering %d replies left from before the restart", len(left_over))
+        self.push(left_over)
+        self._task = asyncio.create_task(self._run(), name="outbox-dispatcher")
+
+    def push(self, entries: Sequence[Pending]) -> None:
+        if entries:
+            self.queue.extend(entries)
+            self._idle.clear()
+            self._wake.set()
+
+    def unblock(self, chat_id: int) -> None:
+        self.blocked.discard(chat_id)
+
+    async def idle(self) -> None:
+        """Wait until everything queued so far has been delivered (or given up on)."""
+        await self._idle.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            if not self.queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            group = [self.queue.popleft() for _ in range(min(GROUP, len(self.queue)))]
+            done, pause = await self._send_group(group)
+            await self._record(done)
+            if pause:
+                await asyncio.sleep(pause)
+
+    async def _send_group(self, group: list[Pending]) -> tuple[list[tuple[int, str, int | None]], float]:
+        done: list[tuple[int, str, int | None]] = []
+        for index, entry in enumerate(group):
+            if entry.chat_id in self.blocked and not isinstance(entry.reply, AnswerButton):
+                done.append((entry.id, "skipped", None))
+                continue
+            try:
+                message_id = await self.transport.deliver(entry.reply)
+            except RetryAfter as wait:
+                self.queue.extendleft(reversed(group[index:]))
+                return done, wait.seconds
+            except RecipientBlocked:
+                await self._mark_blocked(entry.chat_id)
+                done.append((entry.id, "blocked", None))
+            except Undeliverable as error:
+                log.warning("reply %d to chat %d dropped: %s", entry.id, entry.chat_id, error)
+                done.append((entry.id, "failed", None))
+            except Exception as error:  # a network fault: keep the entry, wait, try again
+                self._backoff = min(MAX_BACKOFF, max(0.5, self._backoff * 2))
+                log.warning("delivery failed (%s); retrying in %.1f s", type(error).__name__, self._backoff)
+                self.queue.extendleft(reversed(group[index:]))
+                return done, self._backoff
+            else:
+                self._backoff = 0.0
+                done.append((entry.id, "sent", message_id))
+        return done, 0.0
+
+    async def _record(self, done: list[tuple[int, str, int | None]]) -> None:
+        if done:
+            async with self.db.begin() as conn:
+                await batch.mark_delivered(conn, done, self.clock.now())
+
+    async def _mark_blocked(self, chat_id: int) -> None:
+        self.blocked.add(chat_id)
+        async with self.db.begin() as conn:
+            await batch.set_blocked(conn, chat_id, True)

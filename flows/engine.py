@@ -1,0 +1,379 @@
+"""The decision function: given an event and the chat's open case, say what changes and what to reply.
+
+The engine does no I/O of its own; actions may use `ctx.services`, which the runner binds to the event's
+database transaction. The runner (flows.runner) owns loading, saving and delivery.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from flows.events import (
+    ButtonPressed,
+    CommandReceived,
+    Event,
+    FileInfo,
+    FileReceived,
+    TextReceived,
+    TimerFired,
+)
+from flows.model import Accepts, Action, Begin, Choice, Close, Flow, Goto, Outcome, Say, Stay, Step, TimerSpec, qualify
+from flows.replies import AnswerButton, Button, EditMessage, Reply, SendMessage
+from flows.texts import Text, translate
+
+ACTIVE = ("open", "review")
+Translator = Callable[..., str]
+BUTTON_DATA = re.compile(r"^([A-Za-z0-9_-]{12}):(\d{1,9}):([a-z][a-z0-9_]{0,23})$")
+
+
+class FlowError(RuntimeError):
+    """A flow broke its own declaration (e.g. went to a step it does not list as an exit)."""
+
+
+@dataclass
+class Case:
+    """One recovery attempt as stored: where it stands and what it has collected so far."""
+
+    id: str
+    user_id: int
+    chat_id: int
+    flow: str
+    step: str
+    data: dict[str, Any] = field(default_factory=dict)
+    status: str = "open"
+    turn: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    closed_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+
+@dataclass(frozen=True)
+class NewTimer:
+    case_id: str
+    user_id: int
+    chat_id: int
+    step: str
+    spec: TimerSpec
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    actor: str
+    action: str
+    subject: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    """Everything one event changes: the case(s) to save, replies for the outbox, timers and audit lines."""
+
+    cases: list[Case] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+    timers: list[NewTimer] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+
+    @property
+    def case(self) -> Case | None:
+        """The chat's case after the event (the last one touched)."""
+        return self.cases[-1] if self.cases else None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an action sees: the event, the time, the case (read-only data) and the app's services."""
+
+    event: Event
+    now: datetime
+    case: Case | None
+    services: Any
+    language: str | None
+    choice: Choice | None = None
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        return MappingProxyType(self.case.data if self.case else {})
+
+    @property
+    def text(self) -> str:
+        return self.event.text if isinstance(self.event, TextReceived) else ""
+
+    @property
+    def file(self) -> FileInfo | None:
+        return self.event.file if isinstance(self.event, FileReceived) else None
+
+
+def new_case_id() -> str:
+    """A random, unguessable 12-character case id (72 bits), safe in button data."""
+    return secrets.token_urlsafe(9)
+
+
+class Engine:
+    """Runs flows: `decide(event, case, services, now)` → `Decision`."""
+
+    def __init__(
+        self,
+        flows: Mapping[str, Flow],
+        commands: Mapping[str, Action],
+        text_defaults: Mapping[str, object] | None = None,
+        translator: Translator = translate,
+    ) -> None:
+        self.flows = dict(flows)
+        self.commands = dict(commands)
+        self.text_defaults = dict(text_defaults or {})
+        self.translator = translator
+
+    def step_of(self, case: Case) -> Step:
+        return self.flows[case.flow].step(case.step)
+
+    async def decide(self, event: Event, case: Case | None, services: Any, now: datetime) -> Decision:
+        """Apply one event to the chat's active case (or None) and return what changes."""
+        case = replace(case, data=dict(case.data)) if case is not None and case.active else None
+        language = getattr(event.sender, "language", None)
+        ctx = Context(event=event, now=now, case=case, services=services, language=language)
+        turn = _Turn(self, ctx)
+        if isinstance(event, CommandReceived):
+            await turn.command(event)
+        elif isinstance(event, ButtonPressed):
+            await turn.button(event)
+        elif isinstance(event, TimerFired):
+            await turn.timer(event)
+        else:
+            await turn.message(event)
+        return turn.decision
+
+    def render(self, case: Case, language: str | None, ctx: Context) -> SendMessage:
+        """The current step's prompt with its buttons, bound to the case and its turn."""
+        step = self.step_of(case)
+        text = self.say(Text(step.prompt, step.prompt_params(ctx) if step.prompt_params else {}), language)
+        shown = [c for c in step.choices if c.shown is None or c.shown(ctx)]
+        buttons = [Button(self._label(c, ctx, language), f"{case.id}:{case.turn}:{c.id}") for c in shown]
+        rows = tuple(tuple(buttons[i : i + step.columns]) for i in range(0, len(buttons), step.columns))
+        return SendMessage(case.chat_id, text, () if step.final else rows)
+
+    def say(self, message: Text, language: str | None) -> str:
+        return self.translator(message, language, **self.text_defaults)
+
+    def _label(self, choice: Choice, ctx: Context, language: str | None) -> str:
+        params = choice.label_params(ctx) if choice.label_params else {}
+        return self.say(Text(choice.label, params), language)
+
+
+class _Turn:
+    """The work of deciding one event, accumulating a Decision."""
+
+    def __init__(self, engine: Engine, ctx: Context) -> None:
+        self.engine = engine
+        self.ctx = ctx
+        self.case = ctx.case
+        self.chat_id = ctx.event.sender.chat_id
+        self.decision = Decision()
+        self.pressed: ButtonPressed | None = None
+
+    # --- events -------------------------------------------------------------------------------------------
+
+    async def command(self, event: CommandReceived) -> None:
+        action = self.engine.commands.get(event.name)
+        if action is None:
+            self.send(Text("engine.unknown_command"))
+            return
+        await self.apply(await action(self.ctx), allowed=None)
+
+    async def message(self, event: TextReceived | FileReceived) -> None:
+        case = self.case
+        if case is None:
+            self.send(Text("engine.no_case"))
+            return
+        if case.status != "open":
+            self.send(Text("engine.case_waiting"))
+            return
+        step = self.engine.step_of(case)
+        wanted = Accepts.TEXT if isinstance(event, TextReceived) else Accepts.FILE
+        if step.accepts is not wanted or step.on_input is None:
+            hint = "engine.use_buttons" if step.accepts is Accepts.NOTHING else f"engine.expects_{step.accepts.value}"
+            await self.apply(Stay(say=(Text(hint),)), allowed=())
+            return
+        await self.apply(await step.on_input(self.ctx), allowed=step.exits)
+
+    async def button(self, event: ButtonPressed) -> None:
+        choice = self._pressed_choice(event)
+        if choice is None:
+            self.answer(event, Text("engine.button_expired"))
+            return
+        self.answer(event, None)
+        self.pressed = event
+        self.ctx = replace(self.ctx, choice=choice)
+        outcome = Goto(choice.to) if choice.to else await self._run(choice.run)
+        await self.apply(outcome, allowed=choice.targets())
+
+    async def timer(self, event: TimerFired) -> None:
+        case = self.case
+        if case is None or case.id != event.case_id or case.status != "open":
+            return
+        step = self.engine.step_of(case)
+        action = step.on_timer.get(event.kind)
+        if case.step != event.payload.get("step") or action is None:
+            return
+        await self.apply(await action(self.ctx), allowed=step.exits)
+
+    async def _run(self, action: Action | None) -> Outcome:
+        if action is None:
+            raise FlowError("a choice needs `to` or `run`")
+        return await action(self.ctx)
+
+    def _pressed_choice(self, event: ButtonPressed) -> Choice | None:
+        match = BUTTON_DATA.match(event.data)
+        case = self.case
+        if match is None or case is None or case.status != "open":
+            return None
+        case_id, turn, choice_id = match.groups()
+        if case_id != case.id or int(turn) != case.turn:
+            return None
+        step = self.engine.step_of(case)
+        for choice in step.choices:
+            if choice.id == choice_id and (choice.shown is None or choice.shown(self.ctx)):
+                return choice
+        return None
+
+    # --- outcomes -----------------------------------------------------------------------------------------
+
+    async def apply(self, outcome: Outcome, allowed: tuple[str, ...] | None) -> None:
+        """Carry out an outcome; `allowed` lists the exits it may take (None: any, for commands)."""
+        if isinstance(outcome, Say):
+            self.say_all(outcome.say)
+        elif isinstance(outcome, Stay):
+            self.stay(outcome)
+        elif isinstance(outcome, Goto):
+            self.goto(outcome, allowed)
+        elif isinstance(outcome, Begin):
+            self.begin(outcome)
+        elif isinstance(outcome, Close):
+            self.close(outcome)
+
+    def stay(self, outcome: Stay) -> None:
+        case = self.case
+        if case is None:
+            self.say_all(outcome.say)
+            return
+        changed = bool(outcome.data)
+        if changed:
+            case.data.update(outcome.data)
+            case.updated_at = self.ctx.now
+            case.turn += 1
+            self.touch(case)
+        self.add_timers(case, outcome.timers)
+        self.say_all(outcome.say)
+        if not outcome.show_prompt:
+            return
+        prompt = self.engine.render(case, self.ctx.language, self.ctx)
+        pressed = self.pressed
+        if changed and not outcome.say and pressed is not None and pressed.message_id is not None:
+            self.emit(EditMessage(case.chat_id, pressed.message_id, prompt.text, prompt.buttons))
+        else:
+            self.emit(prompt)
+
+    def goto(self, outcome: Goto, allowed: tuple[str, ...] | None) -> None:
+        case = self.case
+        if case is None:
+            raise FlowError(f"Goto({outcome.step!r}) with no open case")
+        if allowed is not None and outcome.step not in allowed:
+            raise FlowError(f"{case.flow}:{case.step} may not go to {outcome.step!r}")
+        self.mark_pressed(case)
+        flow_id, step_id = qualify(case.flow, outcome.step)
+        target = self.engine.flows[flow_id].step(step_id)
+        case.flow, case.step = flow_id, step_id
+        case.data.update(outcome.data)
+        case.turn += 1
+        case.updated_at = self.ctx.now
+        self.touch(case)
+        self.say_all(outcome.say)
+        self.emit(self.engine.render(case, self.ctx.language, self.ctx))
+        if target.final:
+            self.finish(case, target.final)
+        else:
+            self.add_timers(case, outcome.timers)
+
+    def begin(self, outcome: Begin) -> None:
+        if self.case is not None:
+            self.mark_pressed(self.case)
+            self.finish(self.case, "replaced")
+        sender = self.ctx.event.sender
+        flow = self.engine.flows[outcome.flow]
+        case = Case(
+            id=new_case_id(),
+            user_id=sender.user_id,
+            chat_id=sender.chat_id,
+            flow=flow.id,
+            step=flow.start,
+            data=dict(outcome.data),
+            created_at=self.ctx.now,
+            updated_at=self.ctx.now,
+        )
+        self.case = case
+        self.ctx = replace(self.ctx, case=case)
+        self.touch(case)
+        self.audit("case.opened", case, {"flow": flow.id})
+        self.say_all(outcome.say)
+        self.emit(self.engine.render(case, self.ctx.language, self.ctx))
+
+    def close(self, outcome: Close) -> None:
+        if self.case is not None:
+            self.mark_pressed(self.case)
+            self.finish(self.case, outcome.status)
+        self.say_all(outcome.say)
+
+    def finish(self, case: Case, status: str) -> None:
+        case.status = status
+        case.closed_at = case.updated_at = self.ctx.now
+        case.turn += 1
+        self.touch(case)
+        self.audit("case.closed", case, {"status": status, "flow": case.flow, "step": case.step})
+
+    # --- output -------------------------------------------------------------------------------------------
+
+    def mark_pressed(self, case: Case) -> None:
+        """Edit the message whose button was pressed: show the choice, drop the keyboard."""
+        pressed, choice = self.pressed, self.ctx.choice
+        if pressed is None or pressed.message_id is None or choice is None:
+            return
+        before = self.engine.render(case, self.ctx.language, self.ctx)
+        label = self.engine._label(choice, self.ctx, self.ctx.language)
+        chosen = self.engine.say(Text("engine.chosen", {"label": label}), self.ctx.language)
+        self.emit(EditMessage(case.chat_id, pressed.message_id, f"{before.text}\n\n{chosen}"))
+        self.pressed = None
+
+    def answer(self, event: ButtonPressed, message: Text | None) -> None:
+        if event.callback_id is not None:
+            text = self.engine.say(message, self.ctx.language) if message else ""
+            self.emit(AnswerButton(self.chat_id, event.callback_id, text))
+
+    def send(self, message: Text) -> None:
+        self.emit(SendMessage(self.chat_id, self.engine.say(message, self.ctx.language)))
+
+    def say_all(self, messages: tuple[Text, ...]) -> None:
+        for message in messages:
+            self.send(message)
+
+    def emit(self, reply: Reply) -> None:
+        self.decision.replies.append(reply)
+
+    def touch(self, case: Case) -> None:
+        if all(c is not case for c in self.decision.cases):
+            self.decision.cases.append(case)
+
+    def add_timers(self, case: Case, specs: tuple[TimerSpec, ...]) -> None:
+        for spec in specs:
+            self.decision.timers.append(NewTimer(case.id, case.user_id, case.chat_id, case.step, spec))
+
+    def audit(self, action: str, case: Case, detail: Mapping[str, Any]) -> None:
+        self.decision.audit.append(AuditEntry(f"user:{case.user_id}", action, f"case:{case.id}", detail))

@@ -1,0 +1,74 @@
+"""What comes in: every input the engine reacts to, already translated from the platform's update."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Sender:
+    """The person behind an event and the chat it happened in."""
+
+    user_id: int
+    chat_id: int
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class TextReceived:
+    key: str
+    sender: Sender
+    text: str
+    message_id: int | None = None
+
+
+@dataclass(frozen=True)
+class CommandReceived:
+    key: str
+    sender: Sender
+    name: str
+    args: str = ""
+    message_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ButtonPressed:
+    key: str
+    sender: Sender
+    data: str
+    message_id: int | None = None
+    callback_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A photo or document as the platform describes it; the engine never downloads anything itself."""
+
+    file_id: str
+    unique_id: str
+    kind: Literal["photo", "document"]
+    size: int | None = None
+    mime_type: str | None = None
+
+
+@dataclass(frozen=True)
+class FileReceived:
+    key: str
+    sender: Sender
+    file: FileInfo
+    message_id: int | None = None
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    key: str
+    sender: Sender
+    timer_id: int
+    case_id: str
+    kind: str
+    payload: dict[str, object] = field(default_factory=dict)
+
+
+UserEvent = TextReceived | CommandReceived | ButtonPressed | FileReceived
+Event = UserEvent | TimerFired

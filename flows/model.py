@@ -1,0 +1,162 @@
+"""The vocabulary of flows: a flow is data — steps with prompts, buttons, accepted input and exits.
+
+Step ids are stable snake_case strings and are stored in the database, so renaming one needs a migration. An id
+written as "flow:step" points into another flow (used for fallbacks between recovery methods).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from flows.texts import Text
+
+if TYPE_CHECKING:
+    from flows.engine import Context
+
+ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,23}$")
+
+
+class Accepts(Enum):
+    """The kind of message a step waits for, besides its buttons."""
+
+    NOTHING = "nothing"
+    TEXT = "text"
+    FILE = "file"
+
+
+@dataclass(frozen=True)
+class TimerSpec:
+    """Ask the engine to fire `kind` at `due` for this case, while the case is still at the same step."""
+
+    kind: str
+    due: datetime
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Goto:
+    """Move the case to `step` (in this flow, or "flow:step"), saying `say` first and merging `data`."""
+
+    step: str
+    say: tuple[Text, ...] = ()
+    data: Mapping[str, Any] = field(default_factory=dict)
+    timers: tuple[TimerSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stay:
+    """Keep the case at its step. With no `data`, nothing changes: this is how invalid input is refused."""
+
+    say: tuple[Text, ...] = ()
+    data: Mapping[str, Any] = field(default_factory=dict)
+    timers: tuple[TimerSpec, ...] = ()
+    show_prompt: bool = True
+
+
+@dataclass(frozen=True)
+class Begin:
+    """Open a new case in `flow`, closing the chat's current case (if any) as `replaced`."""
+
+    flow: str
+    say: tuple[Text, ...] = ()
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close the current case with `status` (e.g. "cancelled")."""
+
+    status: str
+    say: tuple[Text, ...] = ()
+
+
+@dataclass(frozen=True)
+class Say:
+    """Only reply; nothing about the case changes."""
+
+    say: tuple[Text, ...] = ()
+
+
+Outcome = Goto | Stay | Begin | Close | Say
+Action = Callable[["Context"], Awaitable[Outcome]]
+Params = Callable[["Context"], Mapping[str, object]]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A button. It either goes straight `to` a step or lets `run` decide, returning one of `exits`."""
+
+    id: str
+    label: str
+    to: str | None = None
+    run: Action | None = None
+    exits: tuple[str, ...] = ()
+    shown: Callable[[Context], bool] | None = None
+    label_params: Params | None = None
+
+    def targets(self) -> tuple[str, ...]:
+        """Every step this button can lead to."""
+        return ((self.to,) if self.to else ()) + self.exits
+
+
+@dataclass(frozen=True)
+class Step:
+    """One point in a conversation: what the bot says, which buttons it offers, what input it accepts."""
+
+    id: str
+    prompt: str
+    choices: tuple[Choice, ...] = ()
+    accepts: Accepts = Accepts.NOTHING
+    on_input: Action | None = None
+    exits: tuple[str, ...] = ()
+    final: str | None = None
+    prompt_params: Params | None = None
+    on_timer: Mapping[str, Action] = field(default_factory=dict)
+    columns: int = 1
+
+    def targets(self) -> tuple[str, ...]:
+        """Every step this step can lead to, by input, button or timer."""
+        from_choices = tuple(target for choice in self.choices for target in choice.targets())
+        return self.exits + from_choices
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A named graph of steps; a case starts at `start`."""
+
+    id: str
+    title: str
+    start: str
+    steps: tuple[Step, ...]
+
+    def __post_init__(self) -> None:
+        by_id: dict[str, Step] = {}
+        for step in self.steps:
+            if not ID_PATTERN.match(step.id) or step.id in by_id:
+                raise ValueError(f"flow {self.id}: bad or repeated step id {step.id!r}")
+            for choice in step.choices:
+                if not ID_PATTERN.match(choice.id):
+                    raise ValueError(f"flow {self.id}, step {step.id}: bad choice id {choice.id!r}")
+            by_id[step.id] = step
+        object.__setattr__(self, "_by_id", by_id)
+
+    def step(self, step_id: str) -> Step:
+        """The step called `step_id`; KeyError if there is none."""
+        by_id: dict[str, Step] = object.__getattribute__(self, "_by_id")
+        return by_id[step_id]
+
+    def has(self, step_id: str) -> bool:
+        return step_id in object.__getattribute__(self, "_by_id")
+
+
+def qualify(flow_id: str, target: str) -> tuple[str, str]:
+    """Split a step reference into (flow, step); a bare step id belongs to `flow_id`."""
+    if ":" in target:
+        flow, _, step = target.partition(":")
+        return flow, step
+    return flow_id, target

@@ -1,0 +1,72 @@
+"""What goes out: rendered messages and platform actions, plain values that any front end can deliver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str
+    data: str
+
+
+@dataclass(frozen=True)
+class SendMessage:
+    chat_id: int
+    text: str
+    buttons: tuple[tuple[Button, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class EditMessage:
+    """Replace a message the bot sent earlier, usually to remove the buttons that were just pressed."""
+
+    chat_id: int
+    message_id: int
+    text: str
+    buttons: tuple[tuple[Button, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class DeleteMessage:
+    chat_id: int
+    message_id: int
+
+
+@dataclass(frozen=True)
+class AnswerButton:
+    """Acknowledge a button press (Telegram shows a spinner until this arrives)."""
+
+    chat_id: int
+    callback_id: str
+    text: str = ""
+
+
+Reply = SendMessage | EditMessage | DeleteMessage | AnswerButton
+
+_KINDS: dict[str, type[Reply]] = {
+    "send": SendMessage,
+    "edit": EditMessage,
+    "delete": DeleteMessage,
+    "answer": AnswerButton,
+}
+_NAMES = {cls: name for name, cls in _KINDS.items()}
+
+
+def reply_to_json(reply: Reply) -> dict[str, Any]:
+    """A JSON-ready dict for the outbox."""
+    body: dict[str, Any] = {"kind": _NAMES[type(reply)], **reply.__dict__}
+    if "buttons" in body:
+        body["buttons"] = [[[b.label, b.data] for b in row] for row in body["buttons"]]
+    return body
+
+
+def reply_from_json(body: dict[str, Any]) -> Reply:
+    """The inverse of `reply_to_json`."""
+    fields = dict(body)
+    cls = _KINDS[fields.pop("kind")]
+    if "buttons" in fields:
+        fields["buttons"] = tuple(tuple(Button(label, data) for label, data in row) for row in fields["buttons"])
+    return cls(**fields)

@@ -1,0 +1,206 @@
+"""The shell around the engine: queue, one transaction per batch of events, then delivery.
+
+Events from every chat go through one writer task, so two events of one chat never interleave. The writer takes
+whatever has queued up (up to `batch_limit` events), decides them one after another inside a single
+transaction — recording each update key as processed, saving cases, outbox entries, timers and audit lines —
+commits once, and only then tells the callers and hands the replies to the dispatcher. If a batch fails, its
+events are retried one per transaction so that one bad event cannot take others down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from flows.clock import Clock
+from flows.delivery import Dispatcher, Transport
+from flows.engine import Decision, Engine
+from flows.events import Event, Sender, TimerFired
+from flows.replies import SendMessage
+from flows.store import batch
+from flows.texts import Text
+
+log = logging.getLogger(__name__)
+
+ServicesFactory = Callable[[AsyncConnection, datetime], Any]
+LATE_TIMER_SECONDS = 5.0
+
+
+@dataclass
+class _Item:
+    event: Event
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Runner:
+    """Feeds events to the engine durably: `await runner.handle(event)` returns once the event is committed."""
+
+    def __init__(
+        self,
+        db: AsyncEngine,
+        engine: Engine,
+        transport: Transport,
+        clock: Clock,
+        services: ServicesFactory | None = None,
+        batch_limit: int = 256,
+    ) -> None:
+        self.db = db
+        self.engine = engine
+        self.clock = clock
+        self.services: ServicesFactory = services or (lambda conn, now: conn)
+        self.batch_limit = batch_limit
+        self.dispatcher = Dispatcher(db, transport, clock)
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Deliver what an earlier run left in the outbox, then accept events."""
+        await self.dispatcher.start()
+        self._writer = asyncio.create_task(self._write_loop(), name="event-writer")
+
+    async def stop(self) -> None:
+        """Finish the events already queued, then stop writing and delivering."""
+        if self._writer is not None:
+            await self._queue.join()
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        await self.dispatcher.stop()
+
+    async def handle(self, event: Event) -> None:
+        """Queue one event and wait until it is committed (its replies are then safe in the outbox)."""
+        item = _Item(event)
+        await self._queue.put(item)
+        await item.done
+
+    async def settle(self) -> None:
+        """Wait until every queued event is committed and every reply delivered (tests, console)."""
+        await self._queue.join()
+        await self.dispatcher.idle()
+
+    async def fire_due_timers(self, limit: int = 1_000) -> int:
+        """Turn due timers into events (each fires once: its key is `timer:{id}`); returns how many."""
+        now = self.clock.now()
+        async with self.db.begin() as conn:
+            due = await batch.due_timers(conn, now, limit)
+        for timer in due:
+            lateness = (now - timer.due_at).total_seconds()
+            if lateness > LATE_TIMER_SECONDS:
+                log.info("timer %d (%s) fires %.0f s late", timer.id, timer.kind, lateness)
+        events = [
+            TimerFired(
+                key=f"timer:{t.id}", sender=Sender(t.user_id, t.chat_id), timer_id=t.id, case_id=t.case_id,
+                kind=t.kind, payload={**t.payload, "step": t.step},
+            )
+            for t in due
+        ]
+        await asyncio.gather(*(self.handle(event) for event in events))
+        return len(events)
+
+    # --- the writer ---------------------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < self.batch_limit and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            try:
+                await self._write_each(items)
+            finally:
+                for _ in items:
+                    self._queue.task_done()
+
+    async def _write_each(self, items: list[_Item]) -> None:
+        try:
+            await self._commit(items)
+        except Exception:
+            if len(items) == 1:
+                await self._commit_failed(items[0])
+                return
+            for item in items:
+                try:
+                    await self._commit([item])
+                except Exception:
+                    await self._commit_failed(item)
+
+    async def _commit(self, items: Sequence[_Item]) -> None:
+        now = self.clock.now()
+        events = [item.event for item in items]
+        async with self.db.begin() as conn:
+            fresh = await batch.claim_updates(conn, [e.key for e in events], now)
+            todo = [e for e in _first_of_each_key(events) if e.key in fresh]
+            senders = [e.sender for e in todo if not isinstance(e, TimerFired)]
+            await batch.touch_users(conn, senders, now)
+            open_cases = await batch.active_cases(conn, {e.sender.chat_id for e in todo})
+            decisions = await self._decide_all(conn, todo, open_cases, now)
+            pending = await self._save(conn, decisions, todo, now)
+        for sender in senders:
+            self.dispatcher.unblock(sender.chat_id)
+        self.dispatcher.push(pending)
+        for item in items:
+            _resolve(item)
+
+    async def _decide_all(
+        self, conn: AsyncConnection, events: Sequence[Event], open_cases: dict[int, Any], now: datetime
+    ) -> list[Decision]:
+        services = self.services(conn, now)
+        decisions = []
+        for event in events:
+            chat_id = event.sender.chat_id
+            decision = await self.engine.decide(event, open_cases.get(chat_id), services, now)
+            if decision.case is not None:
+                open_cases[chat_id] = decision.case
+            decisions.append(decision)
+        return decisions
+
+    async def _save(
+        self, conn: AsyncConnection, decisions: Sequence[Decision], events: Sequence[Event], now: datetime
+    ) -> list[batch.Pending]:
+        changed = {case.id: case for d in decisions for case in d.cases}
+        await batch.save_cases(conn, list(changed.values()))
+        await batch.add_timers(conn, [t for d in decisions for t in d.timers])
+        await batch.mark_fired(conn, [e.timer_id for e in events if isinstance(e, TimerFired)], now)
+        await batch.add_audit(conn, [a for d in decisions for a in d.audit], now)
+        return await batch.add_outbox(conn, [r for d in decisions for r in d.replies], now)
+
+    async def _commit_failed(self, item: _Item) -> None:
+        """Record an event whose handling raised: the user hears of it and a redelivery will not loop forever."""
+        event = item.event
+        log.exception("event %s (%s) failed", event.key, type(event).__name__)
+        try:
+            now = self.clock.now()
+            async with self.db.begin() as conn:
+                if not await batch.claim_updates(conn, [event.key], now):
+                    _resolve(item)
+                    return
+                text = self.engine.say(Text("engine.internal_error"), getattr(event.sender, "language", None))
+                replies = [] if isinstance(event, TimerFired) else [SendMessage(event.sender.chat_id, text)]
+                pending = await batch.add_outbox(conn, replies, now)
+        except DBAPIError as error:
+            if not item.done.done():
+                item.done.set_exception(error)
+            return
+        self.dispatcher.push(pending)
+        _resolve(item)
+
+
+def _resolve(item: _Item) -> None:
+    if not item.done.done():
+        item.done.set_result(None)
+
+
+def _first_of_each_key(events: Sequence[Event]) -> list[Event]:
+    seen: set[str] = set()
+    unique = []
+    for event in events:
+        if event.key not in seen:
+            seen.add(event.key)
+            unique.append(event)
+    return unique

@@ -1,0 +1,204 @@
+"""The runner's statements: few, indexed, and each one covering a whole batch of events.
+
+Written with SQLAlchemy Core over the SQLModel tables because the hot path is measured in round trips through
+aiosqlite's thread: one statement per batch, not per event, is where the engine's speed comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from flows.engine import ACTIVE, AuditEntry, Case, NewTimer
+from flows.events import Sender
+from flows.replies import Reply, reply_from_json, reply_to_json
+from flows.store.tables import AuditRow, CaseRow, OutboxRow, ProcessedUpdate, TimerRow, User
+
+users = User.__table__  # type: ignore[attr-defined]
+cases = CaseRow.__table__  # type: ignore[attr-defined]
+processed = ProcessedUpdate.__table__  # type: ignore[attr-defined]
+outbox = OutboxRow.__table__  # type: ignore[attr-defined]
+timers = TimerRow.__table__  # type: ignore[attr-defined]
+audit = AuditRow.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An outbox entry waiting for delivery."""
+
+    id: int
+    chat_id: int
+    reply: Reply
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    id: int
+    case_id: str
+    user_id: int
+    chat_id: int
+    step: str
+    kind: str
+    payload: dict[str, Any]
+    due_at: datetime
+
+
+def _insert(conn: AsyncConnection, table: Table) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+async def claim_updates(conn: AsyncConnection, keys: Sequence[str], now: datetime) -> set[str]:
+    """Record `keys` as processed; return those that were not processed before."""
+    unique = list(dict.fromkeys(keys))
+    seen = set((await conn.execute(select(processed.c.key).where(processed.c.key.in_(unique)))).scalars())
+    fresh = [key for key in unique if key not in seen]
+    if fresh:
+        await conn.execute(processed.insert(), [{"key": key, "processed_at": now} for key in fresh])
+    return set(fresh)
+
+
+async def touch_users(conn: AsyncConnection, senders: Iterable[Sender], now: datetime) -> None:
+    """Create or refresh the users behind these events (writing to the bot also means it is not blocked)."""
+    rows = {
+        s.user_id: {"id": s.user_id, "chat_id": s.chat_id, "language": s.language, "blocked": False,
+                    "first_seen": now, "last_seen": now}
+        for s in senders
+    }
+    if not rows:
+        return
+    statement = _insert(conn, users)
+    statement = statement.on_conflict_do_update(
+        index_elements=[users.c.id],
+        set_={"chat_id": statement.excluded.chat_id, "last_seen": statement.excluded.last_seen,
+              "blocked": False, "language": func.coalesce(statement.excluded.language, users.c.language)},
+    )
+    await conn.execute(statement, list(rows.values()))
+
+
+def _case(row: Any) -> Case:
+    return Case(
+        id=row.id, user_id=row.user_id, chat_id=row.chat_id, flow=row.flow, step=row.step, data=row.data,
+        status=row.status, turn=row.turn, created_at=row.created_at, updated_at=row.updated_at,
+        closed_at=row.closed_at,
+    )
+
+
+async def active_cases(conn: AsyncConnection, chat_ids: Iterable[int]) -> dict[int, Case]:
+    """The active case of each chat that has one."""
+    query = select(cases).where(cases.c.chat_id.in_(set(chat_ids)), cases.c.status.in_(ACTIVE))
+    return {row.chat_id: _case(row) for row in await conn.execute(query)}
+
+
+async def get_case(conn: AsyncConnection, case_id: str) -> Case | None:
+    row = (await conn.execute(select(cases).where(cases.c.id == case_id))).first()
+    return _case(row) if row else None
+
+
+async def save_cases(conn: AsyncConnection, changed: Iterable[Case]) -> None:
+    """Insert new cases and update changed ones, in one statement."""
+    rows = [
+        {"id": c.id, "user_id": c.user_id, "chat_id": c.chat_id, "account_id": c.data.get("account_id"),
+         "flow": c.flow, "step": c.step, "data": c.data, "status": c.status, "turn": c.turn,
+         "created_at": c.created_at, "updated_at": c.updated_at, "closed_at": c.closed_at}
+        for c in changed
+    ]
+    if not rows:
+        return
+    statement = _insert(conn, cases)
+    mutable = ("account_id", "flow", "step", "data", "status", "turn", "updated_at", "closed_at")
+    statement = statement.on_conflict_do_update(
+        index_elements=[cases.c.id], set_={name: statement.excluded[name] for name in mutable}
+    )
+    await conn.execute(statement, rows)
+
+
+async def add_outbox(conn: AsyncConnection, replies: Sequence[Reply], now: datetime) -> list[Pending]:
+    """Queue replies for delivery; returns them with their ids, in order."""
+    if not replies:
+        return []
+    rows = [{"chat_id": r.chat_id, "payload": reply_to_json(r), "created_at": now, "attempts": 0} for r in replies]
+    result = await conn.execute(outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True), rows)
+    return [Pending(row_id, reply.chat_id, reply) for row_id, reply in zip(result.scalars(), replies, strict=True)]
+
+
+async def pending_outbox(conn: AsyncConnection, limit: int = 10_000) -> list[Pending]:
+    """Replies committed but not yet delivered, oldest first."""
+    query = (
+        select(outbox.c.id, outbox.c.chat_id, outbox.c.payload)
+        .where(outbox.c.delivered_at.is_(None)).order_by(outbox.c.id).limit(limit)
+    )
+    return [Pending(row.id, row.chat_id, reply_from_json(row.payload)) for row in await conn.execute(query)]
+
+
+async def mark_delivered(conn: AsyncConnection, results: Sequence[tuple[int, str, int | None]], now: datetime) -> None:
+    """Close outbox entries: (id, outcome, message id the platform gave the sent message)."""
+    if not results:
+        return
+    statement = (
+        update(outbox).where(outbox.c.id == bindparam("row_id"))
+        .values(delivered_at=now, outcome=bindparam("outcome"), sent_message_id=bindparam("message_id"),
+                attempts=outbox.c.attempts + 1)
+    )
+    await conn.execute(statement, [{"row_id": i, "outcome": o, "message_id": m} for i, o, m in results])
+
+
+async def count_attempt(conn: AsyncConnection, outbox_id: int) -> None:
+    await conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(attempts=outbox.c.attempts + 1))
+
+
+async def set_blocked(conn: AsyncConnection, chat_id: int, blocked: bool) -> None:
+    """Remember whether the user behind a private chat has blocked the bot."""
+    await conn.execute(update(users).where(users.c.chat_id == chat_id).values(blocked=blocked))
+
+
+async def blocked_chats(conn: AsyncConnection) -> set[int]:
+    return set((await conn.execute(select(users.c.chat_id).where(users.c.blocked.is_(True)))).scalars())
+
+
+async def add_timers(conn: AsyncConnection, new: Sequence[NewTimer]) -> None:
+    if new:
+        await conn.execute(timers.insert(), [
+            {"case_id": t.case_id, "user_id": t.user_id, "chat_id": t.chat_id, "step": t.step, "kind": t.spec.kind,
+             "payload": dict(t.spec.payload), "due_at": t.spec.due}
+            for t in new
+        ])
+
+
+async def due_timers(conn: AsyncConnection, now: datetime, limit: int) -> list[DueTimer]:
+    """Unfired timers due by `now`, in due order."""
+    query = (
+        select(timers).where(timers.c.fired_at.is_(None), timers.c.due_at <= now)
+        .order_by(timers.c.due_at, timers.c.id).limit(limit)
+    )
+    return [
+        DueTimer(r.id, r.case_id, r.user_id, r.chat_id, r.step, r.kind, r.payload, r.due_at)
+        for r in await conn.execute(query)
+    ]
+
+
+async def next_due(conn: AsyncConnection) -> datetime | None:
+    """When the earliest unfired timer is due."""
+    query = select(func.min(timers.c.due_at)).where(timers.c.fired_at.is_(None))
+    value = (await conn.execute(query)).scalar()
+    return timers.c.due_at.type.process_result_value(value, conn.dialect) if isinstance(value, str) else value
+
+
+async def mark_fired(conn: AsyncConnection, timer_ids: Sequence[int], now: datetime) -> None:
+    if timer_ids:
+        await conn.execute(update(timers).where(timers.c.id.in_(timer_ids), timers.c.fired_at.is_(None))
+                           .values(fired_at=now))
+
+
+async def add_audit(conn: AsyncConnection, entries: Sequence[AuditEntry], now: datetime) -> None:
+    if entries:
+        await conn.execute(audit.insert(), [
+            {"at": now, "actor": e.actor, "action": e.action, "subject": e.subject, "detail": dict(e.detail)}
+            for e in entries
+        ])

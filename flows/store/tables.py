@@ -1,0 +1,144 @@
+"""The tables. Every timestamp is timezone-aware UTC; Telegram ids are 64-bit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Index, text
+from sqlmodel import Field, SQLModel
+
+from flows.store.types import JSONText, UTCDateTime
+
+
+def _when(nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class User(SQLModel, table=True):
+    """Everyone who has written to the bot."""
+
+    __tablename__ = "users"
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    language: str | None = Field(default=None, max_length=16)
+    blocked: bool = Field(default=False)
+    first_seen: datetime = _when()
+    last_seen: datetime = _when()
+
+
+class Account(SQLModel, table=True):
+    """An account of the service the bot speaks for (the account directory)."""
+
+    __tablename__ = "accounts"
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True, index=True)
+    phone: str | None = Field(default=None, max_length=32)
+    totp_secret_enc: str | None = Field(default=None)
+    totp_last_step: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    security_question: str | None = Field(default=None)
+    security_answer_hash: str | None = Field(default=None)
+    identity_verified: bool = Field(default=False)
+    two_factor: str = Field(default="totp", max_length=16)
+    withdrawals_locked_until: datetime | None = _when(nullable=True)
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+
+
+class CaseRow(SQLModel, table=True):
+    """One recovery attempt: which flow, which step, what it has collected, and how it ended."""
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        Index("ix_cases_chat_active", "chat_id", "status"),
+        Index("ix_cases_status_updated", "status", "updated_at"),
+    )
+    id: str = Field(primary_key=True, max_length=16)
+    user_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    account_id: int | None = Field(default=None, foreign_key="accounts.id")
+    flow: str = Field(max_length=32)
+    step: str = Field(max_length=32)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONText(), nullable=False))
+    status: str = Field(max_length=16)
+    turn: int = Field(default=0)
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+    closed_at: datetime | None = _when(nullable=True)
+
+
+class ProcessedUpdate(SQLModel, table=True):
+    """An event already handled; its key makes a second delivery of the same update a no-op."""
+
+    __tablename__ = "processed_updates"
+    key: str = Field(primary_key=True, max_length=64)
+    processed_at: datetime = _when(index=True)
+
+
+class OutboxRow(SQLModel, table=True):
+    """A reply committed with the event that caused it, delivered after the commit (and after a crash)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_pending", "id", sqlite_where=text("delivered_at IS NULL"),
+              postgresql_where=text("delivered_at IS NULL")),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    payload: dict[str, Any] = Field(sa_column=Column(JSONText(), nullable=False))
+    created_at: datetime = _when()
+    delivered_at: datetime | None = _when(nullable=True)
+    attempts: int = Field(default=0)
+    outcome: str | None = Field(default=None, max_length=16)
+    sent_message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class TimerRow(SQLModel, table=True):
+    """A durable timer: fires once at `due_at` while its case is still at `step`."""
+
+    __tablename__ = "timers"
+    __table_args__ = (
+        Index("ix_timers_pending", "due_at", sqlite_where=text("fired_at IS NULL"),
+              postgresql_where=text("fired_at IS NULL")),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(max_length=16, index=True)
+    user_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    step: str = Field(max_length=32)
+    kind: str = Field(max_length=32)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONText(), nullable=False))
+    due_at: datetime = _when()
+    fired_at: datetime | None = _when(nullable=True)
+
+
+class CodeRow(SQLModel, table=True):
+    """A one-time verification code, kept only as a keyed hash."""
+
+    __tablename__ = "verification_codes"
+    __table_args__ = (Index("ix_codes_account_created", "account_id", "created_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="accounts.id")
+    case_id: str = Field(max_length=16, index=True)
+    factor: str = Field(max_length=16)
+    code_hash: str = Field(max_length=128)
+    created_at: datetime = _when()
+    expires_at: datetime = _when()
+    wrong_tries: int = Field(default=0)
+    used_at: datetime | None = _when(nullable=True)
+    voided_at: datetime | None = _when(nullable=True)
+
+
+class AuditRow(SQLModel, table=True):
+    """Who did what, when, to what."""
+
+    __tablename__ = "audit_log"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _when(index=True)
+    actor: str = Field(max_length=64)
+    action: str = Field(max_length=64)
+    subject: str = Field(max_length=64)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONText(), nullable=False))
+
+
+metadata = SQLModel.metadata

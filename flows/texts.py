@@ -1,0 +1,78 @@
+"""Every user-facing word goes through here: gettext catalogs (read with Babel), one function to translate.
+
+Catalog entries are keyed by a stable id ("start.greeting") and may contain Telegram's small HTML subset (<b>, <i>,
+<code>). Parameters are HTML-escaped when they are filled in, so a user's own words can never inject markup.
+"""
+
+from __future__ import annotations
+
+import gettext
+import html
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+
+LOCALES = Path(__file__).parent / "locales"
+DOMAIN = "messages"
+DEFAULT_LANGUAGE = "en"
+
+
+@dataclass(frozen=True)
+class Text:
+    """A message not yet translated: a catalog key and the values for its placeholders."""
+
+    key: str
+    params: Mapping[str, object] = field(default_factory=dict)
+
+
+def text(key: str, **params: object) -> Text:
+    """Shorthand for `Text(key, params)`."""
+    return Text(key, params)
+
+
+@cache
+def _catalog(language: str) -> gettext.NullTranslations:
+    po_path = LOCALES / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+    if not po_path.exists():
+        return gettext.NullTranslations()
+    with po_path.open("rb") as po_file:
+        catalog = read_po(po_file, locale=language)
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)
+    buffer.seek(0)
+    translations = gettext.GNUTranslations(buffer)
+    if language != DEFAULT_LANGUAGE:
+        translations.add_fallback(_catalog(DEFAULT_LANGUAGE))
+    return translations
+
+
+def available_languages() -> list[str]:
+    """Languages that have a catalog."""
+    return sorted(p.name for p in LOCALES.iterdir() if (p / "LC_MESSAGES" / f"{DOMAIN}.po").exists())
+
+
+def known_keys(language: str = DEFAULT_LANGUAGE) -> set[str]:
+    """Every key the catalog of `language` defines."""
+    with (LOCALES / language / "LC_MESSAGES" / f"{DOMAIN}.po").open("rb") as po_file:
+        return {str(message.id) for message in read_po(po_file) if message.id}
+
+
+def _language_for(language: str | None) -> str:
+    if not language:
+        return DEFAULT_LANGUAGE
+    base = language.split("-")[0].split("_")[0].lower()
+    return base if (LOCALES / base).is_dir() else DEFAULT_LANGUAGE
+
+
+def translate(message: Text | str, language: str | None = None, **defaults: object) -> str:
+    """Render a text in the user's language; `defaults` fill placeholders the text itself leaves open."""
+    if isinstance(message, str):
+        message = Text(message)
+    template = _catalog(_language_for(language)).gettext(message.key)
+    values = {name: html.escape(str(value), quote=False) for name, value in {**defaults, **message.params}.items()}
+    return template.format_map(values) if values or "{" in template else template

@@ -1,0 +1,164 @@
+"""A chat driver: tests talk to the bot the way a person does — send, tap a button by its label, read replies."""
+
+from __future__ import annotations
+
+import html
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flows.clock import FakeClock
+from flows.engine import Engine
+from flows.events import ButtonPressed, CommandReceived, FileInfo, FileReceived, Sender, TextReceived
+from flows.replies import AnswerButton, Button, DeleteMessage, EditMessage, Reply, SendMessage
+from flows.runner import Runner, ServicesFactory
+
+_keys = itertools.count(1)
+
+
+def plain(text: str) -> str:
+    """Telegram HTML as a person reads it."""
+    return html.unescape(re.sub(r"<[^>]+>", "", text))
+
+
+@dataclass
+class Shown:
+    """A message as it currently stands in the chat."""
+
+    message_id: int
+    text: str
+    buttons: tuple[tuple[Button, ...], ...] = ()
+
+    def labels(self) -> list[str]:
+        return [b.label for row in self.buttons for b in row]
+
+
+@dataclass
+class RecordingTransport:
+    """Delivers into memory: every chat's messages as they stand, plus a log of every reply."""
+
+    log: list[Reply] = field(default_factory=list)
+    chats: dict[int, list[Shown]] = field(default_factory=dict)
+    answers: list[AnswerButton] = field(default_factory=list)
+    _ids: Any = field(default_factory=lambda: itertools.count(1000))
+
+    async def deliver(self, reply: Reply) -> int | None:
+        self.log.append(reply)
+        messages = self.chats.setdefault(reply.chat_id, [])
+        if isinstance(reply, SendMessage):
+            shown = Shown(next(self._ids), plain(reply.text), reply.buttons)
+            messages.append(shown)
+            return shown.message_id
+        if isinstance(reply, EditMessage):
+            for shown in messages:
+                if shown.message_id == reply.message_id:
+                    shown.text, shown.buttons = plain(reply.text), reply.buttons
+        elif isinstance(reply, DeleteMessage):
+            messages[:] = [m for m in messages if m.message_id != reply.message_id]
+        elif isinstance(reply, AnswerButton):
+            self.answers.append(reply)
+        return None
+
+
+class Chat:
+    """One person in one private chat with the bot."""
+
+    def __init__(self, bot: Bot, user_id: int = 42, language: str | None = "en") -> None:
+        self.bot = bot
+        self.sender = Sender(user_id=user_id, chat_id=user_id, language=language)
+        self.seen_upto = 0
+
+    @property
+    def messages(self) -> list[Shown]:
+        return self.bot.transport.chats.get(self.sender.chat_id, [])
+
+    def key(self) -> str:
+        return f"test:{next(_keys)}"
+
+    async def send(self, text: str, key: str | None = None) -> list[str]:
+        """Type a message (a leading slash makes it a command); returns the bot's new messages."""
+        if text.startswith("/"):
+            name, _, args = text[1:].partition(" ")
+            event: Any = CommandReceived(key or self.key(), self.sender, name, args)
+        else:
+            event = TextReceived(key or self.key(), self.sender, text)
+        return await self.bot.feed(self, event)
+
+    async def send_file(self, file: FileInfo) -> list[str]:
+        return await self.bot.feed(self, FileReceived(self.key(), self.sender, file))
+
+    def button(self, label: str) -> tuple[Shown, Button]:
+        """The newest button whose label contains `label`, and the message it sits on."""
+        for shown in reversed(self.messages):
+            for row in shown.buttons:
+                for button in row:
+                    if label in button.label:
+                        return shown, button
+        raise AssertionError(f"no button {label!r}; buttons: {self.buttons}")
+
+    async def tap(self, label: str) -> list[str]:
+        shown, button = self.button(label)
+        return await self.press(button.data, shown.message_id)
+
+    async def press(self, data: str, message_id: int | None = None, key: str | None = None) -> list[str]:
+        """Press a button by its raw data (tests use this to replay old or forged buttons)."""
+        event = ButtonPressed(key or self.key(), self.sender, data, message_id, callback_id=f"cb{next(_keys)}")
+        return await self.bot.feed(self, event)
+
+    @property
+    def last(self) -> str:
+        return self.messages[-1].text
+
+    @property
+    def buttons(self) -> list[str]:
+        return self.messages[-1].labels() if self.messages else []
+
+    @property
+    def last_answer(self) -> str:
+        mine = [a for a in self.bot.transport.answers if a.chat_id == self.sender.chat_id]
+        return mine[-1].text if mine else ""
+
+    def new_messages(self) -> list[str]:
+        fresh = [m.text for m in self.messages[self.seen_upto :]]
+        self.seen_upto = len(self.messages)
+        return fresh
+
+
+class Bot:
+    """An engine, a runner and a recording transport over one database; `restart()` keeps the database."""
+
+    def __init__(
+        self, db: AsyncEngine, engine: Engine, clock: FakeClock, services: ServicesFactory | None = None
+    ) -> None:
+        self.db = db
+        self.engine = engine
+        self.clock = clock
+        self.services = services
+        self.transport = RecordingTransport()
+        self.runner = Runner(db, engine, self.transport, clock, services)
+
+    async def start(self) -> Bot:
+        await self.runner.start()
+        return self
+
+    async def stop(self) -> None:
+        await self.runner.stop()
+
+    async def restart(self) -> None:
+        """Stop cleanly and start a new runner on the same database (the transport keeps the chat history)."""
+        await self.runner.stop()
+        self.runner = Runner(self.db, self.engine, self.transport, self.clock, self.services)
+        await self.runner.start()
+        await self.runner.settle()
+
+    async def feed(self, chat: Chat, event: Any) -> list[str]:
+        chat.new_messages()
+        await self.runner.handle(event)
+        await self.runner.settle()
+        return chat.new_messages()
+
+    def chat(self, user_id: int = 42, language: str | None = "en") -> Chat:
+        return Chat(self, user_id, language)

@@ -1,0 +1,262 @@
+"""The engine and runner, on a real SQLite database, through a small flow: ask a name, confirm, done."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flows.clock import FakeClock
+from flows.replies import Reply
+from flows.runner import Runner
+from flows.store import batch
+from tests.engine_flow import make_engine
+from tests.support.chat import Bot, Chat, RecordingTransport
+
+
+@pytest.fixture
+async def bot(db: AsyncEngine, clock: FakeClock) -> AsyncIterator[Bot]:
+    bot = await Bot(db, make_engine(), clock).start()
+    yield bot
+    await bot.stop()
+
+
+async def case_row(db: AsyncEngine) -> Any:
+    async with db.connect() as conn:
+        return (await conn.execute(select(batch.cases).order_by(batch.cases.c.created_at.desc()))).first()
+
+
+async def count(db: AsyncEngine, table: Any) -> int:
+    async with db.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def test_happy_path(bot: Bot, db: AsyncEngine) -> None:
+    chat = bot.chat()
+    assert await chat.send("/start") == ["What is your name?"]
+    assert await chat.send("Ada") == ["Is Ada right?"]
+    assert chat.buttons == ["Yes", "No", "Break"]
+    await chat.tap("Yes")
+    assert chat.messages[-2].text == "Is Ada right?\n\n✔ Yes"
+    assert chat.messages[-2].buttons == ()
+    assert chat.last == "Thanks!"
+    row = await case_row(db)
+    assert (row.step, row.status, row.data) == ("done", "completed", {"name": "Ada"})
+    assert chat.last_answer == ""
+
+
+async def test_invalid_input_reprompts_and_changes_nothing(bot: Bot, db: AsyncEngine) -> None:
+    chat = bot.chat()
+    await chat.send("/start")
+    before = await case_row(db)
+    assert await chat.send("R2-D2 !!") == ["Please answer with a text message.", "What is your name?"]
+    assert await case_row(db) == before
+
+
+async def test_text_where_buttons_are_expected(bot: Bot, db: AsyncEngine) -> None:
+    chat = bot.chat()
+    await chat.send("/start")
+    await chat.send("Ada")
+    before = await case_row(db)
+    assert await chat.send("yes") == ["Please choose one of the buttons below.", "Is Ada right?"]
+    assert await case_row(db) == before
+    await chat.tap("Yes")
+    assert chat.last == "Thanks!"
+
+
+async def test_text_without_a_case_and_unknown_command(bot: Bot) -> None:
+    chat = bot.chat()
+    assert await chat.send("hello") == ["There is no recovery in progress. Send /start to begin."]
+    assert await chat.send("/frobnicate") == ["I don't know that command. Send /help to see what I can do."]
+
+
+async def test_same_update_twice_acts_once(bot: Bot, db: AsyncEngine) -> None:
+    chat = bot.chat()
+    await chat.send("/start")
+    assert await chat.send("Ada", key="tg:777") == ["Is Ada right?"]
+    outbox_before, row_before = await count(db, batch.outbox), await case_row(db)
+    assert await chat.send("Bob", key="tg:777") == []
+    assert await count(db, batch.outbox) == outbox_before
+    assert await case_row(db) == row_before
+
+
+async def test_same_update_twice_in_one_batch_acts_once(bot: Bot, db: AsyncEngine) -> None:
+    chat = bot.chat()
+    await chat.send("/start")
+    await asyncio.gather(chat.send("Ada", key="tg:9"), chat.send("Ada", key="tg:9"))
+    assert [m.text for m in chat.messages].count("Is Ada right?") == 1
+
+
+async def test_stale_button_expires_and_changes_nothing(bot: Bot, db: AsyncEngine) -> None:
+    chat = bot.chat()
+    await chat.send("/start")
+    await chat.send("Ada")
+    old_message, old_no = chat.button("No")
+    await chat.tap("No")
+    await chat.send("Bob")
+    before, sent = await case_row(db), len(bot.transport.log)
+    assert await chat.press(old_no.data, old_message.message_id) == []
+    assert chat.last_answer == "This button has expired."
+    assert await case_row(db) == before
+    assert len(bot.transport.log) == sent + 1  # only the answer to the button press
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda data: "not-even-close",
+        lambda data: data.replace(":yes", ":admin"),
+        lambda data: "AAAAAAAAAAAA" + data[12:],
+        lambda data: data.rsplit(":", 2)[0] + ":99:yes",
+        lambda data: data + "x" * 100,
+    ],
+    ids=["garbage", "unknown-choice", "other-case", "wrong-turn", "oversized"],
+)
+async def test_forged_button_expires_and_changes_nothing(bot: Bot, db: AsyncEngine, forge: Any) -> None:
+    chat = bot.chat()
+    await chat.send("/start")
+    await chat.send("Ada")
+    _, yes = chat.button("Yes")
+    before = await case_row(db)
+    assert await chat.press(forge(yes.data)) == []
+    assert chat.last_answer == "This button has expired."
+    assert await case_row(db) == before
+
+
+async def test_someone_elses_button_is_refused(bot: Bot, db: AsyncEngine) -> None:
+    alice, mallory = bot.chat(user_id=1), bot.chat(user_id=2)
+    await alice.send("/start")
+    await alice.send("Ada")
+    _, yes = alice.button("Yes")
+    alice_case = await case_row(db)
+    await mallory.send("/start")
+    assert await mallory.press(yes.data) == []
+    assert mallory.last_answer == "This button has expired."
+    async with db.connect() as conn:
+        query = select(batch.cases).where(batch.cases.c.id == alice_case.id)
+        assert (await conn.execute(query)).first() == alice_case
+    assert alice.buttons == ["Yes", "No", "Break"]
+
+
+async def test_restart_between_steps_continues_the_case(bot: Bot) -> None:
+    chat = bot.chat()
+    await chat.send("/start")
+    await chat.send("Ada")
+    await bot.restart()
+    await chat.tap("Yes")
+    assert chat.last == "Thanks!"
+
+
+async def test_concurrent_events_for_one_chat_never_interleave(bot: Bot, db: AsyncEngine) -> None:
+    chat = bot.chat()
+    await chat.send("/start")
+    await chat.send("Ada")
+    message, yes = chat.button("Yes")
+    await asyncio.gather(*(chat.press(yes.data, message.message_id) for _ in range(5)))
+    assert [m.text for m in chat.messages].count("Thanks!") == 1
+    assert [a.text for a in bot.transport.answers].count("This button has expired.") == 4
+
+
+async def test_two_runners_on_one_database_serialise_writes(db: AsyncEngine, db_url: str, clock: FakeClock) -> None:
+    from flows.store.database import open_database
+
+    second_db = open_database(db_url)
+    first, second = await Bot(db, make_engine(), clock).start(), await Bot(second_db, make_engine(), clock).start()
+    try:
+        chat = first.chat()
+        await chat.send("/start")
+        await chat.send("Ada")
+        _, yes = chat.button("Yes")
+        _, no = chat.button("No")
+        await asyncio.gather(first.chat().press(yes.data), second.chat().press(no.data))
+        outcomes = [first.transport.answers[-1].text, second.transport.answers[-1].text]
+        assert sorted(outcomes) == ["", "This button has expired."]
+    finally:
+        await first.stop()
+        await second.stop()
+        await second_db.dispose()
+
+
+async def test_commands_close_and_reopen_cases(bot: Bot, db: AsyncEngine) -> None:
+    chat = bot.chat()
+    await chat.send("/start")
+    assert await chat.send("/cancel") == ["Cancelled."]
+    assert (await case_row(db)).status == "cancelled"
+    assert await chat.send("Ada") == ["There is no recovery in progress. Send /start to begin."]
+    await chat.send("/start")
+    await chat.send("/start")
+    async with db.connect() as conn:
+        statuses = sorted((await conn.execute(select(batch.cases.c.status))).scalars())
+    assert statuses == ["cancelled", "open", "replaced"]
+
+
+async def test_a_failing_action_answers_and_is_not_retried(bot: Bot, db: AsyncEngine) -> None:
+    chat = bot.chat()
+    await chat.send("/start")
+    await chat.send("Ada")
+    await chat.tap("Break")
+    assert chat.last.startswith("Sorry, something went wrong on our side.")
+    assert (await case_row(db)).step == "confirm"
+    await chat.tap("Yes")
+    assert chat.last == "Thanks!"
+
+
+class HangingTransport(RecordingTransport):
+    """Never finishes a delivery: a process killed at this moment has committed but not delivered."""
+
+    async def deliver(self, reply: Reply) -> int | None:
+        await asyncio.Event().wait()
+        return None
+
+
+async def test_crash_after_commit_before_delivery_delivers_after_restart(
+    db: AsyncEngine, clock: FakeClock
+) -> None:
+    from flows.events import Sender, TextReceived
+
+    engine = make_engine()
+    doomed = Runner(db, engine, HangingTransport(), clock)
+    await doomed.start()
+    sender = Sender(42, 42, "en")
+    from flows.events import CommandReceived
+
+    await doomed.handle(CommandReceived("k1", sender, "start"))
+    await doomed.handle(TextReceived("k2", sender, "Ada"))
+    # The "crash": tasks die where they stand; nothing is flushed or cleaned up.
+    for task in (doomed._writer, doomed.dispatcher._task):
+        assert task is not None
+        task.cancel()
+
+    survivor = Bot(db, engine, clock)
+    await survivor.start()
+    await survivor.runner.settle()
+    chat: Chat = survivor.chat()
+    assert [m.text for m in chat.messages] == ["What is your name?", "Is Ada right?"]
+    await survivor.restart()
+    assert len(survivor.transport.log) == 2  # delivered once, not again on the next start
+    await survivor.stop()
+
+
+async def test_timer_fires_once_and_only_while_the_case_waits(bot: Bot, clock: FakeClock) -> None:
+    chat = bot.chat()
+    await chat.send("/start")
+    await chat.send("Ada")
+    assert await bot.runner.fire_due_timers() == 0
+    clock.advance(minutes=5)
+    chat.new_messages()
+    assert await bot.runner.fire_due_timers() == 1
+    await bot.runner.settle()
+    assert chat.new_messages() == ["Please choose one of the buttons below."]
+    assert await bot.runner.fire_due_timers() == 0
+
+    await chat.tap("No")
+    await chat.send("Bob")  # a new reminder for the new visit to "confirm"
+    await chat.tap("Yes")
+    clock.advance(minutes=10)
+    assert await bot.runner.fire_due_timers() == 1
+    await bot.runner.settle()
+    assert chat.new_messages() == []  # the case moved on: dropped without a message
