@@ -28,6 +28,7 @@ from flows.replies import AnswerButton, Button, EditMessage, Reply, SendMessage
 from flows.texts import Text, translate
 
 ACTIVE = ("open", "review")
+BACK = "<back>"  # a Goto to BACK returns to the step saved in data["_return"] (used by detours like /cancel)
 Translator = Callable[..., str]
 BUTTON_DATA = re.compile(r"^([A-Za-z0-9_-]{12}):(\d{1,9}):([a-z][a-z0-9_]{0,23})$")
 
@@ -289,7 +290,8 @@ class _Turn:
         if allowed is not None and outcome.step not in allowed:
             raise FlowError(f"{case.flow}:{case.step} may not go to {outcome.step!r}")
         self.mark_pressed(case)
-        flow_id, step_id = qualify(case.flow, outcome.step)
+        destination = str(case.data.pop("_return")) if outcome.step == BACK else outcome.step
+        flow_id, step_id = qualify(case.flow, destination)
         target = self.engine.flows[flow_id].step(step_id)
         case.flow, case.step = flow_id, step_id
         case.data.update(outcome.data)
@@ -334,7 +336,8 @@ class _Turn:
 
     def finish(self, case: Case, status: str) -> None:
         case.status = status
-        case.closed_at = case.updated_at = self.ctx.now
+        case.updated_at = self.ctx.now
+        case.closed_at = None if status in ACTIVE else self.ctx.now
         case.turn += 1
         self.touch(case)
         self.audit("case.closed", case, {"status": status, "flow": case.flow, "step": case.step})

@@ -74,5 +74,12 @@ def translate(message: Text | str, language: str | None = None, **defaults: obje
     if isinstance(message, str):
         message = Text(message)
     template = _catalog(_language_for(language)).gettext(message.key)
-    values = {name: html.escape(str(value), quote=False) for name, value in {**defaults, **message.params}.items()}
+    values = {name: _fill(value, language, defaults) for name, value in {**defaults, **message.params}.items()}
     return template.format_map(values) if values or "{" in template else template
+
+
+def _fill(value: object, language: str | None, defaults: dict[str, object]) -> str:
+    """A placeholder's value: a nested Text is translated (it is ours), anything else is escaped."""
+    if isinstance(value, Text):
+        return translate(value, language, **defaults)
+    return html.escape(str(value), quote=False)

@@ -1,0 +1,1 @@
+"""Front ends, settings, wiring and the `recovery-bot` command."""

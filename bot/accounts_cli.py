@@ -1,0 +1,50 @@
+"""`recovery-bot accounts import FILE.csv` and `recovery-bot accounts list`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from flows.accounts_csv import import_accounts
+from flows.directory import Directory, mask_email, mask_phone
+
+from bot.app import App, local_secret_key, open_app
+from bot.config import Settings
+
+
+async def run_accounts(args: argparse.Namespace, settings: Settings) -> int:
+    app = await open_app(settings, local_secret_key(settings))
+    try:
+        if args.accounts_command == "import":
+            return await _import(app, args)
+        return await _list(app)
+    finally:
+        await app.close()
+
+
+async def _import(app: App, args: argparse.Namespace) -> int:
+    try:
+        content = args.file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"recovery-bot: cannot read {args.file}: {error}", file=sys.stderr)
+        return 1
+    async with app.db.begin() as conn:
+        report = await import_accounts(conn, content, app.services.box, app.clock.now())
+    if report.errors:
+        for line, message in report.errors:
+            print(f"{args.file}:{line}: {message}", file=sys.stderr)
+        print("nothing was imported: fix the lines above and run the import again", file=sys.stderr)
+        return 1
+    print(f"imported: {report.created} created, {report.updated} updated, {report.unchanged} unchanged")
+    return 0
+
+
+async def _list(app: App) -> int:
+    async with app.db.begin() as conn:
+        found = await Directory(conn, app.services.box, app.clock.now()).list_accounts()
+    for account in found:
+        phone = mask_phone(account.phone) if account.phone else "-"
+        print(f"{account.id:>6}  {mask_email(account.email):<32} {phone:<16} 2FA: {account.two_factor}"
+              f"{'  verified' if account.identity_verified else ''}")
+    print(f"{len(found)} account(s)")
+    return 0

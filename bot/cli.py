@@ -1,0 +1,67 @@
+"""The `recovery-bot` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.config import Settings, SettingsError, load_settings
+
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recovery-bot",
+        description="A self-hosted Telegram desk that guides users through 2FA account recovery.",
+        epilog="Settings come from the environment and .env (see .env.example).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("console", help="try the bot in this terminal (offline, on the configured database)")
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser("upgrade", help="apply the database migrations")
+    accounts = commands.add_parser("accounts", help="the service's accounts that users can recover")
+    account_commands = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
+    importer = account_commands.add_parser("import", help="import or update accounts from a CSV file")
+    importer.add_argument("file", type=Path, help="CSV with header email,phone,totp_secret,"
+                          "security_question,security_answer[,identity_verified]")
+    account_commands.add_parser("list", help="list accounts (emails and phones masked)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"recovery-bot: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    return asyncio.run(_dispatch(args, settings))
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "console":
+        from bot.console_app import run_console
+
+        return await run_console(settings)
+    if args.command == "db":
+        from flows.store.migrate import upgrade
+
+        await upgrade(settings.database_url)
+        print("database is up to date")
+        return 0
+    from bot.accounts_cli import run_accounts
+
+    return await run_accounts(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Settings, loaded once from the environment and `.env`; every one is listed in `.env.example`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from flows.keys import MIN_SECRET_LENGTH
+
+
+class Settings(BaseSettings):
+    """The operator's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", env_ignore_empty=True, extra="ignore"
+    )
+
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    database_url: str = "sqlite+aiosqlite:///./data/recovery.db"
+    admin_ids: Annotated[tuple[int, ...], NoDecode] = ()
+    bot_framework: Literal["ptb", "aiogram"] = "ptb"
+    service_name: str = Field(default="Example Exchange", min_length=1, max_length=64)
+    code_ttl_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    withdrawal_lock_hours: int = Field(default=48, ge=1, le=24 * 30)
+    secret_key: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            if not all(part.lstrip("-").isdigit() for part in parts):
+                raise ValueError("must be comma-separated numeric Telegram user ids, e.g. 12345,67890")
+            return tuple(int(part) for part in parts)
+        return value
+
+    @field_validator("telegram_api_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters (try: openssl rand -hex 32)")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message is one line meant for the operator."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning validation errors into one clear line per bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            name = str(problem["loc"][0]).upper() if problem["loc"] else "settings"
+            lines.append(f"{name}: {problem['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("; ".join(lines)) from None

@@ -1,0 +1,255 @@
+"""Importing the service's accounts from CSV into the directory.
+
+The file is read and checked as a whole first: one bad row and nothing is written. Each row is the full record of
+an account (an empty cell clears that field), except `identity_verified`, where an empty cell or a missing column
+keeps what an existing account has. Importing the same file again changes nothing: secrets and answers are compared
+with what is stored instead of being encrypted and hashed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from flows.directory import DecryptError, SecretBox, accounts, hash_answer, normalize_email, verify_answer
+from flows.otp import normalize_key
+
+REQUIRED_COLUMNS = ("email", "phone", "totp_secret", "security_question", "security_answer")
+OPTIONAL_COLUMNS = ("identity_verified",)
+MAX_EMAIL_LENGTH = 320
+_PHONE = re.compile(r"\+[0-9]{8,15}")
+_FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False, "": None}
+_LOOKUP_CHUNK = 500
+
+Problem = tuple[int, str]
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did, or (when `errors` is not empty) why it did nothing."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    """One valid row, normalised; `identity_verified` is None when the file does not say."""
+
+    line: int
+    email: str
+    phone: str | None
+    totp_secret: str | None
+    security_question: str | None
+    security_answer: str | None
+    identity_verified: bool | None
+
+    @property
+    def two_factor(self) -> str:
+        return "totp" if self.totp_secret else "phone" if self.phone else "none"
+
+
+def _email(raw: str) -> str:
+    email = normalize_email(raw)
+    if not email:
+        raise ValueError("required")
+    local, _, domain = email.partition("@")
+    labels = domain.split(".")
+    plausible = email.count("@") == 1 and local and len(labels) > 1 and all(labels)
+    if len(email) > MAX_EMAIL_LENGTH or not plausible or " " in email or not email.isprintable():
+        raise ValueError(f"{email!r} is not a plausible address")
+    return email
+
+
+def _phone(raw: str) -> str | None:
+    phone = re.sub(r"[\s\-()]", "", raw)
+    if phone and not _PHONE.fullmatch(phone):
+        raise ValueError("expected + and 8 to 15 digits, e.g. +15551234567")
+    return phone or None
+
+
+def _totp_secret(raw: str) -> str | None:
+    return normalize_key(raw) if raw.strip() else None
+
+
+def _text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _flag(raw: str) -> bool | None:
+    value = raw.strip().lower()
+    if value not in _FLAGS:
+        raise ValueError("expected true/false, yes/no, 1/0 or empty")
+    return _FLAGS[value]
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "email": _email, "phone": _phone, "totp_secret": _totp_secret, "security_question": _text,
+    "security_answer": _text, "identity_verified": _flag,
+}
+
+
+def _record(line: int, cells: Mapping[str, str]) -> AccountRecord | list[str]:
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for column, parse in _PARSERS.items():
+        try:
+            values[column] = parse(cells.get(column, ""))
+        except ValueError as error:
+            problems.append(f"{column}: {error}")
+    if not problems and (values["security_question"] is None) != (values["security_answer"] is None):
+        problems.append("security_question and security_answer: give both or neither")
+    return problems or AccountRecord(line=line, **values)
+
+
+def _header_problem(columns: Sequence[str]) -> str | None:
+    unknown = [c for c in columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    parts = [f"{label}: {', '.join(names)}" for label, names in
+             (("unknown columns", unknown), ("missing columns", missing), ("repeated columns", repeated)) if names]
+    return "; ".join(parts) or None
+
+
+def _lines(text: str) -> tuple[list[tuple[int, list[str]]], Problem | None]:
+    """Non-blank records with the line each starts on (a quoted cell may span lines)."""
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    records: list[tuple[int, list[str]]] = []
+    start = 1
+    try:
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                records.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as error:
+        return records, (start, f"unreadable CSV: {error}")
+    return records, None
+
+
+def _check_rows(columns: list[str], rows: list[tuple[int, list[str]]]) -> tuple[list[AccountRecord], list[Problem]]:
+    records: list[AccountRecord] = []
+    errors: list[Problem] = []
+    first_line: dict[str, int] = {}
+    for line, cells in rows:
+        if len(cells) != len(columns):
+            errors.append((line, f"expected {len(columns)} values, found {len(cells)}"))
+            continue
+        result = _record(line, dict(zip(columns, cells, strict=True)))
+        if isinstance(result, list):
+            errors.extend((line, problem) for problem in result)
+        elif result.email in first_line:
+            errors.append((line, f"email: {result.email!r} is already on line {first_line[result.email]}"))
+        else:
+            first_line[result.email] = line
+            records.append(result)
+    return records, errors
+
+
+def parse_accounts(rows_text: str) -> tuple[list[AccountRecord], list[Problem]]:
+    """The valid records and the problems of a CSV file, with line numbers as shown in an editor."""
+    rows, unreadable = _lines(rows_text)
+    if not rows:
+        return [], [unreadable or (1, "the file is empty: expected a header line")]
+    (_, header), *body = rows
+    columns = [name.strip().lower() for name in header]
+    if problem := _header_problem(columns):
+        return [], [(1, problem)]
+    records, errors = _check_rows(columns, body)
+    return records, errors + ([unreadable] if unreadable else [])
+
+
+@dataclass
+class _Plan:
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    unchanged: int = 0
+
+
+def _decrypted(secrets: SecretBox, encrypted: str | None) -> str | None:
+    try:
+        return None if encrypted is None else secrets.decrypt(encrypted)
+    except DecryptError:
+        return "\0undecryptable"
+
+
+def _answer_hash(answer: str | None, stored: str | None) -> str | None:
+    if answer is None:
+        return None
+    return stored if stored is not None and verify_answer(answer, stored) else hash_answer(answer)
+
+
+def _secret_columns(record: AccountRecord, current: Mapping[str, Any], secrets: SecretBox) -> dict[str, Any]:
+    stored = current.get("totp_secret_enc")
+    if record.totp_secret == _decrypted(secrets, stored):
+        return {"totp_secret_enc": stored, "totp_last_step": current.get("totp_last_step")}
+    encrypted = secrets.encrypt(record.totp_secret) if record.totp_secret else None
+    return {"totp_secret_enc": encrypted, "totp_last_step": None}
+
+
+def _values(record: AccountRecord, current: Mapping[str, Any], secrets: SecretBox) -> dict[str, Any]:
+    """The columns an import sets, keeping stored ciphertext and hashes where the plaintext is the same."""
+    verified = record.identity_verified
+    return {
+        "phone": record.phone,
+        "security_question": record.security_question,
+        "security_answer_hash": _answer_hash(record.security_answer, current.get("security_answer_hash")),
+        "identity_verified": bool(current.get("identity_verified")) if verified is None else verified,
+        "two_factor": record.two_factor,
+        **_secret_columns(record, current, secrets),
+    }
+
+
+def _plan(records: list[AccountRecord], existing: Mapping[str, Mapping[str, Any]], secrets: SecretBox,
+          now: datetime) -> _Plan:
+    plan = _Plan()
+    for record in records:
+        current = existing.get(record.email)
+        values = _values(record, current or {}, secrets)
+        if current is None:
+            plan.inserts.append({**values, "email": record.email, "created_at": now, "updated_at": now})
+        elif any(current[name] != value for name, value in values.items()):
+            plan.updates.append({**values, "account_id": current["id"], "updated_at": now})
+        else:
+            plan.unchanged += 1
+    return plan
+
+
+async def _existing(conn: AsyncConnection, emails: list[str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(emails), _LOOKUP_CHUNK):
+        query = select(accounts).where(accounts.c.email.in_(emails[start:start + _LOOKUP_CHUNK]))
+        found.update({row.email: dict(row._mapping) for row in await conn.execute(query)})
+    return found
+
+
+async def _write(conn: AsyncConnection, plan: _Plan) -> None:
+    if plan.inserts:
+        await conn.execute(accounts.insert(), plan.inserts)
+    if plan.updates:
+        await conn.execute(update(accounts).where(accounts.c.id == bindparam("account_id")), plan.updates)
+
+
+async def import_accounts(conn: AsyncConnection, rows_text: str, secrets: SecretBox, now: datetime) -> ImportReport:
+    """Create or update the accounts of a CSV file in the caller's transaction; all or nothing."""
+    records, errors = parse_accounts(rows_text)
+    if errors:
+        return ImportReport(errors=errors)
+    existing = await _existing(conn, [record.email for record in records])
+    plan = await asyncio.to_thread(_plan, records, existing, secrets, now)
+    await _write(conn, plan)
+    return ImportReport(created=len(plan.inserts), updated=len(plan.updates), unchanged=plan.unchanged)

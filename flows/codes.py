@@ -1,0 +1,169 @@
+"""One-time verification codes sent to the phone or email on file: issued, rate-limited, checked, used once.
+
+A `Codes` works inside the caller's transaction (one per event) and never commits. Codes are stored only as
+HMAC-SHA256 under a server key (`derive_key(SECRET_KEY, "codes")`); the plaintext leaves `issue` only so that
+the caller can deliver it, and neither the code nor its hash is ever logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from flows.otp import normalize_code
+from flows.store.tables import CodeRow
+
+codes_table = CodeRow.__table__  # type: ignore[attr-defined]
+
+CODE_DIGITS = 6
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class CodePolicy:
+    ttl: timedelta = timedelta(minutes=30)
+    max_wrong: int = 5
+    resend_cooldown: timedelta = timedelta(seconds=60)
+    per_account_per_hour: int = 5
+
+    def __post_init__(self) -> None:
+        if self.max_wrong < 1 or self.per_account_per_hour < 1:
+            raise ValueError("max_wrong and per_account_per_hour must be at least 1")
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A new code, to be delivered to the user and then forgotten."""
+
+    code: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Refused:
+    """No code was issued; another may be asked for at `retry_at`."""
+
+    reason: Literal["cooldown", "hourly_limit"]
+    retry_at: datetime
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    status: Literal["ok", "wrong", "expired", "locked", "missing"]
+    tries_left: int
+
+
+class Codes:
+    """Verification codes as seen at `now`, read and written through `conn` (the event's transaction)."""
+
+    def __init__(self, conn: AsyncConnection, key: bytes, now: datetime, policy: CodePolicy) -> None:
+        if now.tzinfo is None:
+            raise ValueError("naive datetime: use timezone-aware UTC")
+        self._conn = conn
+        self._key = key
+        self._now = now
+        self._policy = policy
+
+    async def issue(self, account_id: int, case_id: str, factor: str) -> Issued | Refused:
+        """A new code for this case and factor, voiding the previous one, unless a rate limit says not yet."""
+        refusals = [r for r in (await self._cooldown(case_id, factor), await self._hourly(account_id)) if r]
+        if refusals:
+            return max(refusals, key=lambda refusal: refusal.retry_at)
+        await self._conn.execute(
+            update(codes_table).where(*self._live(case_id, factor)).values(voided_at=self._now)
+        )
+        code = str(secrets.randbelow(10**CODE_DIGITS)).zfill(CODE_DIGITS)
+        return await self._store(account_id, case_id, factor, code)
+
+    async def check(self, case_id: str, factor: str, entered: str) -> CheckResult:
+        """Check `entered` against the newest live code; a right code is used up, a wrong one costs a try."""
+        row = await self._newest(case_id, factor)
+        if row is None:
+            return CheckResult("missing", 0)
+        if self._now >= row.expires_at:
+            return CheckResult("expired", 0)
+        if row.wrong_tries >= self._policy.max_wrong:
+            return CheckResult("locked", 0)
+        attempt = self._hash(case_id, factor, normalize_code(entered))
+        if hmac.compare_digest(attempt, row.code_hash):
+            return await self._use(row)
+        return await self._count_wrong(row)
+
+    async def expiry(self, case_id: str, factor: str) -> datetime | None:
+        """When the code `check` would still accept expires; None if there is no such code."""
+        row = await self._newest(case_id, factor)
+        if row is None or self._now >= row.expires_at or row.wrong_tries >= self._policy.max_wrong:
+            return None
+        expires_at: datetime = row.expires_at
+        return expires_at
+
+    async def _store(self, account_id: int, case_id: str, factor: str, code: str) -> Issued:
+        expires_at = self._now + self._policy.ttl
+        await self._conn.execute(codes_table.insert().values(
+            account_id=account_id, case_id=case_id, factor=factor,
+            code_hash=self._hash(case_id, factor, code),
+            created_at=self._now, expires_at=expires_at, wrong_tries=0,
+        ))
+        return Issued(code, expires_at)
+
+    def _hash(self, case_id: str, factor: str, code: str) -> str:
+        return hmac.new(self._key, f"{case_id}:{factor}:{code}".encode(), hashlib.sha256).hexdigest()
+
+    def _live(self, case_id: str, factor: str) -> tuple[Any, ...]:
+        c = codes_table.c
+        return c.case_id == case_id, c.factor == factor, c.voided_at.is_(None), c.used_at.is_(None)
+
+    async def _newest(self, case_id: str, factor: str) -> Any:
+        query = (
+            select(codes_table).where(*self._live(case_id, factor))
+            .order_by(codes_table.c.created_at.desc(), codes_table.c.id.desc()).limit(1)
+        )
+        return (await self._conn.execute(query)).first()
+
+    async def _use(self, row: Any) -> CheckResult:
+        claimed = await self._conn.execute(
+            update(codes_table).where(codes_table.c.id == row.id, codes_table.c.used_at.is_(None),
+                                      codes_table.c.voided_at.is_(None)).values(used_at=self._now)
+        )
+        if claimed.rowcount != 1:
+            return CheckResult("missing", 0)
+        return CheckResult("ok", self._policy.max_wrong - row.wrong_tries)
+
+    async def _count_wrong(self, row: Any) -> CheckResult:
+        await self._conn.execute(
+            update(codes_table).where(codes_table.c.id == row.id)
+            .values(wrong_tries=codes_table.c.wrong_tries + 1)
+        )
+        tries_left = self._policy.max_wrong - row.wrong_tries - 1
+        return CheckResult("wrong", tries_left) if tries_left > 0 else CheckResult("locked", 0)
+
+    async def _cooldown(self, case_id: str, factor: str) -> Refused | None:
+        c = codes_table.c
+        query = (
+            select(c.created_at).where(c.case_id == case_id, c.factor == factor)
+            .order_by(c.created_at.desc()).limit(1)
+        )
+        last: datetime | None = await self._conn.scalar(query)
+        if last is None or self._now - last >= self._policy.resend_cooldown:
+            return None
+        return Refused("cooldown", last + self._policy.resend_cooldown)
+
+    async def _hourly(self, account_id: int) -> Refused | None:
+        c = codes_table.c
+        limit = self._policy.per_account_per_hour
+        query = (
+            select(c.created_at).where(c.account_id == account_id, c.created_at > self._now - HOUR)
+            .order_by(c.created_at.desc()).limit(limit)
+        )
+        recent = list((await self._conn.execute(query)).scalars())
+        if len(recent) < limit:
+            return None
+        return Refused("hourly_limit", min(recent) + HOUR)
+

@@ -1,0 +1,212 @@
+"""The service's account directory, read and changed inside the transaction of one event.
+
+TOTP secrets are encrypted at rest (the server needs them back to check codes); security answers are hashed like
+passwords. Emails are stored lower-cased, which is what lets the indexed lookup ignore case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from flows.keys import derive_key
+from flows.otp import normalize_key
+from flows.store.tables import Account
+
+accounts = Account.__table__  # type: ignore[attr-defined]
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+_SCRYPT_MAXMEM = 64 * 1024 * 1024
+_SALT_BYTES = 16
+_HASH_BYTES = 32
+_HASH_FORMAT = re.compile(r"scrypt\$(?P<n>[0-9]{1,8})\$(?P<r>[1-9][0-9]{0,2})\$(?P<p>[0-9]{1,2})"
+                          r"\$(?P<salt>[A-Za-z0-9+/=]+)\$(?P<hash>[A-Za-z0-9+/=]{22,})")
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """What the flows may know of an account (never its secret or its answer)."""
+
+    id: int
+    email: str
+    phone: str | None
+    has_totp: bool
+    security_question: str | None
+    identity_verified: bool
+    two_factor: str
+    withdrawals_locked_until: datetime | None
+    totp_last_step: int | None
+
+
+class DecryptError(ValueError):
+    """A stored secret could not be decrypted: another SECRET_KEY encrypted it, or it is damaged."""
+
+
+class SecretBox:
+    """Authenticated encryption of TOTP secrets, keyed from SECRET_KEY for this purpose only."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._fernet = Fernet(base64.urlsafe_b64encode(derive_key(secret_key, "totp-at-rest")))
+
+    def encrypt(self, plaintext: str) -> str:
+        return self._fernet.encrypt(plaintext.encode()).decode("ascii")
+
+    def decrypt(self, token: str) -> str:
+        """The plaintext; DecryptError if this key did not encrypt `token` or it was altered."""
+        try:
+            return self._fernet.decrypt(token.encode("ascii")).decode()
+        except (InvalidToken, UnicodeError) as error:
+            raise DecryptError("cannot decrypt: wrong SECRET_KEY or damaged value") from error
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def normalize_answer(answer: str) -> str:
+    """NFKC, case-folded, whitespace collapsed to single spaces and trimmed."""
+    return " ".join(unicodedata.normalize("NFKC", answer).casefold().split())
+
+
+def _scrypt(answer: str, salt: bytes, n: int, r: int, p: int, length: int = _HASH_BYTES) -> bytes:
+    secret = normalize_answer(answer).encode()
+    return hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT_MAXMEM, dklen=length)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def hash_answer(answer: str) -> str:
+    """A salted scrypt hash of the normalised answer: "scrypt$n$r$p$salt_b64$hash_b64"."""
+    salt = os.urandom(_SALT_BYTES)
+    digest = _scrypt(answer, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    return "$".join(["scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest)])
+
+
+def verify_answer(answer: str, stored: str) -> bool:
+    """Whether `answer` matches a `hash_answer` result (False for anything malformed), in constant time."""
+    parsed = _parse_hash(stored)
+    if parsed is None:
+        return False
+    n, r, p, salt, expected = parsed
+    return hmac.compare_digest(_scrypt(answer, salt, n, r, p, len(expected)), expected)
+
+
+def _parse_hash(stored: str) -> tuple[int, int, int, bytes, bytes] | None:
+    match = _HASH_FORMAT.fullmatch(stored)
+    if match is None:
+        return None
+    n, r, p = (int(match[name]) for name in ("n", "r", "p"))
+    if n < 2 or n & (n - 1) or 128 * r * n > _SCRYPT_MAXMEM // 2 or not 1 <= p <= 16:
+        return None
+    try:
+        return n, r, p, base64.b64decode(match["salt"], validate=True), base64.b64decode(match["hash"], validate=True)
+    except ValueError:
+        return None
+
+
+@cache
+def _decoy_hash() -> str:
+    return hash_answer("")
+
+
+def mask_email(email: str) -> str:
+    """Hide the local part but its first character: "jane.doe@example.com" → "j•••@example.com"."""
+    local, at, domain = email.partition("@")
+    return f"{local[:1]}•••{at}{domain}"
+
+
+def mask_phone(phone: str) -> str:
+    """Keep the first and last two digits, never how many lie between: "+15551234534" → "+1•••••34"."""
+    plus = "+" if phone.strip().startswith("+") else ""
+    digits = re.sub(r"[^0-9]", "", phone)
+    return f"{plus}{digits[:1]}•••••{digits[-2:]}" if len(digits) >= 6 else f"{plus}•••••"
+
+
+def _view(row: Any) -> AccountView:
+    return AccountView(
+        id=row.id, email=row.email, phone=row.phone, has_totp=row.totp_secret_enc is not None,
+        security_question=row.security_question, identity_verified=row.identity_verified,
+        two_factor=row.two_factor, withdrawals_locked_until=row.withdrawals_locked_until,
+        totp_last_step=row.totp_last_step,
+    )
+
+
+class Directory:
+    """The accounts, through one connection whose transaction the caller owns (nothing here commits)."""
+
+    def __init__(self, conn: AsyncConnection, secrets: SecretBox, now: datetime) -> None:
+        self._conn = conn
+        self._secrets = secrets
+        self._now = now
+
+    async def find_by_email(self, email: str) -> AccountView | None:
+        """The account with this email, ignoring case and surrounding spaces."""
+        return await self._one(accounts.c.email == normalize_email(email))
+
+    async def get(self, account_id: int) -> AccountView | None:
+        return await self._one(accounts.c.id == account_id)
+
+    async def list_accounts(self) -> list[AccountView]:
+        return [_view(row) for row in await self._conn.execute(select(accounts).order_by(accounts.c.id))]
+
+    async def totp_secret(self, account_id: int) -> str | None:
+        """The decrypted base32 secret, or None; DecryptError if SECRET_KEY changed since it was stored."""
+        encrypted = await self._column(accounts.c.totp_secret_enc, account_id)
+        return None if encrypted is None else self._secrets.decrypt(encrypted)
+
+    async def record_totp_step(self, account_id: int, step: int) -> None:
+        """Remember the last accepted time step; it never moves backwards."""
+        last = accounts.c.totp_last_step
+        await self._update(account_id, or_(last.is_(None), last < step), totp_last_step=step)
+
+    async def check_security_answer(self, account_id: int, answer: str) -> bool:
+        """Whether `answer` matches the stored one; as slow for accounts without an answer as with one."""
+        stored = await self._column(accounts.c.security_answer_hash, account_id)
+        matched = await asyncio.to_thread(verify_answer, answer, stored or _decoy_hash())
+        return matched and stored is not None
+
+    async def switch_to_phone(self, account_id: int) -> None:
+        """Make the phone the second factor; the old authenticator secret is discarded, so it proves nothing."""
+        await self._update(account_id, two_factor="phone", totp_secret_enc=None, totp_last_step=None)
+
+    async def reset_two_factor(self, account_id: int) -> None:
+        """No second factor ("none") until the user enrols again."""
+        await self._update(account_id, two_factor="none", totp_secret_enc=None, totp_last_step=None)
+
+    async def set_totp_secret(self, account_id: int, secret_b32: str) -> None:
+        """Enrol a new authenticator secret (normalised; ValueError if it is not a usable base32 key)."""
+        encrypted = self._secrets.encrypt(normalize_key(secret_b32))
+        await self._update(account_id, totp_secret_enc=encrypted, two_factor="totp", totp_last_step=None)
+
+    async def lock_withdrawals(self, account_id: int, until: datetime) -> datetime | None:
+        """Lock withdrawals until `until` or any later lock already set; returns the lock now in force."""
+        column = accounts.c.withdrawals_locked_until
+        await self._update(account_id, or_(column.is_(None), column < until), withdrawals_locked_until=until)
+        view = await self.get(account_id)
+        return view.withdrawals_locked_until if view else None
+
+    async def _one(self, condition: ColumnElement[bool]) -> AccountView | None:
+        row = (await self._conn.execute(select(accounts).where(condition))).first()
+        return _view(row) if row else None
+
+    async def _column(self, column: Any, account_id: int) -> Any:
+        return (await self._conn.execute(select(column).where(accounts.c.id == account_id))).scalar()
+
+    async def _update(self, account_id: int, *conditions: ColumnElement[bool], **values: Any) -> None:
+        statement = update(accounts).where(accounts.c.id == account_id, *conditions)
+        await self._conn.execute(statement.values(**values, updated_at=self._now))

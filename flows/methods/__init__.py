@@ -1,0 +1,1 @@
+"""The recovery methods, one module each, and the shared steps they use."""

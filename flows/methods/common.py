@@ -1,0 +1,95 @@
+"""Steps and checks shared by the recovery methods: asking for the account's email without revealing it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, cast
+
+from flows.codes import Refused
+from flows.directory import mask_email, mask_phone
+from flows.engine import Context
+from flows.model import Accepts, Goto, Outcome, Stay, Step
+from flows.services import Services
+from flows.texts import Text, text
+
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+
+
+def services(ctx: Context) -> Services:
+    return cast(Services, ctx.services)
+
+
+def ask_email_step(next_step: str) -> Step:
+    """Ask for the email; known or not, the replies are the same and the case moves on."""
+
+    async def take_email(ctx: Context) -> Outcome:
+        email = ctx.text.strip().lower()
+        if len(email) > 320 or not EMAIL.match(email):
+            return Stay(say=(text("common.bad_email"),))
+        account = await services(ctx).directory.find_by_email(email)
+        return Goto(next_step, data={"email": email, "account_id": account.id if account else None})
+
+    return Step("ask_email", prompt="common.ask_email", accepts=Accepts.TEXT, on_input=take_email,
+                exits=(next_step,))
+
+
+def count_wrong(ctx: Context, key: str, limit: int) -> tuple[dict[str, Any], int]:
+    """Data with one more wrong try under `key`, and how many tries are left of `limit`."""
+    wrong = int(ctx.data.get(key, 0)) + 1
+    return {key: wrong}, max(0, limit - wrong)
+
+
+def chat_code_message(factor: str, destination: str, code: str) -> Text:
+    """The `chat` channel: the code shown in the chat, labelled with the factor it stands for."""
+    return text(f"codes.chat_{factor}", destination=destination, code=code)
+
+
+COOLDOWN_SECONDS = 60
+MAX_WRONG_CODES = 5
+
+
+async def send_code(ctx: Context, factor: str) -> tuple[bool, tuple[Text, ...], dict[str, Any]]:
+    """Send a code for `factor` ("phone" or "email") to the account on file, if there is one.
+
+    Returns (sent, what to say, data to store). The reply is the same whether or not the account exists; only
+    a real account gets a code.
+    """
+    svc = services(ctx)
+    sent_key = f"{factor}_sent_at"
+    last = ctx.data.get(sent_key)
+    if last is not None and ctx.now.timestamp() - float(last) < COOLDOWN_SECONDS:
+        retry = ctx.now.timestamp() - float(last)
+        wait = int(COOLDOWN_SECONDS - retry) + 1
+        return False, (text("codes.cooldown", seconds=wait),), {}
+    account_id = ctx.data.get("account_id")
+    account = await svc.directory.get(int(account_id)) if account_id is not None else None
+    destination = None if account is None else (account.phone if factor == "phone" else account.email)
+    data: dict[str, Any] = {sent_key: ctx.now.timestamp(), f"{factor}_wrong": 0}
+    minutes = int(svc.settings.code_ttl.total_seconds() // 60)
+    said: tuple[Text, ...] = (text(f"codes.sent_{factor}", minutes=minutes),)
+    if account is None or destination is None:
+        return True, said, data
+    issued = await svc.codes.issue(account.id, ctx.case.id if ctx.case else "", factor)
+    if isinstance(issued, Refused):
+        return False, (text("codes.hourly_limit", time=f"{issued.retry_at:%H:%M} UTC"),), {}
+    return True, (*said, chat_code_message(factor, _mask(factor, destination), issued.code)), data
+
+
+def _mask(factor: str, destination: str) -> str:
+    return mask_phone(destination) if factor == "phone" else mask_email(destination)
+
+
+async def check_code(ctx: Context, factor: str) -> tuple[str, int, dict[str, Any]]:
+    """Check the code the user typed: (status, tries left, data to store). Unknown accounts never match."""
+    svc = services(ctx)
+    account_id = ctx.data.get("account_id")
+    if account_id is not None and ctx.case is not None:
+        result = await svc.codes.check(ctx.case.id, factor, ctx.text)
+        return result.status, result.tries_left, {}
+    sent_at = ctx.data.get(f"{factor}_sent_at")
+    if sent_at is None:
+        return "missing", 0, {}
+    if ctx.now.timestamp() - float(sent_at) >= svc.settings.code_ttl.total_seconds():
+        return "expired", 0, {}
+    data, left = count_wrong(ctx, f"{factor}_wrong", MAX_WRONG_CODES)
+    return ("locked" if left == 0 else "wrong"), left, data

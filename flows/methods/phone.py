@@ -1,0 +1,60 @@
+"""Method 1 — Switch to phone verification.
+
+For someone who lost the authenticator but still has the phone number on file: get a code by SMS, send it
+here, press Submit, and the account signs in with phone verification from now on.
+"""
+
+from __future__ import annotations
+
+from flows.engine import Context
+from flows.methods.common import ask_email_step, check_code, send_code, services
+from flows.model import Accepts, Choice, Flow, Goto, Outcome, Stay, Step
+from flows.texts import text
+
+LOST_PHONE = Choice("lost_phone", "phone.lost_phone", to="reverify:warn")
+
+
+async def get_code(ctx: Context) -> Outcome:
+    sent, said, data = await send_code(ctx, "phone")
+    if not sent:
+        return Stay(say=said)
+    return Goto("enter_code", say=said, data=data)
+
+
+async def take_code(ctx: Context) -> Outcome:
+    status, left, data = await check_code(ctx, "phone")
+    if status == "ok":
+        return Goto("submit", say=(text("phone.code_ok"),))
+    if status == "locked":
+        return Goto("locked", data=data)
+    if status == "wrong":
+        return Stay(say=(text("codes.wrong", tries=left),), data=data)
+    return Stay(say=(text(f"codes.{status}"),))
+
+
+async def submit(ctx: Context) -> Outcome:
+    account_id = ctx.data.get("account_id")
+    if account_id is not None:
+        await services(ctx).directory.switch_to_phone(int(account_id))
+    return Goto("done")
+
+
+PHONE = Flow(
+    id="phone",
+    title="menu.phone",
+    start="ask_email",
+    steps=(
+        ask_email_step("get_code"),
+        Step("get_code", prompt="phone.get_code",
+             choices=(Choice("get_code", "phone.btn_get_code", run=get_code, exits=("enter_code",)), LOST_PHONE)),
+        Step("enter_code", prompt="phone.enter_code", accepts=Accepts.TEXT, on_input=take_code,
+             exits=("submit", "locked"),
+             choices=(Choice("resend", "codes.btn_new_code", run=get_code, exits=("enter_code",)), LOST_PHONE)),
+        Step("submit", prompt="phone.submit", choices=(Choice("submit", "phone.btn_submit", run=submit,
+                                                               exits=("done",)),)),
+        Step("locked", prompt="phone.locked",
+             choices=(Choice("reverify", "menu.reverify", to="reverify:warn"),
+                      Choice("retry", "phone.btn_try_later", to="get_code"))),
+        Step("done", prompt="phone.done", final="completed"),
+    ),
+)

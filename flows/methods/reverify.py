@@ -1,0 +1,199 @@
+"""Method 2 — Security Check Not Available (full re-verification).
+
+For someone who has neither the authenticator nor the phone: choose what to restore, prove the phone and email
+on file with codes, answer the security question, show an identity document and a selfie, and wait for staff to
+review. Withdrawals stay locked for a while after a successful reset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flows import countries
+from flows.engine import Context
+from flows.methods.common import ask_email_step, check_code, count_wrong, send_code, services
+from flows.model import Accepts, Choice, Flow, Goto, Outcome, Stay, Step
+from flows.texts import Text, text
+
+RESTORABLE = ("totp", "phone", "email")
+MAX_WRONG_ANSWERS = 3
+ID_TYPES = ("passport", "national_id", "driving_licence")
+
+
+def _hours(ctx: Context) -> dict[str, object]:
+    return {"hours": int(services(ctx).settings.withdrawal_lock.total_seconds() // 3600)}
+
+
+async def start(ctx: Context) -> Outcome:
+    return Goto("restore" if "email" in ctx.data else "ask_email")
+
+
+def _toggle(item: str) -> Choice:
+    async def flip(ctx: Context) -> Outcome:
+        chosen = set(ctx.data.get("restore", []))
+        chosen.symmetric_difference_update({item})
+        return Stay(data={"restore": sorted(chosen)})
+
+    def mark(ctx: Context) -> dict[str, object]:
+        return {"mark": "☑" if item in ctx.data.get("restore", []) else "☐"}
+
+    return Choice(f"toggle_{item}", f"reverify.restore_{item}", run=flip, label_params=mark)
+
+
+async def confirm_restore(ctx: Context) -> Outcome:
+    if not ctx.data.get("restore"):
+        return Stay(say=(text("reverify.pick_one"),))
+    return Goto("get_codes")
+
+
+async def get_codes(ctx: Context) -> Outcome:
+    said: list[Text] = []
+    data: dict[str, Any] = {}
+    for factor in ("phone", "email"):
+        sent, words, extra = await send_code(ctx, factor)
+        if not sent:
+            return Stay(say=words)
+        said.extend(words)
+        data.update(extra)
+    return Goto("phone_code", say=tuple(said), data=data)
+
+
+def _take_code(factor: str, next_step: str) -> Any:
+    async def take(ctx: Context) -> Outcome:
+        status, left, data = await check_code(ctx, factor)
+        if status == "ok":
+            return Goto(next_step, data={f"{factor}_verified": True})
+        if status == "wrong":
+            return Stay(say=(text(f"reverify.wrong_{factor}", tries=left),), data=data)
+        if status == "locked":
+            return Goto("codes_locked", data=data)
+        return Stay(say=(text(f"codes.{status}"),))
+
+    return take
+
+
+async def send(ctx: Context) -> Outcome:
+    account_id = ctx.data.get("account_id")
+    account = await services(ctx).directory.get(int(account_id)) if account_id is not None else None
+    if account is None:  # cannot happen: an unknown email never passes the email code
+        return Goto("codes_locked")
+    data = {"question": account.security_question, "verified": account.identity_verified}
+    return Goto("question" if account.security_question else "documents", data=data)
+
+
+async def take_answer(ctx: Context) -> Outcome:
+    account_id = int(ctx.data["account_id"])
+    if await services(ctx).directory.check_security_answer(account_id, ctx.text):
+        return Goto("documents", data={"answer_verified": True})
+    data, left = count_wrong(ctx, "answer_wrong", MAX_WRONG_ANSWERS)
+    if left == 0:
+        return Goto("answer_locked", data=data)
+    return Stay(say=(text("reverify.wrong_answer", tries=left),), data=data)
+
+
+async def documents_next(ctx: Context) -> Outcome:
+    return Goto("selfie" if ctx.data.get("verified") else "country")
+
+
+def _country_choice(code: str) -> Choice:
+    async def pick(ctx: Context) -> Outcome:
+        return Goto("id_type", data={"country": code})
+
+    return Choice(f"c_{code.lower()}", "reverify.country_label", run=pick, exits=("id_type",),
+                  label_params=lambda ctx: {"name": countries.name_of(code)})
+
+
+async def search_country(ctx: Context) -> Outcome:
+    found = countries.search(ctx.text)
+    if len(found) == 1:
+        return Goto("id_type", data={"country": found[0]})
+    if not found:
+        return Stay(say=(text("reverify.no_country"),))
+    names = ", ".join(countries.name_of(code) for code in found[:8])
+    return Stay(say=(text("reverify.many_countries", names=names),))
+
+
+def _id_choice(kind: str) -> Choice:
+    async def pick(ctx: Context) -> Outcome:
+        return Goto("front", data={"id_type": kind})
+
+    return Choice(kind, f"reverify.id_{kind}", run=pick, exits=("front",))
+
+
+def _take_photo(slot: str, next_step: Any) -> Any:
+    async def take(ctx: Context) -> Outcome:
+        problem = _photo_problem(ctx)
+        if problem is not None:
+            return Stay(say=(problem,))
+        file = ctx.file
+        assert file is not None
+        stored = {"file_id": file.file_id, "unique_id": file.unique_id, "kind": file.kind,
+                  "size": file.size, "mime_type": file.mime_type}
+        target = next_step(ctx) if callable(next_step) else next_step
+        return Goto(target, data={f"photo_{slot}": stored})
+
+    return take
+
+
+def _photo_problem(ctx: Context) -> Text | None:
+    file = ctx.file
+    if file is None:
+        return text("reverify.photo_only")
+    if file.kind == "document" and not (file.mime_type or "").startswith("image/"):
+        return text("reverify.photo_only")
+    limit = services(ctx).settings.max_file_bytes
+    if file.size is not None and file.size > limit:
+        return text("reverify.photo_too_big", megabytes=limit // (1024 * 1024))
+    return None
+
+
+def _after_front(ctx: Context) -> str:
+    return "selfie" if ctx.data.get("id_type") == "passport" else "back"
+
+
+REVERIFY = Flow(
+    id="reverify",
+    title="menu.reverify",
+    start="warn",
+    steps=(
+        Step("warn", prompt="reverify.warn", prompt_params=_hours,
+             choices=(Choice("continue", "reverify.btn_continue", run=start, exits=("restore", "ask_email")),)),
+        ask_email_step("restore"),
+        Step("restore", prompt="reverify.restore", columns=1,
+             choices=(*(_toggle(item) for item in RESTORABLE),
+                      Choice("confirm", "reverify.btn_confirm_restore", run=confirm_restore,
+                             exits=("get_codes",)))),
+        Step("get_codes", prompt="reverify.get_codes",
+             choices=(Choice("get_code", "phone.btn_get_code", run=get_codes, exits=("phone_code",)),)),
+        Step("phone_code", prompt="reverify.phone_code", accepts=Accepts.TEXT,
+             on_input=_take_code("phone", "email_code"), exits=("email_code", "codes_locked"),
+             choices=(Choice("resend", "codes.btn_new_codes", run=get_codes, exits=("phone_code",)),)),
+        Step("email_code", prompt="reverify.email_code", accepts=Accepts.TEXT,
+             on_input=_take_code("email", "send"), exits=("send", "codes_locked"),
+             choices=(Choice("resend", "codes.btn_new_codes", run=get_codes, exits=("phone_code",)),)),
+        Step("send", prompt="reverify.send",
+             choices=(Choice("send", "reverify.btn_send", run=send,
+                             exits=("question", "documents", "codes_locked")),)),
+        Step("question", prompt="reverify.question",
+             choices=(Choice("start", "reverify.btn_start_questions", to="answer"),)),
+        Step("answer", prompt="reverify.answer", accepts=Accepts.TEXT, on_input=take_answer,
+             prompt_params=lambda ctx: {"question": ctx.data.get("question") or ""},
+             exits=("documents", "answer_locked")),
+        Step("documents", prompt="reverify.documents",
+             choices=(Choice("next", "reverify.btn_next", run=documents_next, exits=("country", "selfie")),)),
+        Step("country", prompt="reverify.country", accepts=Accepts.TEXT, on_input=search_country,
+             exits=("id_type",), columns=2, choices=tuple(_country_choice(c) for c in countries.COMMON)),
+        Step("id_type", prompt="reverify.id_type", choices=tuple(_id_choice(kind) for kind in ID_TYPES)),
+        Step("front", prompt="reverify.front", accepts=Accepts.FILE,
+             on_input=_take_photo("front", _after_front), exits=("back", "selfie")),
+        Step("back", prompt="reverify.back", accepts=Accepts.FILE, on_input=_take_photo("back", "selfie"),
+             exits=("selfie",)),
+        Step("selfie", prompt="reverify.selfie", accepts=Accepts.FILE, on_input=_take_photo("selfie", "review"),
+             exits=("review",)),
+        Step("review", prompt="reverify.review",
+             choices=(Choice("submit", "reverify.btn_submit_review", to="submitted"),)),
+        Step("submitted", prompt="reverify.submitted", final="review"),
+        Step("codes_locked", prompt="reverify.codes_locked", final="failed"),
+        Step("answer_locked", prompt="reverify.answer_locked", final="failed"),
+    ),
+)

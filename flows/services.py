@@ -1,0 +1,51 @@
+"""What the flows may use while deciding one event: settings and services bound to its transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from flows.codes import CodePolicy, Codes
+from flows.directory import Directory, SecretBox
+from flows.keys import derive_key
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """The operator's choices that the flows need."""
+
+    service_name: str
+    secret_key: str
+    code_ttl: timedelta = timedelta(minutes=30)
+    withdrawal_lock: timedelta = timedelta(hours=48)
+    max_file_bytes: int = 20 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Services:
+    """Per-event services: the account directory and the verification codes, in the event's transaction."""
+
+    settings: FlowSettings
+    directory: Directory
+    codes: Codes
+    now: datetime
+
+
+class ServiceFactory:
+    """Builds `Services` for each transaction; keys are derived once."""
+
+    def __init__(self, settings: FlowSettings) -> None:
+        self.settings = settings
+        self.box = SecretBox(settings.secret_key)
+        self.code_key = derive_key(settings.secret_key, "verification-codes")
+        self.policy = CodePolicy(ttl=settings.code_ttl)
+
+    def __call__(self, conn: AsyncConnection, now: datetime) -> Services:
+        return Services(
+            settings=self.settings,
+            directory=Directory(conn, self.box, now),
+            codes=Codes(conn, self.code_key, now, self.policy),
+            now=now,
+        )

@@ -1,0 +1,71 @@
+"""The real desk (menu and the three methods) over a real database with a few accounts, for flow tests."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flows.accounts_csv import import_accounts
+from flows.clock import FakeClock
+from flows.desk import build_engine
+from flows.directory import accounts
+from flows.services import FlowSettings, ServiceFactory
+from tests.support.chat import Bot, Chat
+
+SECRET_KEY = "test-secret-key-" + "k" * 32
+ADA_TOTP = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+BEN_TOTP = "GEZDGNBVGY3TQOJQ"  # 16 characters: 80 bits, as many existing keys are
+ACCOUNTS_CSV = (
+    "email,phone,totp_secret,security_question,security_answer,identity_verified\n"
+    f"ada@example.com,+15551234534,{ADA_TOTP},What was your first pet's name?,Rex,false\n"
+    f"ben@example.com,+442071234567,{BEN_TOTP},,,true\n"
+)
+
+
+async def open_desk(db: AsyncEngine, clock: FakeClock) -> Bot:
+    factory = ServiceFactory(FlowSettings(service_name="Acme", secret_key=SECRET_KEY))
+    async with db.begin() as conn:
+        report = await import_accounts(conn, ACCOUNTS_CSV, factory.box, clock.now())
+        assert not report.errors, report.errors
+    return await Bot(db, build_engine("Acme"), clock, factory).start()
+
+
+def totp_now(secret: str, at: datetime, steps: int = 0) -> str:
+    """What an authenticator app with `secret` shows at `at` (optionally `steps` windows later)."""
+    return _hotp(secret, int(at.timestamp()) // 30 + steps)
+
+
+def _hotp(secret: str, counter: int) -> str:
+    import base64
+    import hashlib
+    import hmac
+    import struct
+
+    digest = hmac.new(base64.b32decode(secret), struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    value = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
+    return f"{value % 1_000_000:06d}"
+
+
+def code_in(messages: list[str], factor: str = "SMS") -> str:
+    """The code the `chat` channel showed for `factor` ("SMS" or "Email")."""
+    for message in reversed(messages):
+        found = re.search(rf"{factor} to \S+: (\d{{6}})", message)
+        if found:
+            return found.group(1)
+    raise AssertionError(f"no {factor} code in {messages}")
+
+
+async def account(db: AsyncEngine, email: str) -> object:
+    async with db.connect() as conn:
+        return (await conn.execute(select(accounts).where(accounts.c.email == email))).one()
+
+
+async def begin(chat: Chat, method: str, email: str) -> list[str]:
+    """/start, choose a method, give the email; returns the replies to the email."""
+    await chat.send("/start")
+    await chat.tap(method)
+    return await chat.send(email)

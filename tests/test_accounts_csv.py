@@ -1,0 +1,182 @@
+"""Importing accounts from CSV into the migrated SQLite database: all or nothing, and idempotent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flows.accounts_csv import ImportReport, import_accounts, parse_accounts
+from flows.clock import FakeClock
+from flows.directory import AccountView, Directory, SecretBox
+
+BOX = SecretBox("x" * 40)
+HEADER = "email,phone,totp_secret,security_question,security_answer,identity_verified"
+GOOD = f"""{HEADER}
+Jane.Doe@Example.com,+1 (555) 123-4534,jbsw-y3dp ehpk-3pxp,First pet?,The Cat,yes
+john@example.com,+447946095800,,,,
+"ann@example.com",,GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ,"Town where
+you were born?",Springfield,0
+"""
+
+
+async def run_import(db: AsyncEngine, text: str, clock: FakeClock) -> ImportReport:
+    async with db.begin() as conn:
+        return await import_accounts(conn, text, BOX, clock.now())
+
+
+async def raw_rows(db: AsyncEngine) -> list[tuple[Any, ...]]:
+    async with db.connect() as conn:
+        return [tuple(row) for row in await conn.exec_driver_sql("SELECT * FROM accounts ORDER BY id")]
+
+
+async def views(db: AsyncEngine, clock: FakeClock) -> dict[str, AccountView]:
+    async with db.connect() as conn:
+        return {view.email: view for view in await Directory(conn, BOX, clock.now()).list_accounts()}
+
+
+async def test_a_good_file_is_imported(db: AsyncEngine, clock: FakeClock) -> None:
+    assert await run_import(db, GOOD, clock) == ImportReport(created=3)
+    jane = (await views(db, clock))["jane.doe@example.com"]
+    assert (jane.phone, jane.two_factor, jane.identity_verified) == ("+15551234534", "totp", True)
+    async with db.connect() as conn:
+        directory = Directory(conn, BOX, clock.now())
+        assert await directory.totp_secret(jane.id) == "JBSWY3DPEHPK3PXP"
+        assert await directory.check_security_answer(jane.id, "the cat")
+    assert "JBSWY3DPEHPK3PXP" not in repr(await raw_rows(db))
+    john = (await views(db, clock))["john@example.com"]
+    assert (john.has_totp, john.two_factor, john.security_question) == (False, "phone", None)
+
+
+async def test_the_same_file_twice_changes_nothing(db: AsyncEngine, clock: FakeClock) -> None:
+    await run_import(db, GOOD, clock)
+    before = await raw_rows(db)
+    clock.advance(hours=1)
+    assert await run_import(db, GOOD, clock) == ImportReport(unchanged=3)
+    assert await raw_rows(db) == before
+
+
+async def test_an_update_row_changes_only_its_account(db: AsyncEngine, clock: FakeClock) -> None:
+    await run_import(db, GOOD, clock)
+    before = await raw_rows(db)
+    clock.advance(hours=1)
+    changed = GOOD.replace("+447946095800", "+447946095811")
+    assert await run_import(db, changed, clock) == ImportReport(updated=1, unchanged=2)
+    after = await raw_rows(db)
+    assert [after[0], after[2]] == [before[0], before[2]]
+    john = (await views(db, clock))["john@example.com"]
+    assert john.phone == "+447946095811"
+
+
+async def test_a_new_secret_and_answer_replace_the_old_ones(db: AsyncEngine, clock: FakeClock) -> None:
+    await run_import(db, GOOD, clock)
+    async with db.begin() as conn:
+        await Directory(conn, BOX, clock.now()).record_totp_step(1, 1234)
+    changed = GOOD.replace("jbsw-y3dp ehpk-3pxp", "KRSXG5CTMVRXEZLU").replace("The Cat", "The Dog")
+    assert await run_import(db, changed, clock) == ImportReport(updated=1, unchanged=2)
+    async with db.connect() as conn:
+        directory = Directory(conn, BOX, clock.now())
+        assert await directory.totp_secret(1) == "KRSXG5CTMVRXEZLU"
+        assert await directory.check_security_answer(1, "the dog")
+        assert not await directory.check_security_answer(1, "the cat")
+        jane = await directory.get(1)
+    assert jane is not None and jane.totp_last_step is None
+
+
+async def test_a_new_email_is_created_beside_the_others(db: AsyncEngine, clock: FakeClock) -> None:
+    await run_import(db, GOOD, clock)
+    more = GOOD + "zoe@example.com,,,,,\n"
+    assert await run_import(db, more, clock) == ImportReport(created=1, unchanged=3)
+    assert (await views(db, clock))["zoe@example.com"].two_factor == "none"
+
+
+BAD_ROWS = [
+    (",+15551234534,,,,", "email: required"),
+    ("jane@@example.com,,,,,", "not a plausible address"),
+    ("jane doe@example.com,,,,,", "not a plausible address"),
+    ("jane\u00a0doe@example.com,,,,,", "not a plausible address"),
+    ("jane\0@example.com,,,,,", "not a plausible address"),
+    ("jane@localhost,,,,,", "not a plausible address"),
+    ("jane@example.,,,,,", "not a plausible address"),
+    (f"{'j' * 310}@example.com,,,,,", "not a plausible address"),
+    ("jane@example.com,5551234534,,,,", "phone:"),
+    ("jane@example.com,+1555,,,,", "phone:"),
+    ("jane@example.com,+1555123453412345,,,,", "phone:"),
+    ("jane@example.com,,JBSWY3DPEHPK3PX,,,", "totp_secret: The key is too short"),
+    ("jane@example.com,,JBSWY3DPEHPK3PX0,,,", "totp_secret: The key may contain only"),
+    ("jane@example.com,,,First pet?,,", "give both or neither"),
+    ("jane@example.com,,,,the cat,", "give both or neither"),
+    ("jane@example.com,,,,,maybe", "identity_verified: expected"),
+    ("jane@example.com,,,,", "expected 6 values, found 5"),
+    ("john@example.com,,,,,", "already on line 2"),
+]
+
+
+@pytest.mark.parametrize(("row", "message"), BAD_ROWS)
+async def test_a_bad_row_is_reported_and_nothing_is_imported(
+    db: AsyncEngine, clock: FakeClock, row: str, message: str
+) -> None:
+    text = f"{HEADER}\njohn@example.com,,,,,\n\n{row}\nann@example.com,,,,,\n"
+    report = await run_import(db, text, clock)
+    assert (report.created, report.updated, report.unchanged, report.ok) == (0, 0, 0, False)
+    assert [line for line, _ in report.errors] == [4]
+    assert message in report.errors[0][1]
+    assert await raw_rows(db) == []
+
+
+def test_duplicates_ignore_case_and_every_problem_is_listed() -> None:
+    text = f"{HEADER}\njohn@example.com,,,,,\nJOHN@example.com,,,,,\nbad,+1,,,,\n"
+    records, errors = parse_accounts(text)
+    assert [r.email for r in records] == ["john@example.com"]
+    assert [line for line, _ in errors] == [3, 4, 4]
+
+
+def test_line_numbers_count_lines_inside_quoted_cells() -> None:
+    _, errors = parse_accounts(GOOD + "bad,,,,,\n")
+    assert [line for line, _ in errors] == [6]
+
+
+@pytest.mark.parametrize(("header", "message"), [
+    ("email,phone,totp_secret,security_question", "missing columns: security_answer"),
+    ("email,phone,totp_secret,security_question,security_answer,nickname", "unknown columns: nickname"),
+    ("email,phone,totp_secret,security_question,security_answer,email", "repeated columns: email"),
+    ("", "the file is empty"),
+])
+async def test_a_bad_header_is_an_error_on_line_one(
+    db: AsyncEngine, clock: FakeClock, header: str, message: str
+) -> None:
+    report = await run_import(db, f"{header}\n" + ("john@example.com,,,," if header else ""), clock)
+    assert len(report.errors) == 1
+    assert report.errors[0][0] == 1 and message in report.errors[0][1]
+    assert await raw_rows(db) == []
+
+
+async def test_the_header_may_be_spaced_upper_case_without_the_optional_column(
+    db: AsyncEngine, clock: FakeClock
+) -> None:
+    text = "\ufeffEmail, Phone ,TOTP_SECRET,security_question,security_answer\r\njohn@example.com,,,,\r\n"
+    assert await run_import(db, text, clock) == ImportReport(created=1)
+    assert (await views(db, clock))["john@example.com"].identity_verified is False
+
+
+@pytest.mark.parametrize(("cell", "verified"), [
+    ("true", True), ("YES", True), ("1", True), (" True ", True),
+    ("false", False), ("no", False), ("0", False), ("", False),
+])
+async def test_identity_verified_values(db: AsyncEngine, clock: FakeClock, cell: str, verified: bool) -> None:
+    assert await run_import(db, f"{HEADER}\njohn@example.com,,,,,{cell}\n", clock) == ImportReport(created=1)
+    assert (await views(db, clock))["john@example.com"].identity_verified is verified
+
+
+@pytest.mark.parametrize("text", [
+    f"{HEADER}\njohn@example.com,,,,,\n",
+    "email,phone,totp_secret,security_question,security_answer\njohn@example.com,,,,\n",
+])
+async def test_an_unstated_identity_verified_keeps_the_stored_value(
+    db: AsyncEngine, clock: FakeClock, text: str
+) -> None:
+    await run_import(db, f"{HEADER}\njohn@example.com,,,,,yes\n", clock)
+    assert await run_import(db, text, clock) == ImportReport(unchanged=1)
+    assert await run_import(db, f"{HEADER}\njohn@example.com,,,,,no\n", clock) == ImportReport(updated=1)
+    assert (await views(db, clock))["john@example.com"].identity_verified is False

@@ -1,0 +1,72 @@
+"""The `recovery-bot` command as an operator uses it: help, settings errors, accounts, the console."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import load_settings
+from bot.console_app import DEMO_EMAIL, run_console
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())", *args]
+    full_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=full_env, cwd=cwd)
+
+
+def test_help_lists_the_commands() -> None:
+    result = cli("--help")
+    assert result.returncode == 0
+    for command in ("console", "db", "accounts"):
+        assert command in result.stdout
+
+
+def test_a_bad_setting_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
+    result = cli("db", "upgrade", env={"CODE_TTL_MINUTES": "soon", "ADMIN_IDS": "alice"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "CODE_TTL_MINUTES" in result.stderr and "ADMIN_IDS" in result.stderr
+
+
+def test_accounts_import_and_list(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/r.db", "SECRET_KEY": "k" * 40}
+    good = tmp_path / "good.csv"
+    good.write_text("email,phone,totp_secret,security_question,security_answer\n"
+                    "jane@example.com,+15551234534,JBSWY3DPEHPK3PXP,Pet?,Rex\n")
+    first = cli("accounts", "import", str(good), env=env, cwd=tmp_path)
+    assert first.returncode == 0 and "1 created" in first.stdout
+    again = cli("accounts", "import", str(good), env=env, cwd=tmp_path)
+    assert "1 unchanged" in again.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text("email,phone,totp_secret,security_question,security_answer\nnot-an-email,,,,\n")
+    refused = cli("accounts", "import", str(bad), env=env, cwd=tmp_path)
+    assert refused.returncode == 1 and "bad.csv:2:" in refused.stderr
+    listing = cli("accounts", "list", env=env, cwd=tmp_path)
+    assert "j•••@example.com" in listing.stdout and "jane@" not in listing.stdout
+
+
+async def test_console_seeds_a_demo_account_and_walks_a_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/data/r.db")
+    out = io.StringIO()
+    typed = io.StringIO(f"1\n{DEMO_EMAIL}\n1\n/quit\n")
+    assert await run_console(settings, stdin=typed, out=out) == 0
+    screen = out.getvalue()
+    assert "A demo account was created" in screen and "TOTP (backup) key:" in screen
+    assert "[1] Switch to phone verification" in screen
+    assert "SMS to +1•••••34:" in screen
+    assert (tmp_path / "data" / "console-secret-key").exists()
+
+    out = io.StringIO()
+    await run_console(settings, stdin=io.StringIO("1\n/quit\n"), out=out)
+    screen = out.getvalue()
+    assert "A demo account was created" not in screen
+    assert "You already have a recovery in progress." in screen
+    assert "Send me the 6-digit code from the SMS." in screen

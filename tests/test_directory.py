@@ -1,0 +1,163 @@
+"""The account directory on the migrated SQLite database: lookups, secrets at rest, answers, locks, masking."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from flows.clock import FakeClock
+from flows.directory import (
+    DecryptError,
+    Directory,
+    SecretBox,
+    accounts,
+    hash_answer,
+    mask_email,
+    mask_phone,
+    verify_answer,
+)
+
+SECRET_KEY = "x" * 40
+BOX = SecretBox(SECRET_KEY)
+TOTP = "JBSWY3DPEHPK3PXP"
+
+
+async def add_account(conn: AsyncConnection, clock: FakeClock, email: str, **values: Any) -> int:
+    row = {"email": email, "identity_verified": False, "two_factor": "phone", "created_at": clock.now(),
+           "updated_at": clock.now(), **values}
+    result = await conn.execute(accounts.insert().returning(accounts.c.id), row)
+    return int(result.scalar_one())
+
+
+async def raw_row(conn: AsyncConnection, account_id: int) -> tuple[Any, ...]:
+    result = await conn.exec_driver_sql("SELECT * FROM accounts WHERE id = ?", (account_id,))
+    return tuple(result.one())
+
+
+async def test_find_by_email_ignores_case_and_spaces(db: AsyncEngine, clock: FakeClock) -> None:
+    async with db.begin() as conn:
+        account_id = await add_account(conn, clock, "jane.doe@example.com", phone="+15551234534")
+        directory = Directory(conn, BOX, clock.now())
+        found = await directory.find_by_email("  Jane.DOE@Example.com ")
+        assert found is not None
+        assert (found.id, found.email, found.phone, found.has_totp) == (account_id, "jane.doe@example.com",
+                                                                        "+15551234534", False)
+        assert await directory.find_by_email("john@example.com") is None
+        assert await directory.get(account_id) == found
+        assert await directory.get(account_id + 1) is None
+
+
+async def test_totp_secret_is_encrypted_at_rest(db: AsyncEngine, clock: FakeClock) -> None:
+    async with db.begin() as conn:
+        account_id = await add_account(conn, clock, "jane@example.com")
+        directory = Directory(conn, BOX, clock.now())
+        await directory.set_totp_secret(account_id, "jbsw-y3dp ehpk-3pxp")
+        assert TOTP not in repr(await raw_row(conn, account_id))
+        assert await directory.totp_secret(account_id) == TOTP
+        view = await directory.get(account_id)
+        assert view is not None
+        assert (view.has_totp, view.two_factor, view.totp_last_step) == (True, "totp", None)
+
+
+async def test_a_different_secret_key_cannot_decrypt(db: AsyncEngine, clock: FakeClock) -> None:
+    async with db.begin() as conn:
+        account_id = await add_account(conn, clock, "jane@example.com", totp_secret_enc=BOX.encrypt(TOTP))
+        other = Directory(conn, SecretBox("y" * 40), clock.now())
+        with pytest.raises(DecryptError):
+            await other.totp_secret(account_id)
+    with pytest.raises(DecryptError):
+        SecretBox("y" * 40).decrypt(BOX.encrypt(TOTP))
+    assert BOX.encrypt(TOTP) != BOX.encrypt(TOTP)
+
+
+async def test_an_invalid_secret_is_refused(db: AsyncEngine, clock: FakeClock) -> None:
+    async with db.begin() as conn:
+        account_id = await add_account(conn, clock, "jane@example.com")
+        with pytest.raises(ValueError):
+            await Directory(conn, BOX, clock.now()).set_totp_secret(account_id, "JBSW0Y3DPEHPK3PX")
+
+
+async def test_totp_step_never_moves_backwards(db: AsyncEngine, clock: FakeClock) -> None:
+    async with db.begin() as conn:
+        account_id = await add_account(conn, clock, "jane@example.com", totp_secret_enc=BOX.encrypt(TOTP))
+        directory = Directory(conn, BOX, clock.now())
+        await directory.record_totp_step(account_id, 100)
+        await directory.record_totp_step(account_id, 99)
+        view = await directory.get(account_id)
+        assert view is not None and view.totp_last_step == 100
+
+
+async def test_security_answers_are_hashed_and_normalised(db: AsyncEngine, clock: FakeClock) -> None:
+    stored = hash_answer("the cat")
+    assert stored.startswith("scrypt$16384$8$1$") and "cat" not in stored
+    async with db.begin() as conn:
+        account_id = await add_account(conn, clock, "jane@example.com", security_question="Pet?",
+                                       security_answer_hash=stored)
+        bare_id = await add_account(conn, clock, "john@example.com")
+        directory = Directory(conn, BOX, clock.now())
+        assert await directory.check_security_answer(account_id, "  The  CAT ")
+        assert await directory.check_security_answer(account_id, "ＴＨＥ\tcat")
+        assert not await directory.check_security_answer(account_id, "the dog")
+        assert not await directory.check_security_answer(bare_id, "")
+        assert not await directory.check_security_answer(account_id + 99, "the cat")
+
+
+@pytest.mark.parametrize("stored", ["", "scrypt$1$2$3", "bcrypt$16384$8$1$AAAA$AAAA", "scrypt$x$8$1$AAAA$AAAA",
+                                    "scrypt$16384$8$1$!!$AAAA", "scrypt$99999999999999999999999$8$1$AAAA$AAAA"])
+def test_malformed_hashes_never_match(stored: str) -> None:
+    assert not verify_answer("", stored)
+
+
+async def test_withdrawal_lock_is_never_shortened(db: AsyncEngine, clock: FakeClock) -> None:
+    now = clock.now()
+    async with db.begin() as conn:
+        account_id = await add_account(conn, clock, "jane@example.com")
+        directory = Directory(conn, BOX, now)
+        assert await directory.lock_withdrawals(account_id, now + timedelta(hours=48)) == now + timedelta(hours=48)
+        assert await directory.lock_withdrawals(account_id, now + timedelta(hours=24)) == now + timedelta(hours=48)
+        assert await directory.lock_withdrawals(account_id, now + timedelta(hours=72)) == now + timedelta(hours=72)
+        view = await directory.get(account_id)
+        assert view is not None and view.withdrawals_locked_until == now + timedelta(hours=72)
+        assert view.withdrawals_locked_until.tzinfo is not None
+        assert await directory.lock_withdrawals(account_id + 1, now) is None
+
+
+async def test_switching_and_resetting_the_second_factor(db: AsyncEngine, clock: FakeClock) -> None:
+    async with db.begin() as conn:
+        phone_id = await add_account(conn, clock, "a@example.com", totp_secret_enc=BOX.encrypt(TOTP),
+                                     totp_last_step=7, two_factor="totp")
+        reset_id = await add_account(conn, clock, "b@example.com", totp_secret_enc=BOX.encrypt(TOTP),
+                                     totp_last_step=7, two_factor="totp")
+        clock.advance(minutes=5)
+        directory = Directory(conn, BOX, clock.now())
+        await directory.switch_to_phone(phone_id)
+        await directory.reset_two_factor(reset_id)
+        views = {view.id: view for view in await directory.list_accounts()}
+        assert [(v.two_factor, v.has_totp, v.totp_last_step) for v in views.values()] == [
+            ("phone", False, None), ("none", False, None)]
+        assert await directory.totp_secret(reset_id) is None
+
+
+async def test_list_accounts_in_creation_order(db: AsyncEngine, clock: FakeClock) -> None:
+    async with db.begin() as conn:
+        for email in ("c@example.com", "a@example.com", "b@example.com"):
+            await add_account(conn, clock, email)
+        listed = await Directory(conn, BOX, clock.now()).list_accounts()
+    assert [view.email for view in listed] == ["c@example.com", "a@example.com", "b@example.com"]
+
+
+@pytest.mark.parametrize(("email", "masked"), [
+    ("jane.doe@example.com", "j•••@example.com"), ("j@example.com", "j•••@example.com"), ("nobody", "n•••"),
+])
+def test_mask_email(email: str, masked: str) -> None:
+    assert mask_email(email) == masked
+
+
+@pytest.mark.parametrize(("phone", "masked"), [
+    ("+15551234534", "+1•••••34"), ("+44 20 7946 0958", "+4•••••58"), ("5551234534", "5•••••34"), ("+123", "+•••••"),
+])
+def test_mask_phone(phone: str, masked: str) -> None:
+    assert mask_phone(phone) == masked

@@ -1,0 +1,149 @@
+"""Method 2 — Security Check Not Available: full re-verification up to staff review."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flows.clock import FakeClock
+from flows.events import FileInfo
+from tests.support.chat import Bot, Chat
+from tests.support.desk import begin, code_in, open_desk
+
+METHOD = "Security Check Not Available"
+PHOTO = FileInfo("photo-1", "u1", "photo", size=200_000)
+
+
+def photo(n: int) -> FileInfo:
+    return FileInfo(f"photo-{n}", f"u{n}", "photo", size=150_000)
+
+
+@pytest.fixture
+async def desk(db: AsyncEngine, clock: FakeClock) -> AsyncIterator[Bot]:
+    bot = await open_desk(db, clock)
+    yield bot
+    await bot.stop()
+
+
+async def pass_codes(chat: Chat, email: str) -> list[str]:
+    await chat.send("/start")
+    await chat.tap(METHOD)
+    assert "withdrawals will be disabled for 48 hours" in chat.last
+    await chat.tap("Continue")
+    await chat.send(email)
+    await chat.tap("Authenticator app")
+    assert "☑ Authenticator app" in chat.buttons
+    replies = await chat.tap("Confirm Restore")
+    replies = await chat.tap("Get Code")
+    assert chat.last == "Send me the code from the SMS first."
+    assert (await chat.send(code_in(replies, "SMS"))) == ["Now send me the code from the email."]
+    return await chat.send(code_in(replies, "Email"))
+
+
+async def test_full_path_to_review(desk: Bot) -> None:
+    chat = desk.chat()
+    assert await pass_codes(chat, "ada@example.com") == ["Both codes are right. Press Send to continue."]
+    await chat.tap("Send")
+    await chat.tap("Start answering questions")
+    assert "What was your first pet's name?" in chat.last
+    assert (await chat.send("rover"))[0] == "That answer does not match. 2 tries left."
+    await chat.send("  REX ")
+    assert chat.last.startswith("Now we need to check your identity")
+    await chat.tap("Next")
+    assert (await chat.send("land"))[0].startswith("Several countries match:")
+    assert (await chat.send("Atlantis"))[0].startswith("I could not find that country.")
+    await chat.send("germany")
+    await chat.tap("National ID card")
+    assert "front" in chat.last
+    await chat.send_file(photo(1))
+    assert "back" in chat.last
+    await chat.send_file(photo(2))
+    assert "selfie" in chat.last
+    await chat.send_file(photo(3))
+    await chat.tap("Submit for review")
+    assert chat.last.startswith("Thank you. Your request is now with our staff")
+    assert "waiting for review" in (await chat.send("/status"))[0]
+    assert (await chat.send("hello"))[0].startswith("Your request is with our staff")
+
+
+async def test_passport_needs_no_back_and_countries_have_buttons(desk: Bot) -> None:
+    chat = desk.chat()
+    await pass_codes(chat, "ada@example.com")
+    await chat.tap("Send")
+    await chat.tap("Start answering questions")
+    await chat.send("rex")
+    await chat.tap("Next")
+    await chat.tap("France")
+    await chat.tap("Passport")
+    await chat.send_file(photo(1))
+    assert "selfie" in chat.last
+
+
+async def test_verified_account_without_question_needs_only_the_selfie(desk: Bot) -> None:
+    chat = desk.chat()
+    await pass_codes(chat, "ben@example.com")
+    await chat.tap("Send")
+    assert chat.last.startswith("Now we need to check your identity")
+    await chat.tap("Next")
+    assert "selfie" in chat.last
+
+
+async def test_documents_must_be_images_of_reasonable_size(desk: Bot) -> None:
+    chat = desk.chat()
+    await pass_codes(chat, "ben@example.com")
+    await chat.tap("Send")
+    await chat.tap("Next")
+    pdf = FileInfo("d1", "ud1", "document", size=10_000, mime_type="application/pdf")
+    assert (await chat.send_file(pdf))[0].startswith("Please send a photo")
+    huge = FileInfo("d2", "ud2", "document", size=25 * 1024 * 1024, mime_type="image/jpeg")
+    assert (await chat.send_file(huge))[0] == "That file is too large. Please send a photo under 20 MB."
+    assert (await chat.send("here you go"))[0] == "Please send a photo here."
+    scan = FileInfo("d3", "ud3", "document", size=10_000, mime_type="image/png")
+    await chat.send_file(scan)
+    assert chat.last.startswith("Everything is ready.")
+
+
+async def test_restore_needs_at_least_one_item(desk: Bot) -> None:
+    chat = desk.chat()
+    await chat.send("/start")
+    await chat.tap(METHOD)
+    await chat.tap("Continue")
+    await chat.send("ada@example.com")
+    await chat.tap("Authenticator app")
+    await chat.tap("Authenticator app")
+    assert "☐ Authenticator app" in chat.buttons
+    assert (await chat.tap("Confirm Restore"))[0] == "Please select at least one item to restore."
+
+
+async def test_wrong_answers_stop_the_recovery(desk: Bot) -> None:
+    chat = desk.chat()
+    await pass_codes(chat, "ada@example.com")
+    await chat.tap("Send")
+    await chat.tap("Start answering questions")
+    for _ in range(2):
+        await chat.send("wrong")
+    assert (await chat.send("wrong"))[0].startswith("The answer did not match too many times")
+
+
+async def test_wrong_email_code_says_which(desk: Bot) -> None:
+    chat = desk.chat()
+    await chat.send("/start")
+    await chat.tap(METHOD)
+    await chat.tap("Continue")
+    await chat.send("ada@example.com")
+    await chat.tap("Email address")
+    await chat.tap("Confirm Restore")
+    replies = await chat.tap("Get Code")
+    await chat.send(code_in(replies, "SMS"))
+    wrong = f"{(int(code_in(replies, 'Email')) + 1) % 1_000_000:06d}"
+    assert (await chat.send(wrong))[0] == "The email code is not right. 4 tries left."
+
+
+async def test_method_one_user_can_fall_back_without_retyping_the_email(desk: Bot) -> None:
+    chat = desk.chat()
+    await begin(chat, "Switch to phone verification", "ada@example.com")
+    await chat.tap("I no longer have this phone")
+    await chat.tap("Continue")
+    assert chat.last.startswith("Select what you need to restore")
