@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flows.accounts_csv import import_accounts
-from flows.directory import Directory, mask_email, mask_phone
-
 from bot.app import App, local_secret_key, open_app
 from bot.config import Settings
+from flows.accounts_csv import import_accounts
+from flows.directory import Directory, mask_email, mask_phone
 
 
 async def run_accounts(args: argparse.Namespace, settings: Settings) -> int:
