@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from flows.clock import FakeClock
 from flows.store.database import open_database
 from flows.store.migrate import upgrade_sync
+from tests.support.chat import Bot
+from tests.support.desk import open_desk
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +40,11 @@ async def db(db_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+async def desk(db: AsyncEngine, clock: FakeClock) -> AsyncIterator[Bot]:
+    """The real desk and recovery methods over the test database, with two accounts (tests/support/desk.py)."""
+    bot = await open_desk(db, clock)
+    yield bot
+    await bot.stop()

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from flows.clock import FakeClock
 from tests.support.chat import Bot, Chat
-from tests.support.desk import ADA_TOTP, BEN_TOTP, begin, open_desk, totp_now
+from tests.support.desk import ADA_TOTP, BEN_TOTP, begin, totp_now
 
 METHOD = "Reset with my backup key"
 
-
-@pytest.fixture
-async def desk(db: AsyncEngine, clock: FakeClock) -> AsyncIterator[Bot]:
-    bot = await open_desk(db, clock)
-    yield bot
-    await bot.stop()
 
 
 async def reach_code_step(chat: Chat, email: str = "ada@example.com") -> None:

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import FakeClock
 from flows.store.tables import CodeRow
 from tests.support.chat import Bot
-from tests.support.desk import account, begin, code_in, open_desk
+from tests.support.desk import account, begin, code_in
 
 METHOD = "Switch to phone verification"
 
-
-@pytest.fixture
-async def desk(db: AsyncEngine, clock: FakeClock) -> AsyncIterator[Bot]:
-    bot = await open_desk(db, clock)
-    yield bot
-    await bot.stop()
 
 
 async def test_start_greets_warns_and_offers_three_methods(desk: Bot) -> None:

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from flows.clock import FakeClock
 from flows.events import FileInfo
 from tests.support.chat import Bot, Chat
-from tests.support.desk import begin, code_in, open_desk
+from tests.support.desk import begin, code_in
 
 METHOD = "Security Check Not Available"
 PHOTO = FileInfo("photo-1", "u1", "photo", size=200_000)
@@ -19,12 +13,6 @@ PHOTO = FileInfo("photo-1", "u1", "photo", size=200_000)
 def photo(n: int) -> FileInfo:
     return FileInfo(f"photo-{n}", f"u{n}", "photo", size=150_000)
 
-
-@pytest.fixture
-async def desk(db: AsyncEngine, clock: FakeClock) -> AsyncIterator[Bot]:
-    bot = await open_desk(db, clock)
-    yield bot
-    await bot.stop()
 
 
 async def pass_codes(chat: Chat, email: str) -> list[str]:
