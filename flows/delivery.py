@@ -101,7 +101,7 @@ class Dispatcher:
                 continue
             group = [self.queue.popleft() for _ in range(min(GROUP, len(self.queue)))]
             done, pause = await self._send_group(group)
-            await self._record(done)
+            await self._record(done, group)
             if pause:
                 await asyncio.sleep(pause)
 
@@ -132,10 +132,13 @@ class Dispatcher:
                 done.append((entry.id, "sent", message_id))
         return done, 0.0
 
-    async def _record(self, done: list[tuple[int, str, int | None]]) -> None:
+    async def _record(self, done: list[tuple[int, str, int | None]], group: list[Pending]) -> None:
         if done:
+            finished = {row_id for row_id, _, _ in done}
+            secrets = [e for e in group if e.id in finished and getattr(e.reply, "sensitive", False)]
             async with self.db.begin() as conn:
                 await batch.mark_delivered(conn, done, self.clock.now())
+                await batch.redact(conn, secrets)
 
     async def _mark_blocked(self, chat_id: int) -> None:
         self.blocked.add(chat_id)

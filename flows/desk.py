@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from flows.engine import BACK, Context, Engine
+from flows.guard import secret_kind
 from flows.methods.backup_key import BACKUP
+from flows.methods.common import services
 from flows.methods.phone import PHONE
 from flows.methods.reverify import REVERIFY
 from flows.model import Action, Begin, Choice, Close, Flow, Goto, Outcome, Say, Step
-from flows.texts import text
+from flows.texts import Text, text
 
 METHODS = (PHONE, REVERIFY, BACKUP)
 
@@ -65,13 +68,50 @@ async def cancel_command(ctx: Context) -> Outcome:
     return _detour(ctx, "cancel_confirm")
 
 
+CODE_STEPS = {"enter_code": "phone", "phone_code": "phone", "email_code": "email"}
+PROVEN = ("phone_verified", "email_verified")
+
+
 async def status_command(ctx: Context) -> Outcome:
     case = ctx.case
     if case is None:
         return Say(say=(text("desk.status_none"),))
     flows = {flow.id: flow for flow in (START, *METHODS)}
-    method = text(flows[case.flow].title)
-    return Say(say=(text("desk.status", method=method, step=case.step, state=text(f"desk.state_{case.status}")),))
+    state = text(f"desk.state_{case.status}", since=countdown(ctx.now, case.updated_at))
+    details = (*_code_expiry(ctx), *await _withdrawal_lock(ctx))
+    return Say(say=(text("desk.status", method=text(flows[case.flow].title), step=case.step.replace("_", " "),
+                         state=state, details=details),))
+
+
+def _code_expiry(ctx: Context) -> tuple[Text, ...]:
+    factor = CODE_STEPS.get(ctx.case.step) if ctx.case and ctx.case.flow != "backup" else None
+    sent_at = ctx.data.get(f"{factor}_sent_at") if factor else None
+    if sent_at is None:
+        return ()
+    expires = datetime.fromtimestamp(float(sent_at), UTC) + services(ctx).settings.code_ttl
+    key = "desk.code_expires" if expires > ctx.now else "desk.code_expired"
+    return (text(key, when=countdown(ctx.now, expires)),)
+
+
+async def _withdrawal_lock(ctx: Context) -> tuple[Text, ...]:
+    account_id = ctx.data.get("account_id")
+    if account_id is None or not any(ctx.data.get(flag) for flag in PROVEN):
+        return ()
+    account = await services(ctx).directory.get(int(account_id))
+    until = account.withdrawals_locked_until if account else None
+    if until is None or until <= ctx.now:
+        return ()
+    return (text("desk.withdrawals_locked", when=countdown(ctx.now, until)),)
+
+
+def countdown(now: datetime, when: datetime | None) -> str:
+    """'14:32 UTC (in 1 h 5 min)' or, for the past, '14:32 UTC (3 min ago)'."""
+    if when is None:
+        return ""
+    minutes = int(abs((when - now).total_seconds()) // 60)
+    span = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+    stamp = f"{when:%Y-%m-%d %H:%M} UTC"
+    return f"{stamp} (in {span})" if when >= now else f"{stamp} ({span} ago)"
 
 
 COMMANDS: Mapping[str, Action] = {
@@ -85,4 +125,4 @@ COMMANDS: Mapping[str, Action] = {
 def build_engine(service_name: str) -> Engine:
     """The engine with the desk and the three recovery methods."""
     flows = {flow.id: flow for flow in (START, *METHODS)}
-    return Engine(flows, COMMANDS, text_defaults={"service": service_name})
+    return Engine(flows, COMMANDS, text_defaults={"service": service_name}, guard=secret_kind)

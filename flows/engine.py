@@ -24,12 +24,13 @@ from flows.events import (
     TimerFired,
 )
 from flows.model import Accepts, Action, Begin, Choice, Close, Flow, Goto, Outcome, Say, Stay, Step, TimerSpec, qualify
-from flows.replies import AnswerButton, Button, EditMessage, Reply, SendMessage
+from flows.replies import AnswerButton, Button, DeleteMessage, EditMessage, Reply, SendMessage
 from flows.texts import Text, translate
 
 ACTIVE = ("open", "review")
 BACK = "<back>"  # a Goto to BACK returns to the step saved in data["_return"] (used by detours like /cancel)
 Translator = Callable[..., str]
+Guard = Callable[[str, str | None], str | None]
 BUTTON_DATA = re.compile(r"^([A-Za-z0-9_-]{12}):(\d{1,9}):([a-z][a-z0-9_]{0,23})$")
 
 
@@ -128,11 +129,13 @@ class Engine:
         commands: Mapping[str, Action],
         text_defaults: Mapping[str, object] | None = None,
         translator: Translator = translate,
+        guard: Guard | None = None,
     ) -> None:
         self.flows = dict(flows)
         self.commands = dict(commands)
         self.text_defaults = dict(text_defaults or {})
         self.translator = translator
+        self.guard = guard
 
     def step_of(self, case: Case) -> Step:
         return self.flows[case.flow].step(case.step)
@@ -191,6 +194,8 @@ class _Turn:
         await self.apply(await action(self.ctx), allowed=None)
 
     async def message(self, event: TextReceived | FileReceived) -> None:
+        if isinstance(event, TextReceived) and self.caught_secret(event):
+            return
         case = self.case
         if case is None:
             self.send(Text("engine.no_case"))
@@ -205,6 +210,21 @@ class _Turn:
             await self.apply(Stay(say=(Text(hint),)), allowed=())
             return
         await self.apply(await step.on_input(self.ctx), allowed=step.exits)
+
+    def caught_secret(self, event: TextReceived) -> bool:
+        """Warn about (and delete) a message that looks like a secret nobody asked for."""
+        guard = self.engine.guard
+        if guard is None:
+            return False
+        step = self.engine.step_of(self.case) if self.case is not None and self.case.status == "open" else None
+        expecting = step.expects if step is not None and step.accepts is Accepts.TEXT else None
+        kind = guard(event.text, expecting)
+        if kind is None:
+            return False
+        if event.message_id is not None:
+            self.emit(DeleteMessage(self.chat_id, event.message_id))
+        self.send(Text(f"guard.{kind}"))
+        return True
 
     async def button(self, event: ButtonPressed) -> None:
         choice = self._pressed_choice(event)
@@ -361,7 +381,8 @@ class _Turn:
             self.emit(AnswerButton(self.chat_id, event.callback_id, text))
 
     def send(self, message: Text) -> None:
-        self.emit(SendMessage(self.chat_id, self.engine.say(message, self.ctx.language)))
+        text = self.engine.say(message, self.ctx.language)
+        self.emit(SendMessage(self.chat_id, text, sensitive=message.sensitive))
 
     def say_all(self, messages: tuple[Text, ...]) -> None:
         for message in messages:

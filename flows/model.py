@@ -106,7 +106,11 @@ class Choice:
 
 @dataclass(frozen=True)
 class Step:
-    """One point in a conversation: what the bot says, which buttons it offers, what input it accepts."""
+    """One point in a conversation: what the bot says, which buttons it offers, what input it accepts.
+
+    `expects` names the kind of text the step asks for ("code", "email", "answer", ...); the anti-phishing guard
+    lets through only what was asked for.
+    """
 
     id: str
     prompt: str
@@ -118,6 +122,7 @@ class Step:
     prompt_params: Params | None = None
     on_timer: Mapping[str, Action] = field(default_factory=dict)
     columns: int = 1
+    expects: str | None = None
 
     def targets(self) -> tuple[str, ...]:
         """Every step this step can lead to, by input, button or timer."""

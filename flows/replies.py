@@ -14,9 +14,12 @@ class Button:
 
 @dataclass(frozen=True)
 class SendMessage:
+    """A new message. A `sensitive` one (it shows a code) is blanked in the outbox once delivered."""
+
     chat_id: int
     text: str
     buttons: tuple[tuple[Button, ...], ...] = ()
+    sensitive: bool = False
 
 
 @dataclass(frozen=True)

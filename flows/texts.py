@@ -28,6 +28,7 @@ class Text:
 
     key: str
     params: Mapping[str, object] = field(default_factory=dict)
+    sensitive: bool = False
 
 
 def text(key: str, **params: object) -> Text:
@@ -79,7 +80,9 @@ def translate(message: Text | str, language: str | None = None, **defaults: obje
 
 
 def _fill(value: object, language: str | None, defaults: dict[str, object]) -> str:
-    """A placeholder's value: a nested Text is translated (it is ours), anything else is escaped."""
+    """A placeholder's value: nested Texts (one, or a tuple of lines) are translated, anything else escaped."""
     if isinstance(value, Text):
         return translate(value, language, **defaults)
+    if isinstance(value, tuple) and all(isinstance(item, Text) for item in value):
+        return "\n".join(translate(item, language, **defaults) for item in value)
     return html.escape(str(value), quote=False)

@@ -91,3 +91,19 @@ async def test_unknown_email_gets_the_same_replies_and_no_code(desk: Bot, db: As
     assert await unknown.send(wrong) == await known.send(wrong)
     async with db.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(CodeRow))).scalar_one() == 1
+
+
+async def test_after_a_lockout_new_codes_wait_fifteen_minutes(desk: Bot, clock: FakeClock) -> None:
+    chat = desk.chat()
+    await begin(chat, METHOD, "ada@example.com")
+    code = code_in(await chat.tap("Get Code"))
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    for _ in range(5):
+        await chat.send(wrong)
+    clock.advance(minutes=5)
+    await chat.tap("Ask for a new code")
+    assert (await chat.tap("Get Code"))[0] == (
+        "For your safety, new codes are paused after too many wrong ones. You can ask again after 12:15 UTC.")
+    clock.advance(minutes=11)
+    fresh = code_in(await chat.tap("Get Code"))
+    assert (await chat.send(fresh))[0] == "The code is right."

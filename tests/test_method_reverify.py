@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flows.directory import accounts
 from flows.events import FileInfo
 from tests.support.chat import Bot, Chat
 from tests.support.desk import begin, code_in
 
 METHOD = "Security Check Not Available"
-PHOTO = FileInfo("photo-1", "u1", "photo", size=200_000)
 
 
 def photo(n: int) -> FileInfo:
@@ -135,3 +138,36 @@ async def test_method_one_user_can_fall_back_without_retyping_the_email(desk: Bo
     await chat.tap("I no longer have this phone")
     await chat.tap("Continue")
     assert chat.last.startswith("Select what you need to restore")
+
+
+async def test_no_sms_goes_on_with_the_email_code_alone(desk: Bot) -> None:
+    chat = desk.chat()
+    await chat.send("/start")
+    await chat.tap(METHOD)
+    await chat.tap("Continue")
+    await chat.send("ada@example.com")
+    await chat.tap("Email address")
+    await chat.tap("Confirm Restore")
+    replies = await chat.tap("Get Code")
+    await chat.tap("I can't receive SMS")
+    assert chat.last == "Now send me the code from the email."
+    assert (await chat.send(code_in(replies, "Email"))) == ["Both codes are right. Press Send to continue."]
+
+
+async def test_restore_choices_narrow_to_what_the_account_has_after_the_codes(desk: Bot, db: AsyncEngine) -> None:
+    async with db.begin() as conn:
+        await conn.execute(update(accounts).where(accounts.c.email == "ada@example.com").values(phone=None))
+    chat = desk.chat()
+    await chat.send("/start")
+    await chat.tap(METHOD)
+    await chat.tap("Continue")
+    await chat.send("ada@example.com")
+    await chat.tap("Phone number")
+    await chat.tap("Authenticator app")
+    await chat.tap("Confirm Restore")
+    replies = await chat.tap("Get Code")
+    assert not any("SMS to" in r for r in replies)
+    await chat.tap("I can't receive SMS")
+    await chat.send(code_in(replies, "Email"))
+    replies = await chat.tap("Send")
+    assert replies[0] == "Note: this account has no phone number on file, so there is none to restore."

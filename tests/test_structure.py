@@ -98,6 +98,8 @@ def test_every_text_has_an_english_catalog_entry() -> None:
     built |= {f"reverify.wrong_{factor}" for factor in ("phone", "email")}
     built |= {f"desk.state_{state}" for state in ("open", "review")}
     built |= {f"engine.expects_{kind}" for kind in ("text", "file")}
+    built |= {f"guard.{kind}" for kind in ("key", "code", "password")}
+    built |= {f"reverify.not_on_account_{item}" for item in ("totp", "phone", "email")}
     missing = (text_keys_in_source() | text_keys_in_flows() | built) - known_keys()
     assert not missing
 

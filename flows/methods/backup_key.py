@@ -56,7 +56,7 @@ BACKUP = Flow(
              choices=(Choice("installed", "backup.btn_installed", to="add_key"), NO_KEY)),
         Step("add_key", prompt="backup.add_key",
              choices=(Choice("added", "backup.btn_added", to="enter_code"), NO_KEY)),
-        Step("enter_code", prompt="backup.enter_code", accepts=Accepts.TEXT, on_input=take_code,
+        Step("enter_code", prompt="backup.enter_code", accepts=Accepts.TEXT, on_input=take_code, expects="code",
              exits=("done", "too_many"), choices=(NO_KEY,)),
         Step("too_many", prompt="backup.too_many",
              choices=(Choice("reverify", "menu.reverify", to="reverify:warn"),

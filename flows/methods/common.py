@@ -30,7 +30,7 @@ def ask_email_step(next_step: str) -> Step:
         return Goto(next_step, data={"email": email, "account_id": account.id if account else None})
 
     return Step("ask_email", prompt="common.ask_email", accepts=Accepts.TEXT, on_input=take_email,
-                exits=(next_step,))
+                exits=(next_step,), expects="email")
 
 
 def count_wrong(ctx: Context, key: str, limit: int) -> tuple[dict[str, Any], int]:
@@ -41,7 +41,7 @@ def count_wrong(ctx: Context, key: str, limit: int) -> tuple[dict[str, Any], int
 
 def chat_code_message(factor: str, destination: str, code: str) -> Text:
     """The `chat` channel: the code shown in the chat, labelled with the factor it stands for."""
-    return text(f"codes.chat_{factor}", destination=destination, code=code)
+    return Text(f"codes.chat_{factor}", {"destination": destination, "code": code}, sensitive=True)
 
 
 COOLDOWN_SECONDS = 60

@@ -6,6 +6,8 @@ here, press Submit, and the account signs in with phone verification from now on
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from flows.engine import Context
 from flows.methods.common import ask_email_step, check_code, send_code, services
 from flows.model import Accepts, Choice, Flow, Goto, Outcome, Stay, Step
@@ -14,7 +16,14 @@ from flows.texts import text
 LOST_PHONE = Choice("lost_phone", "phone.lost_phone", to="reverify:warn")
 
 
+LOCKOUT = timedelta(minutes=15)
+
+
 async def get_code(ctx: Context) -> Outcome:
+    locked_until = ctx.data.get("locked_until")
+    if locked_until is not None and ctx.now.timestamp() < float(locked_until):
+        when = datetime.fromtimestamp(float(locked_until), UTC)
+        return Stay(say=(text("phone.still_locked", time=f"{when:%H:%M} UTC"),))
     sent, said, data = await send_code(ctx, "phone")
     if not sent:
         return Stay(say=said)
@@ -24,9 +33,9 @@ async def get_code(ctx: Context) -> Outcome:
 async def take_code(ctx: Context) -> Outcome:
     status, left, data = await check_code(ctx, "phone")
     if status == "ok":
-        return Goto("submit", say=(text("phone.code_ok"),))
+        return Goto("submit", say=(text("phone.code_ok"),), data={"phone_verified": True})
     if status == "locked":
-        return Goto("locked", data=data)
+        return Goto("locked", data={**data, "locked_until": (ctx.now + LOCKOUT).timestamp()})
     if status == "wrong":
         return Stay(say=(text("codes.wrong", tries=left),), data=data)
     return Stay(say=(text(f"codes.{status}"),))
@@ -47,7 +56,7 @@ PHONE = Flow(
         ask_email_step("get_code"),
         Step("get_code", prompt="phone.get_code",
              choices=(Choice("get_code", "phone.btn_get_code", run=get_code, exits=("enter_code",)), LOST_PHONE)),
-        Step("enter_code", prompt="phone.enter_code", accepts=Accepts.TEXT, on_input=take_code,
+        Step("enter_code", prompt="phone.enter_code", accepts=Accepts.TEXT, on_input=take_code, expects="code",
              exits=("submit", "locked"),
              choices=(Choice("resend", "codes.btn_new_code", run=get_code, exits=("enter_code",)), LOST_PHONE)),
         Step("submit", prompt="phone.submit", choices=(Choice("submit", "phone.btn_submit", run=submit,

@@ -72,13 +72,22 @@ def _take_code(factor: str, next_step: str) -> Any:
     return take
 
 
+async def skip_phone(ctx: Context) -> Outcome:
+    return Goto("email_code", say=(text("reverify.phone_skipped"),), data={"phone_skipped": True})
+
+
 async def send(ctx: Context) -> Outcome:
     account_id = ctx.data.get("account_id")
     account = await services(ctx).directory.get(int(account_id)) if account_id is not None else None
     if account is None:  # cannot happen: an unknown email never passes the email code
         return Goto("codes_locked")
-    data = {"question": account.security_question, "verified": account.identity_verified}
-    return Goto("question" if account.security_question else "documents", data=data)
+    offered = {"totp": account.has_totp or account.two_factor == "totp", "phone": account.phone is not None,
+               "email": True}
+    restore = [item for item in ctx.data.get("restore", []) if offered[item]]
+    dropped = [item for item in ctx.data.get("restore", []) if not offered[item]]
+    data = {"question": account.security_question, "verified": account.identity_verified, "restore": restore}
+    said = tuple(text(f"reverify.not_on_account_{item}") for item in dropped)
+    return Goto("question" if account.security_question else "documents", say=said, data=data)
 
 
 async def take_answer(ctx: Context) -> Outcome:
@@ -165,10 +174,11 @@ REVERIFY = Flow(
                              exits=("get_codes",)))),
         Step("get_codes", prompt="reverify.get_codes",
              choices=(Choice("get_code", "phone.btn_get_code", run=get_codes, exits=("phone_code",)),)),
-        Step("phone_code", prompt="reverify.phone_code", accepts=Accepts.TEXT,
+        Step("phone_code", prompt="reverify.phone_code", accepts=Accepts.TEXT, expects="code",
              on_input=_take_code("phone", "email_code"), exits=("email_code", "codes_locked"),
-             choices=(Choice("resend", "codes.btn_new_codes", run=get_codes, exits=("phone_code",)),)),
-        Step("email_code", prompt="reverify.email_code", accepts=Accepts.TEXT,
+             choices=(Choice("resend", "codes.btn_new_codes", run=get_codes, exits=("phone_code",)),
+                      Choice("no_sms", "reverify.btn_no_sms", run=skip_phone, exits=("email_code",)))),
+        Step("email_code", prompt="reverify.email_code", accepts=Accepts.TEXT, expects="code",
              on_input=_take_code("email", "send"), exits=("send", "codes_locked"),
              choices=(Choice("resend", "codes.btn_new_codes", run=get_codes, exits=("phone_code",)),)),
         Step("send", prompt="reverify.send",
@@ -176,12 +186,12 @@ REVERIFY = Flow(
                              exits=("question", "documents", "codes_locked")),)),
         Step("question", prompt="reverify.question",
              choices=(Choice("start", "reverify.btn_start_questions", to="answer"),)),
-        Step("answer", prompt="reverify.answer", accepts=Accepts.TEXT, on_input=take_answer,
+        Step("answer", prompt="reverify.answer", accepts=Accepts.TEXT, on_input=take_answer, expects="answer",
              prompt_params=lambda ctx: {"question": ctx.data.get("question") or ""},
              exits=("documents", "answer_locked")),
         Step("documents", prompt="reverify.documents",
              choices=(Choice("next", "reverify.btn_next", run=documents_next, exits=("country", "selfie")),)),
-        Step("country", prompt="reverify.country", accepts=Accepts.TEXT, on_input=search_country,
+        Step("country", prompt="reverify.country", accepts=Accepts.TEXT, on_input=search_country, expects="country",
              exits=("id_type",), columns=2, choices=tuple(_country_choice(c) for c in countries.COMMON)),
         Step("id_type", prompt="reverify.id_type", choices=tuple(_id_choice(kind) for kind in ID_TYPES)),
         Step("front", prompt="reverify.front", accepts=Accepts.FILE,

@@ -149,8 +149,16 @@ async def mark_delivered(conn: AsyncConnection, results: Sequence[tuple[int, str
     await conn.execute(statement, [{"row_id": i, "outcome": o, "message_id": m} for i, o, m in results])
 
 
-async def count_attempt(conn: AsyncConnection, outbox_id: int) -> None:
-    await conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(attempts=outbox.c.attempts + 1))
+REDACTED = "[a one-time code was shown here; removed after delivery]"
+
+
+async def redact(conn: AsyncConnection, entries: Sequence[Pending]) -> None:
+    """Blank delivered replies that showed a secret, so no code outlives its delivery in the database."""
+    if entries:
+        statement = update(outbox).where(outbox.c.id == bindparam("row_id")).values(payload=bindparam("body"))
+        await conn.execute(statement, [
+            {"row_id": e.id, "body": {**reply_to_json(e.reply), "text": REDACTED}} for e in entries
+        ])
 
 
 async def set_blocked(conn: AsyncConnection, chat_id: int, blocked: bool) -> None:

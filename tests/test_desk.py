@@ -1,0 +1,75 @@
+"""The desk around the methods: /status, /cancel, /start with a case open, and codes kept out of the outbox."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flows.clock import FakeClock
+from flows.store import batch
+from tests.support.chat import Bot
+from tests.support.desk import begin, code_in
+
+
+async def test_status_shows_method_step_and_code_expiry(desk: Bot, clock: FakeClock) -> None:
+    chat = desk.chat()
+    assert (await chat.send("/status"))[0] == "You have no recovery in progress. Send /start to begin."
+    await begin(chat, "Switch to phone verification", "ada@example.com")
+    await chat.tap("Get Code")
+    clock.advance(minutes=3)
+    [status] = await chat.send("/status")
+    assert "Method: Switch to phone verification" in status
+    assert "Step: enter code" in status
+    assert "Your code expires at 2026-01-05 12:30 UTC (in 27 min)." in status
+    clock.advance(minutes=30)
+    assert "Your code expired at 2026-01-05 12:30 UTC (3 min ago)" in (await chat.send("/status"))[0]
+
+
+async def test_status_is_the_same_for_an_unknown_email(desk: Bot) -> None:
+    known, unknown = desk.chat(user_id=1), desk.chat(user_id=2)
+    for chat, email in ((known, "ada@example.com"), (unknown, "nobody@example.com")):
+        await begin(chat, "Switch to phone verification", email)
+        await chat.tap("Get Code")
+    assert await known.send("/status") == await unknown.send("/status")
+
+
+async def test_start_with_an_open_case_offers_to_continue_or_start_over(desk: Bot) -> None:
+    chat = desk.chat()
+    await begin(chat, "Switch to phone verification", "ada@example.com")
+    assert await chat.send("/start") == [
+        "You already have a recovery in progress. Continue where you left off, or start over?"]
+    await chat.tap("Continue")
+    assert chat.last.startswith("Press Get Code")
+    await chat.send("/start")
+    await chat.tap("Start over")
+    assert chat.buttons == ["Switch to phone verification", "Security Check Not Available",
+                            "Reset with my backup key"]
+
+
+async def test_cancel_asks_first(desk: Bot) -> None:
+    chat = desk.chat()
+    assert (await chat.send("/cancel"))[0] == "There is nothing to cancel. Send /start to begin."
+    await begin(chat, "Reset with my backup key", "ada@example.com")
+    await chat.send("/cancel")
+    await chat.tap("No, go on")
+    assert chat.last.startswith("Step 1: install the authenticator app again.")
+    await chat.send("/cancel")
+    await chat.tap("Yes, cancel it")
+    assert chat.last.startswith("Your recovery was cancelled.")
+    assert (await chat.send("/status"))[0].startswith("You have no recovery in progress.")
+
+
+async def test_help_explains_the_three_methods(desk: Bot) -> None:
+    [help_text] = await desk.chat().send("/help")
+    for method in ("Switch to phone verification", "Security Check Not Available", "Reset with my backup key"):
+        assert method in help_text
+    assert "Never send your password or backup key to anyone, this bot included." in help_text
+
+
+async def test_a_delivered_code_does_not_stay_in_the_outbox(desk: Bot, db: AsyncEngine) -> None:
+    chat = desk.chat()
+    await begin(chat, "Switch to phone verification", "ada@example.com")
+    code = code_in(await chat.tap("Get Code"))
+    async with db.connect() as conn:
+        payloads = (await conn.execute(select(batch.outbox.c.payload))).scalars().all()
+    assert payloads and not any(code in str(payload) for payload in payloads)
