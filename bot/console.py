@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
+import mimetypes
 import re
 import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TextIO
 
-from flows.events import ButtonPressed, CommandReceived, Event, Sender, TextReceived
+from flows.events import ButtonPressed, CommandReceived, Event, FileInfo, FileReceived, Sender, TextReceived
 from flows.replies import AnswerButton, Button, DeleteMessage, EditMessage, Reply, SendMessage
 
 CONSOLE_USER = Sender(user_id=1, chat_id=1, language="en")
@@ -59,8 +62,15 @@ class ConsoleTransport:
         self.out.flush()
 
 
+FILE_COMMANDS = {"photo": "photo", "file": "document"}
+
+
+class ConsoleInputError(ValueError):
+    """A typed line the console itself cannot turn into an event (e.g. a missing file)."""
+
+
 def to_event(line: str, transport: ConsoleTransport, sender: Sender = CONSOLE_USER) -> Event | None:
-    """What a typed line means: a button number, a /command, or text. None for an empty line."""
+    """What a typed line means: a button number, /photo or /file PATH, a /command, or text. None if empty."""
     line = line.strip()
     key = f"console:{uuid.uuid4().hex}"
     if not line:
@@ -68,10 +78,25 @@ def to_event(line: str, transport: ConsoleTransport, sender: Sender = CONSOLE_US
     if line.isdigit() and 1 <= int(line) <= len(transport.buttons):
         message_id, button = transport.buttons[int(line) - 1]
         return ButtonPressed(key, sender, button.data, message_id, callback_id=key)
+    name, _, rest = line[1:].partition(" ")
+    if line.startswith("/") and name.lower() in FILE_COMMANDS:
+        return FileReceived(key, sender, local_file(rest.strip(), FILE_COMMANDS[name.lower()]))
     if line.startswith("/"):
         name, _, args = line[1:].partition(" ")
         return CommandReceived(key, sender, name.lower(), args.strip())
     return TextReceived(key, sender, line)
+
+
+def local_file(path_text: str, kind: str) -> FileInfo:
+    """A file on this machine described the way Telegram describes an upload."""
+    path = Path(path_text).expanduser()
+    if not path_text or not path.is_file():
+        raise ConsoleInputError(f"no such file: {path_text or '(none given)'} — try /photo path/to/picture.jpg")
+    content = path.read_bytes()
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    unique = hashlib.sha256(content).hexdigest()[:16]
+    return FileInfo(f"local:{path.resolve()}", unique, "photo" if kind == "photo" else "document",
+                    size=len(content), mime_type=mime)
 
 
 async def read_lines(handle: Callable[[str], asyncio.Future[None] | object], stdin: TextIO = sys.stdin) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from bot.app import App, local_secret_key, open_app
 from bot.config import Settings
-from bot.console import ConsoleTransport, read_lines, to_event
+from bot.console import ConsoleInputError, ConsoleTransport, read_lines, to_event
 from flows.accounts_csv import import_accounts
 from flows.directory import accounts
 from flows.otp import new_secret
@@ -36,7 +36,8 @@ async def seed_demo_account(app: App) -> str | None:
 
 
 def print_intro(out: TextIO, secret: str | None) -> None:
-    out.write("recovery-bot console — type text, a /command, or a button's number. /quit leaves.\n")
+    out.write("recovery-bot console — type text, a /command, or a button's number; /photo PATH sends a picture.\n"
+              "/quit leaves; run it again to continue where you were.\n")
     if secret is not None:
         out.write(
             "\nA demo account was created on this database:\n"
@@ -60,7 +61,11 @@ async def run_console(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO
         await runner.start()
 
         async def handle(line: str) -> None:
-            event = to_event(line, transport)
+            try:
+                event = to_event(line, transport)
+            except ConsoleInputError as error:
+                out.write(f"  ({error})\n")
+                return
             if event is not None:
                 await runner.handle(event)
                 await runner.settle()

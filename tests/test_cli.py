@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
-
-from bot.config import load_settings
-from bot.console_app import DEMO_EMAIL, run_console
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,23 +44,3 @@ def test_accounts_import_and_list(tmp_path: Path) -> None:
     assert refused.returncode == 1 and "bad.csv:2:" in refused.stderr
     listing = cli("accounts", "list", env=env, cwd=tmp_path)
     assert "j•••@example.com" in listing.stdout and "jane@" not in listing.stdout
-
-
-async def test_console_seeds_a_demo_account_and_walks_a_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    settings = load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/data/r.db")
-    out = io.StringIO()
-    typed = io.StringIO(f"1\n{DEMO_EMAIL}\n1\n/quit\n")
-    assert await run_console(settings, stdin=typed, out=out) == 0
-    screen = out.getvalue()
-    assert "A demo account was created" in screen and "TOTP (backup) key:" in screen
-    assert "[1] Switch to phone verification" in screen
-    assert "SMS to +1•••••34:" in screen
-    assert (tmp_path / "data" / "console-secret-key").exists()
-
-    out = io.StringIO()
-    await run_console(settings, stdin=io.StringIO("1\n/quit\n"), out=out)
-    screen = out.getvalue()
-    assert "A demo account was created" not in screen
-    assert "You already have a recovery in progress." in screen
-    assert "Send me the 6-digit code from the SMS." in screen
