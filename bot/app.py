@@ -10,6 +10,15 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
+from flows.channels import (
+    ChannelRouter,
+    ChannelSender,
+    ChannelTransport,
+    SmsWebhookChannel,
+    SmsWebhookSettings,
+    SmtpChannel,
+    SmtpSettings,
+)
 from flows.clock import Clock, SystemClock
 from flows.delivery import Transport
 from flows.desk import build_engine
@@ -28,12 +37,30 @@ class App:
     engine: Engine
     services: ServiceFactory
     clock: Clock
+    channels: ChannelRouter
 
     def runner(self, transport: Transport) -> Runner:
-        return Runner(self.db, self.engine, transport, self.clock, self.services)
+        return Runner(self.db, self.engine, transport, self.clock, self.services,
+                      channels=ChannelTransport(self.channels))
 
     async def close(self) -> None:
+        await self.channels.close()
         await self.db.dispose()
+
+
+def channel_router(settings: Settings) -> ChannelRouter:
+    """The SMTP and SMS senders that the settings configure (none by default)."""
+    senders: dict[str, ChannelSender] = {}
+    if settings.smtp_host and settings.smtp_from:
+        password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        senders["smtp"] = SmtpChannel(SmtpSettings(
+            host=settings.smtp_host, port=settings.smtp_port, username=settings.smtp_username,
+            password=password, sender=settings.smtp_from, security=settings.smtp_security,
+        ))
+    if settings.sms_webhook_url:
+        token = settings.sms_webhook_token.get_secret_value() if settings.sms_webhook_token else None
+        senders["sms"] = SmsWebhookChannel(SmsWebhookSettings(url=settings.sms_webhook_url, token=token))
+    return ChannelRouter(senders)
 
 
 def flow_settings(settings: Settings, secret_key: str) -> FlowSettings:
@@ -42,6 +69,7 @@ def flow_settings(settings: Settings, secret_key: str) -> FlowSettings:
         secret_key=secret_key,
         code_ttl=timedelta(minutes=settings.code_ttl_minutes),
         withdrawal_lock=timedelta(hours=settings.withdrawal_lock_hours),
+        code_channels=settings.code_channels(),
     )
 
 
@@ -55,6 +83,7 @@ async def open_app(settings: Settings, secret_key: str, clock: Clock | None = No
         engine=build_engine(settings.service_name),
         services=ServiceFactory(flow_settings(settings, secret_key)),
         clock=clock or SystemClock(),
+        channels=channel_router(settings),
     )
 
 

@@ -31,11 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("file", type=Path, help="CSV with header email,phone,totp_secret,"
                           "security_question,security_answer[,identity_verified]")
     account_commands.add_parser("list", help="list accounts (emails and phones masked)")
+    flows = commands.add_parser("flows", help="the recovery flows")
+    flow_commands = flows.add_subparsers(dest="flows_command", required=True, metavar="ACTION")
+    flow_commands.add_parser("diagram", help="print every flow as a Mermaid diagram (Markdown)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "flows":
+        from flows.desk import all_flows
+        from flows.diagram import diagrams_markdown
+
+        print(diagrams_markdown(all_flows()), end="")
+        return 0
     try:
         settings = load_settings()
     except SettingsError as error:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from flows.keys import MIN_SECRET_LENGTH
@@ -27,6 +27,31 @@ class Settings(BaseSettings):
     withdrawal_lock_hours: int = Field(default=48, ge=1, le=24 * 30)
     secret_key: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = None
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    sms_webhook_url: str | None = None
+    sms_webhook_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _smtp_needs_a_sender(self) -> Settings:
+        if self.smtp_host and not self.smtp_from:
+            raise ValueError("SMTP_FROM is required when SMTP_HOST is set (the From address of code emails)")
+        return self
+
+    @field_validator("sms_webhook_url")
+    @classmethod
+    def _check_webhook(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    def code_channels(self) -> dict[str, str]:
+        """Where codes go per factor: SMS/SMTP when configured, else shown in the chat."""
+        return {"phone": "sms" if self.sms_webhook_url else "chat", "email": "smtp" if self.smtp_host else "chat"}
 
     @field_validator("admin_ids", mode="before")
     @classmethod
@@ -69,6 +94,6 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as error:
         lines = []
         for problem in error.errors():
-            name = str(problem["loc"][0]).upper() if problem["loc"] else "settings"
-            lines.append(f"{name}: {problem['msg'].removeprefix('Value error, ')}")
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{str(problem['loc'][0]).upper()}: {message}" if problem["loc"] else message)
         raise SettingsError("; ".join(lines)) from None

@@ -16,7 +16,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import Clock
-from flows.replies import AnswerButton, Reply
+from flows.replies import EditMessage, Notify, Reply, SendMessage
 from flows.store import batch
 from flows.store.batch import Pending
 
@@ -48,30 +48,24 @@ class Transport(Protocol):
         ...
 
 
-class Dispatcher:
-    """Sends committed outbox entries in commit order and records each result."""
+class Lane:
+    """One delivery queue with its own worker: replies leave in commit order, one at a time."""
 
-    def __init__(self, db: AsyncEngine, transport: Transport, clock: Clock) -> None:
+    def __init__(self, name: str, db: AsyncEngine, transport: Transport, clock: Clock, blocked: set[int]) -> None:
+        self.name = name
         self.db = db
         self.transport = transport
         self.clock = clock
+        self.blocked = blocked
         self.queue: deque[Pending] = deque()
-        self.blocked: set[int] = set()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._backoff = 0.0
 
-    async def start(self) -> None:
-        """Load what was committed but not delivered before the last stop, and start sending."""
-        async with self.db.begin() as conn:
-            self.blocked = await batch.blocked_chats(conn)
-            left_over = await batch.pending_outbox(conn)
-        if left_over:
-            log.info("delivering %d replies left from before the restart", len(left_over))
-        self.push(left_over)
-        self._task = asyncio.create_task(self._run(), name="outbox-dispatcher")
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-{self.name}")
 
     def push(self, entries: Sequence[Pending]) -> None:
         if entries:
@@ -79,11 +73,7 @@ class Dispatcher:
             self._idle.clear()
             self._wake.set()
 
-    def unblock(self, chat_id: int) -> None:
-        self.blocked.discard(chat_id)
-
     async def idle(self) -> None:
-        """Wait until everything queued so far has been delivered (or given up on)."""
         await self._idle.wait()
 
     async def stop(self) -> None:
@@ -108,7 +98,7 @@ class Dispatcher:
     async def _send_group(self, group: list[Pending]) -> tuple[list[tuple[int, str, int | None]], float]:
         done: list[tuple[int, str, int | None]] = []
         for index, entry in enumerate(group):
-            if entry.chat_id in self.blocked and not isinstance(entry.reply, AnswerButton):
+            if entry.chat_id in self.blocked and isinstance(entry.reply, SendMessage | EditMessage):
                 done.append((entry.id, "skipped", None))
                 continue
             try:
@@ -120,11 +110,12 @@ class Dispatcher:
                 await self._mark_blocked(entry.chat_id)
                 done.append((entry.id, "blocked", None))
             except Undeliverable as error:
-                log.warning("reply %d to chat %d dropped: %s", entry.id, entry.chat_id, error)
+                log.warning("reply %d (%s) dropped: %s", entry.id, self.name, error)
                 done.append((entry.id, "failed", None))
             except Exception as error:  # a network fault: keep the entry, wait, try again
                 self._backoff = min(MAX_BACKOFF, max(0.5, self._backoff * 2))
-                log.warning("delivery failed (%s); retrying in %.1f s", type(error).__name__, self._backoff)
+                log.warning("%s delivery failed (%s); retrying in %.1f s", self.name, type(error).__name__,
+                            self._backoff)
                 self.queue.extendleft(reversed(group[index:]))
                 return done, self._backoff
             else:
@@ -144,3 +135,53 @@ class Dispatcher:
         self.blocked.add(chat_id)
         async with self.db.begin() as conn:
             await batch.set_blocked(conn, chat_id, True)
+
+
+class Dispatcher:
+    """Routes committed outbox entries to their lane: chat replies, and messages sent outside the chat.
+
+    Separate lanes keep a slow mail server from holding up chat replies, and the other way round.
+    """
+
+    def __init__(self, db: AsyncEngine, transport: Transport, clock: Clock, channels: Transport | None = None) -> None:
+        self.db = db
+        self.blocked: set[int] = set()
+        self.chat = Lane("chat", db, transport, clock, self.blocked)
+        self.out_of_band = Lane("out-of-band", db, channels or _NoChannels(), clock, self.blocked)
+
+    async def start(self) -> None:
+        """Load what was committed but not delivered before the last stop, and start sending."""
+        async with self.db.begin() as conn:
+            self.blocked.update(await batch.blocked_chats(conn))
+            left_over = await batch.pending_outbox(conn)
+        if left_over:
+            log.info("delivering %d replies left from before the restart", len(left_over))
+        self.push(left_over)
+        for lane in (self.chat, self.out_of_band):
+            lane.start()
+
+    def push(self, entries: Sequence[Pending]) -> None:
+        self.chat.push([e for e in entries if not isinstance(e.reply, Notify)])
+        self.out_of_band.push([e for e in entries if isinstance(e.reply, Notify)])
+
+    def unblock(self, chat_id: int) -> None:
+        self.blocked.discard(chat_id)
+
+    def block(self, chat_id: int) -> None:
+        self.blocked.add(chat_id)
+
+    async def idle(self) -> None:
+        """Wait until everything queued so far has been delivered (or given up on)."""
+        await self.chat.idle()
+        await self.out_of_band.idle()
+
+    async def stop(self) -> None:
+        for lane in (self.chat, self.out_of_band):
+            await lane.stop()
+
+
+class _NoChannels:
+    """Used when no SMTP or SMS channel is configured: nothing should be routed here."""
+
+    async def deliver(self, reply: Reply) -> int | None:
+        raise Undeliverable("no out-of-band channel is configured")

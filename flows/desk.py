@@ -122,7 +122,12 @@ COMMANDS: Mapping[str, Action] = {
 }
 
 
+def all_flows() -> tuple[Flow, ...]:
+    """The desk's menu flow and the three recovery methods."""
+    return (START, *METHODS)
+
+
 def build_engine(service_name: str) -> Engine:
     """The engine with the desk and the three recovery methods."""
-    flows = {flow.id: flow for flow in (START, *METHODS)}
+    flows = {flow.id: flow for flow in all_flows()}
     return Engine(flows, COMMANDS, text_defaults={"service": service_name}, guard=secret_kind)

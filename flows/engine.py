@@ -23,9 +23,24 @@ from flows.events import (
     TextReceived,
     TimerFired,
 )
-from flows.model import Accepts, Action, Begin, Choice, Close, Flow, Goto, Outcome, Say, Stay, Step, TimerSpec, qualify
-from flows.replies import AnswerButton, Button, DeleteMessage, EditMessage, Reply, SendMessage
-from flows.texts import Text, translate
+from flows.model import (
+    Accepts,
+    Action,
+    Begin,
+    Choice,
+    Close,
+    Flow,
+    Goto,
+    Notice,
+    Outcome,
+    Say,
+    Stay,
+    Step,
+    TimerSpec,
+    qualify,
+)
+from flows.replies import AnswerButton, Button, DeleteMessage, EditMessage, Notify, Reply, SendMessage
+from flows.texts import Text, plain_text, translate
 
 ACTIVE = ("open", "review")
 BACK = "<back>"  # a Goto to BACK returns to the step saved in data["_return"] (used by detours like /cancel)
@@ -294,6 +309,7 @@ class _Turn:
             self.touch(case)
         self.add_timers(case, outcome.timers)
         self.say_all(outcome.say)
+        self.notify_all(outcome.notify)
         if not outcome.show_prompt:
             return
         prompt = self.engine.render(case, self.ctx.language, self.ctx)
@@ -319,6 +335,7 @@ class _Turn:
         case.updated_at = self.ctx.now
         self.touch(case)
         self.say_all(outcome.say)
+        self.notify_all(outcome.notify)
         self.emit(self.engine.render(case, self.ctx.language, self.ctx))
         if target.final:
             self.finish(case, target.final)
@@ -387,6 +404,11 @@ class _Turn:
     def say_all(self, messages: tuple[Text, ...]) -> None:
         for message in messages:
             self.send(message)
+
+    def notify_all(self, notices: tuple[Notice, ...]) -> None:
+        for notice in notices:
+            subject, body = (plain_text(self.engine.say(t, self.ctx.language)) for t in (notice.subject, notice.body))
+            self.emit(Notify(self.chat_id, notice.channel, notice.to, subject, body))
 
     def emit(self, reply: Reply) -> None:
         self.decision.replies.append(reply)

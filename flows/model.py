@@ -39,6 +39,16 @@ class TimerSpec:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """A message outside the chat — an email or an SMS — sent after the event commits."""
+
+    channel: str
+    to: str
+    subject: Text
+    body: Text
+
+
+@dataclass(frozen=True)
 class Goto:
     """Move the case to `step` (in this flow, or "flow:step"), saying `say` first and merging `data`."""
 
@@ -46,6 +56,7 @@ class Goto:
     say: tuple[Text, ...] = ()
     data: Mapping[str, Any] = field(default_factory=dict)
     timers: tuple[TimerSpec, ...] = ()
+    notify: tuple[Notice, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,7 @@ class Stay:
     data: Mapping[str, Any] = field(default_factory=dict)
     timers: tuple[TimerSpec, ...] = ()
     show_prompt: bool = True
+    notify: tuple[Notice, ...] = ()
 
 
 @dataclass(frozen=True)

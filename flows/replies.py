@@ -47,13 +47,29 @@ class AnswerButton:
     text: str = ""
 
 
-Reply = SendMessage | EditMessage | DeleteMessage | AnswerButton
+@dataclass(frozen=True)
+class Notify:
+    """A message outside the chat (an email over SMTP, an SMS through the webhook) for the user of `chat_id`.
+
+    It carries a code, so it is `sensitive`: blanked in the outbox once delivered.
+    """
+
+    chat_id: int
+    channel: str
+    to: str
+    subject: str
+    body: str
+    sensitive: bool = True
+
+
+Reply = SendMessage | EditMessage | DeleteMessage | AnswerButton | Notify
 
 _KINDS: dict[str, type[Reply]] = {
     "send": SendMessage,
     "edit": EditMessage,
     "delete": DeleteMessage,
     "answer": AnswerButton,
+    "notify": Notify,
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 

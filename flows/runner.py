@@ -50,13 +50,14 @@ class Runner:
         clock: Clock,
         services: ServicesFactory | None = None,
         batch_limit: int = 256,
+        channels: Transport | None = None,
     ) -> None:
         self.db = db
         self.engine = engine
         self.clock = clock
         self.services: ServicesFactory = services or (lambda conn, now: conn)
         self.batch_limit = batch_limit
-        self.dispatcher = Dispatcher(db, transport, clock)
+        self.dispatcher = Dispatcher(db, transport, clock, channels)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,6 +22,7 @@ class FlowSettings:
     code_ttl: timedelta = timedelta(minutes=30)
     withdrawal_lock: timedelta = timedelta(hours=48)
     max_file_bytes: int = 20 * 1024 * 1024
+    code_channels: Mapping[str, str] = field(default_factory=lambda: {"phone": "chat", "email": "chat"})
 
 
 @dataclass(frozen=True)

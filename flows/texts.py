@@ -9,6 +9,7 @@ from __future__ import annotations
 import gettext
 import html
 import io
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -77,6 +78,16 @@ def translate(message: Text | str, language: str | None = None, **defaults: obje
     template = _catalog(_language_for(language)).gettext(message.key)
     values = {name: _fill(value, language, defaults) for name, value in {**defaults, **message.params}.items()}
     return template.format_map(values) if values or "{" in template else template
+
+
+def plain_text(rendered: str) -> str:
+    """A rendered text without its HTML: for email and SMS."""
+    return html.unescape(re.sub(r"<[^>]+>", "", rendered))
+
+
+def template(key: str, language: str = DEFAULT_LANGUAGE) -> str:
+    """The raw catalog text of `key`, placeholders unfilled (for tools such as the flow diagrams)."""
+    return _catalog(_language_for(language)).gettext(key)
 
 
 def _fill(value: object, language: str | None, defaults: dict[str, object]) -> str:

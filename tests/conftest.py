@@ -14,6 +14,9 @@ from flows.store.database import open_database
 from flows.store.migrate import upgrade_sync
 from tests.support.chat import Bot
 from tests.support.desk import open_desk
+from tests.support.servers import mailbox
+
+__all__ = ["mailbox"]
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subp
 def test_help_lists_the_commands() -> None:
     result = cli("--help")
     assert result.returncode == 0
-    for command in ("console", "db", "accounts"):
+    for command in ("console", "db", "accounts", "flows"):
         assert command in result.stdout
 
 
@@ -44,3 +44,8 @@ def test_accounts_import_and_list(tmp_path: Path) -> None:
     assert refused.returncode == 1 and "bad.csv:2:" in refused.stderr
     listing = cli("accounts", "list", env=env, cwd=tmp_path)
     assert "j•••@example.com" in listing.stdout and "jane@" not in listing.stdout
+
+
+def test_flows_diagram_prints_mermaid() -> None:
+    result = cli("flows", "diagram")
+    assert result.returncode == 0 and result.stdout.count("```mermaid") == 4

@@ -227,7 +227,7 @@ async def test_crash_after_commit_before_delivery_delivers_after_restart(
     await doomed.handle(CommandReceived("k1", sender, "start"))
     await doomed.handle(TextReceived("k2", sender, "Ada"))
     # The "crash": tasks die where they stand; nothing is flushed or cleaned up.
-    for task in (doomed._writer, doomed.dispatcher._task):
+    for task in (doomed._writer, doomed.dispatcher.chat._task, doomed.dispatcher.out_of_band._task):
         assert task is not None
         task.cancel()
 

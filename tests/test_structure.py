@@ -110,3 +110,12 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     commands = re.findall(r"```sh\n(.*?)\n```", readme, flags=re.S)
     test_command = next(c for c in commands if "pytest" in c)
     assert test_command in ci
+
+
+def test_readme_diagrams_are_up_to_date() -> None:
+    from flows.desk import all_flows
+    from flows.diagram import diagrams_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    embedded = readme.split("<!-- flows:begin -->\n", 1)[1].split("<!-- flows:end -->", 1)[0]
+    assert embedded == diagrams_markdown(all_flows()), "run: recovery-bot flows diagram, and paste into README.md"

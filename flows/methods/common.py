@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from flows.codes import Refused
 from flows.directory import mask_email, mask_phone
 from flows.engine import Context
-from flows.model import Accepts, Goto, Outcome, Stay, Step
+from flows.model import Accepts, Goto, Notice, Outcome, Stay, Step
 from flows.services import Services
 from flows.texts import Text, text
 
@@ -48,11 +49,21 @@ COOLDOWN_SECONDS = 60
 MAX_WRONG_CODES = 5
 
 
-async def send_code(ctx: Context, factor: str) -> tuple[bool, tuple[Text, ...], dict[str, Any]]:
+@dataclass(frozen=True)
+class CodeSending:
+    """What sending a code comes to: whether it went, what to say, data to keep, and any email or SMS."""
+
+    sent: bool
+    say: tuple[Text, ...]
+    data: dict[str, Any] = field(default_factory=dict)
+    notify: tuple[Notice, ...] = ()
+
+
+async def send_code(ctx: Context, factor: str) -> CodeSending:
     """Send a code for `factor` ("phone" or "email") to the account on file, if there is one.
 
-    Returns (sent, what to say, data to store). The reply is the same whether or not the account exists; only
-    a real account gets a code.
+    The reply is the same whether or not the account exists; only a real account gets a code. The code goes
+    through the factor's channel: shown in the chat (`chat`), or as an SMS or email.
     """
     svc = services(ctx)
     sent_key = f"{factor}_sent_at"
@@ -60,7 +71,7 @@ async def send_code(ctx: Context, factor: str) -> tuple[bool, tuple[Text, ...], 
     if last is not None and ctx.now.timestamp() - float(last) < COOLDOWN_SECONDS:
         retry = ctx.now.timestamp() - float(last)
         wait = int(COOLDOWN_SECONDS - retry) + 1
-        return False, (text("codes.cooldown", seconds=wait),), {}
+        return CodeSending(False, (text("codes.cooldown", seconds=wait),))
     account_id = ctx.data.get("account_id")
     account = await svc.directory.get(int(account_id)) if account_id is not None else None
     destination = None if account is None else (account.phone if factor == "phone" else account.email)
@@ -68,11 +79,16 @@ async def send_code(ctx: Context, factor: str) -> tuple[bool, tuple[Text, ...], 
     minutes = int(svc.settings.code_ttl.total_seconds() // 60)
     said: tuple[Text, ...] = (text(f"codes.sent_{factor}", minutes=minutes),)
     if account is None or destination is None:
-        return True, said, data
+        return CodeSending(True, said, data)
     issued = await svc.codes.issue(account.id, ctx.case.id if ctx.case else "", factor)
     if isinstance(issued, Refused):
-        return False, (text("codes.hourly_limit", time=f"{issued.retry_at:%H:%M} UTC"),), {}
-    return True, (*said, chat_code_message(factor, _mask(factor, destination), issued.code)), data
+        return CodeSending(False, (text("codes.hourly_limit", time=f"{issued.retry_at:%H:%M} UTC"),))
+    channel = svc.settings.code_channels.get(factor, "chat")
+    if channel == "chat":
+        return CodeSending(True, (*said, chat_code_message(factor, _mask(factor, destination), issued.code)), data)
+    notice = Notice(channel, destination, text("codes.subject"), text(f"codes.{channel}_body", code=issued.code,
+                                                                        minutes=minutes))
+    return CodeSending(True, said, data, (notice,))
 
 
 def _mask(factor: str, destination: str) -> str:

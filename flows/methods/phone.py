@@ -24,10 +24,10 @@ async def get_code(ctx: Context) -> Outcome:
     if locked_until is not None and ctx.now.timestamp() < float(locked_until):
         when = datetime.fromtimestamp(float(locked_until), UTC)
         return Stay(say=(text("phone.still_locked", time=f"{when:%H:%M} UTC"),))
-    sent, said, data = await send_code(ctx, "phone")
-    if not sent:
-        return Stay(say=said)
-    return Goto("enter_code", say=said, data=data)
+    sending = await send_code(ctx, "phone")
+    if not sending.sent:
+        return Stay(say=sending.say)
+    return Goto("enter_code", say=sending.say, data=sending.data, notify=sending.notify)
 
 
 async def take_code(ctx: Context) -> Outcome:

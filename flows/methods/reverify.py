@@ -12,7 +12,7 @@ from typing import Any
 from flows import countries
 from flows.engine import Context
 from flows.methods.common import ask_email_step, check_code, count_wrong, send_code, services
-from flows.model import Accepts, Choice, Flow, Goto, Outcome, Stay, Step
+from flows.model import Accepts, Choice, Flow, Goto, Notice, Outcome, Stay, Step
 from flows.texts import Text, text
 
 RESTORABLE = ("totp", "phone", "email")
@@ -49,13 +49,15 @@ async def confirm_restore(ctx: Context) -> Outcome:
 async def get_codes(ctx: Context) -> Outcome:
     said: list[Text] = []
     data: dict[str, Any] = {}
+    notices: list[Notice] = []
     for factor in ("phone", "email"):
-        sent, words, extra = await send_code(ctx, factor)
-        if not sent:
-            return Stay(say=words)
-        said.extend(words)
-        data.update(extra)
-    return Goto("phone_code", say=tuple(said), data=data)
+        sending = await send_code(ctx, factor)
+        if not sending.sent:
+            return Stay(say=sending.say)
+        said.extend(sending.say)
+        data.update(sending.data)
+        notices.extend(sending.notify)
+    return Goto("phone_code", say=tuple(said), data=data, notify=tuple(notices))
 
 
 def _take_code(factor: str, next_step: str) -> Any:

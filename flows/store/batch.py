@@ -149,16 +149,19 @@ async def mark_delivered(conn: AsyncConnection, results: Sequence[tuple[int, str
     await conn.execute(statement, [{"row_id": i, "outcome": o, "message_id": m} for i, o, m in results])
 
 
-REDACTED = "[a one-time code was shown here; removed after delivery]"
+REDACTED = "[a one-time code was here; removed after delivery]"
 
 
 async def redact(conn: AsyncConnection, entries: Sequence[Pending]) -> None:
-    """Blank delivered replies that showed a secret, so no code outlives its delivery in the database."""
+    """Blank delivered replies that carried a secret, so no code outlives its delivery in the database."""
     if entries:
         statement = update(outbox).where(outbox.c.id == bindparam("row_id")).values(payload=bindparam("body"))
-        await conn.execute(statement, [
-            {"row_id": e.id, "body": {**reply_to_json(e.reply), "text": REDACTED}} for e in entries
-        ])
+        await conn.execute(statement, [{"row_id": e.id, "body": _redacted(e.reply)} for e in entries])
+
+
+def _redacted(reply: Reply) -> dict[str, Any]:
+    body = reply_to_json(reply)
+    return {**body, **{name: REDACTED for name in ("text", "body") if name in body}}
 
 
 async def set_blocked(conn: AsyncConnection, chat_id: int, blocked: bool) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import FakeClock
+from flows.delivery import Transport
 from flows.engine import Engine
 from flows.events import ButtonPressed, CommandReceived, FileInfo, FileReceived, Sender, TextReceived
 from flows.replies import AnswerButton, Button, DeleteMessage, EditMessage, Reply, SendMessage
@@ -131,14 +132,23 @@ class Bot:
     """An engine, a runner and a recording transport over one database; `restart()` keeps the database."""
 
     def __init__(
-        self, db: AsyncEngine, engine: Engine, clock: FakeClock, services: ServicesFactory | None = None
+        self,
+        db: AsyncEngine,
+        engine: Engine,
+        clock: FakeClock,
+        services: ServicesFactory | None = None,
+        channels: Transport | None = None,
     ) -> None:
         self.db = db
         self.engine = engine
         self.clock = clock
         self.services = services
+        self.channels = channels
         self.transport = RecordingTransport()
-        self.runner = Runner(db, engine, self.transport, clock, services)
+        self.runner = self._runner()
+
+    def _runner(self) -> Runner:
+        return Runner(self.db, self.engine, self.transport, self.clock, self.services, channels=self.channels)
 
     async def start(self) -> Bot:
         await self.runner.start()
@@ -150,7 +160,7 @@ class Bot:
     async def restart(self) -> None:
         """Stop cleanly and start a new runner on the same database (the transport keeps the chat history)."""
         await self.runner.stop()
-        self.runner = Runner(self.db, self.engine, self.transport, self.clock, self.services)
+        self.runner = self._runner()
         await self.runner.start()
         await self.runner.settle()
 

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.accounts_csv import import_accounts
 from flows.clock import FakeClock
+from flows.delivery import Transport
 from flows.desk import build_engine
 from flows.directory import accounts
 from flows.services import FlowSettings, ServiceFactory
@@ -25,12 +26,17 @@ ACCOUNTS_CSV = (
 )
 
 
-async def open_desk(db: AsyncEngine, clock: FakeClock) -> Bot:
-    factory = ServiceFactory(FlowSettings(service_name="Acme", secret_key=SECRET_KEY))
+async def open_desk(
+    db: AsyncEngine, clock: FakeClock, code_channels: dict[str, str] | None = None, channels: Transport | None = None
+) -> Bot:
+    """The desk for "Acme" with Ada and Ben's accounts; codes shown in the chat unless `code_channels` say else."""
+    settings = FlowSettings(service_name="Acme", secret_key=SECRET_KEY,
+                            code_channels=code_channels or {"phone": "chat", "email": "chat"})
+    factory = ServiceFactory(settings)
     async with db.begin() as conn:
         report = await import_accounts(conn, ACCOUNTS_CSV, factory.box, clock.now())
         assert not report.errors, report.errors
-    return await Bot(db, build_engine("Acme"), clock, factory).start()
+    return await Bot(db, build_engine("Acme"), clock, factory, channels).start()
 
 
 def totp_now(secret: str, at: datetime, steps: int = 0) -> str:

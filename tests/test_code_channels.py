@@ -1,0 +1,119 @@
+"""Codes sent outside the chat: email through a real local SMTP server, SMS through a real local webhook."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flows.channels import (
+    ChannelRouter,
+    ChannelTransport,
+    SmsWebhookChannel,
+    SmsWebhookSettings,
+    SmtpChannel,
+    SmtpSettings,
+)
+from flows.clock import FakeClock
+from flows.store import batch
+from tests.support.chat import Bot
+from tests.support.servers import Mailbox, free_port
+
+
+class SmsGateway:
+    """A stand-in for the operator's SMS provider: a real HTTP server that keeps what it is asked to send."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.port = free_port()
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/sms", self.receive)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return f"http://127.0.0.1:{self.port}/sms"
+
+    async def receive(self, request: web.Request) -> web.Response:
+        self.received.append({"auth": request.headers.get("Authorization"), **await request.json()})
+        return web.json_response({"queued": True})
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[SmsGateway]:
+    server = SmsGateway()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def desk_with_channels(
+    db: AsyncEngine, clock: FakeClock, mailbox: Mailbox, gateway: SmsGateway
+) -> AsyncIterator[Bot]:
+    from tests.support.desk import open_desk
+
+    url = await gateway.start()
+    router = ChannelRouter({
+        "smtp": SmtpChannel(SmtpSettings(host="127.0.0.1", port=mailbox.port, sender="desk@acme.test",
+                                         security="none", timeout=2.0)),
+        "sms": SmsWebhookChannel(SmsWebhookSettings(url=url, token="gateway-token")),
+    })
+    bot = await open_desk(db, clock, {"phone": "sms", "email": "smtp"}, ChannelTransport(router))
+    yield bot
+    await bot.stop()
+    await router.close()
+
+
+def mailed_code(mailbox: Mailbox) -> str:
+    body = mailbox.only_message().get_content()
+    found = re.search(r"code is (\d{6})", body)
+    assert found is not None, body
+    return found.group(1)
+
+
+async def test_method_two_with_codes_by_sms_and_email(
+    desk_with_channels: Bot, mailbox: Mailbox, gateway: SmsGateway, db: AsyncEngine
+) -> None:
+    chat = desk_with_channels.chat()
+    await chat.send("/start")
+    await chat.tap("Security Check Not Available")
+    await chat.tap("Continue")
+    await chat.send("ada@example.com")
+    await chat.tap("Authenticator app")
+    await chat.tap("Confirm Restore")
+    replies = await chat.tap("Get Code")
+    assert not any(re.search(r"\d{6}", reply) for reply in replies)  # no code in the chat
+    [sms] = gateway.received
+    assert sms["to"] == "+15551234534" and sms["auth"] == "Bearer gateway-token"
+    sms_code = re.search(r"code: (\d{6})", sms["message"])
+    assert sms_code is not None and "Never share it" in sms["message"]
+    message = mailbox.only_message()
+    assert message["To"] == "ada@example.com" and message["Subject"] == "Your Acme verification code"
+    assert (await chat.send(sms_code.group(1))) == ["Now send me the code from the email."]
+    assert (await chat.send(mailed_code(mailbox))) == ["Both codes are right. Press Send to continue."]
+    async with db.connect() as conn:
+        payloads = (await conn.execute(select(batch.outbox.c.payload))).scalars().all()
+    assert not any(sms_code.group(1) in str(p) or mailed_code(mailbox) in str(p) for p in payloads)
+
+
+async def test_unknown_email_sends_nothing_anywhere(
+    desk_with_channels: Bot, mailbox: Mailbox, gateway: SmsGateway
+) -> None:
+    known, unknown = desk_with_channels.chat(user_id=1), desk_with_channels.chat(user_id=2)
+    for chat, email in ((known, "ada@example.com"), (unknown, "nobody@example.com")):
+        await chat.send("/start")
+        await chat.tap("Switch to phone verification")
+        await chat.send(email)
+    assert await known.tap("Get Code") == await unknown.tap("Get Code")
+    assert len(gateway.received) == 1 and mailbox.received == []
