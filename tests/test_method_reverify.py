@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flows.clock import FakeClock
 from flows.directory import accounts
 from flows.events import FileInfo
 from tests.support.chat import Bot, Chat
@@ -171,3 +172,34 @@ async def test_restore_choices_narrow_to_what_the_account_has_after_the_codes(de
     await chat.send(code_in(replies, "Email"))
     replies = await chat.tap("Send")
     assert replies[0] == "Note: this account has no phone number on file, so there is none to restore."
+
+
+async def test_too_many_wrong_phone_codes_stop_the_recovery(desk: Bot) -> None:
+    chat = desk.chat()
+    await chat.send("/start")
+    await chat.tap(METHOD)
+    await chat.tap("Continue")
+    await chat.send("ada@example.com")
+    await chat.tap("Email address")
+    await chat.tap("Confirm Restore")
+    replies = await chat.tap("Get Code")
+    wrong = f"{(int(code_in(replies, 'SMS')) + 1) % 1_000_000:06d}"
+    for tries_left in (4, 3, 2, 1):
+        assert (await chat.send(wrong))[0] == f"The phone code is not right. {tries_left} tries left."
+    assert (await chat.send(wrong))[0].startswith("Too many wrong codes, so this recovery was stopped.")
+    assert (await chat.send("/status"))[0].startswith("You have no recovery in progress.")
+
+
+async def test_expired_codes_offer_new_ones(desk: Bot, clock: FakeClock) -> None:
+    chat = desk.chat()
+    await chat.send("/start")
+    await chat.tap(METHOD)
+    await chat.tap("Continue")
+    await chat.send("ada@example.com")
+    await chat.tap("Email address")
+    await chat.tap("Confirm Restore")
+    replies = await chat.tap("Get Code")
+    clock.advance(minutes=30)
+    assert (await chat.send(code_in(replies, "SMS")))[0] == "That code has expired. Press the button to get a new one."
+    replies = await chat.tap("Get new codes")
+    assert (await chat.send(code_in(replies, "SMS"))) == ["Now send me the code from the email."]
