@@ -21,6 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Settings come from the environment and .env (see .env.example).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="serve the desk on Telegram (long polling, or a webhook)")
+    run.add_argument("--webhook-url", metavar="URL", help="receive updates by webhook at this public HTTPS URL "
+                     "instead of long polling (the URL's path is served)")
+    run.add_argument("--port", type=int, default=8080, help="port of the webhook server (default 8080)")
+    run.add_argument("--host", default="0.0.0.0", help="address of the webhook server (default 0.0.0.0)")
     commands.add_parser("console", help="try the bot in this terminal (offline, on the configured database)")
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -53,10 +58,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.log_level != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request URL at INFO, and Bot API URLs contain the bot token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     return asyncio.run(_dispatch(args, settings))
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "run":
+        from bot.run import Webhook, run_telegram
+
+        webhook = Webhook(args.webhook_url, args.host, args.port) if args.webhook_url else None
+        return await run_telegram(settings, webhook)
     if args.command == "console":
         from bot.console_app import run_console
 

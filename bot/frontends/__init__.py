@@ -1,0 +1,1 @@
+"""Telegram front ends: python-telegram-bot and aiogram, translating updates to events and replies to calls."""

@@ -1,0 +1,84 @@
+"""Updates to engine events. Both frameworks parse updates into objects with the Bot API's field names
+(`message.from_user`, `callback_query.data`, ...), so one duck-typed translation serves both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flows.events import (
+    ButtonPressed,
+    CommandReceived,
+    Event,
+    FileInfo,
+    FileReceived,
+    Sender,
+    TextReceived,
+)
+
+ALLOWED_UPDATES = ("message", "callback_query", "my_chat_member")
+
+
+@dataclass(frozen=True)
+class MembershipChanged:
+    """The user blocked (or unblocked) the bot in their private chat."""
+
+    chat_id: int
+    blocked: bool
+
+
+def update_key(update: Any) -> str:
+    return f"tg:{update.update_id}"
+
+
+def translate_update(update: Any) -> Event | MembershipChanged | None:
+    """The engine event for a Telegram update, or None for updates the desk does not handle."""
+    if update.callback_query is not None:
+        return _button(update)
+    if update.my_chat_member is not None:
+        return _membership(update.my_chat_member)
+    message = update.message
+    if message is None or message.from_user is None or message.chat.type != "private":
+        return None
+    return _message(update_key(update), message)
+
+
+def _sender(user: Any, chat_id: int) -> Sender:
+    return Sender(user_id=user.id, chat_id=chat_id, language=user.language_code)
+
+
+def _button(update: Any) -> ButtonPressed:
+    query = update.callback_query
+    message = query.message
+    chat_id = message.chat.id if message is not None else query.from_user.id
+    message_id = message.message_id if message is not None else None
+    return ButtonPressed(update_key(update), _sender(query.from_user, chat_id), query.data or "", message_id, query.id)
+
+
+def _membership(change: Any) -> MembershipChanged | None:
+    if change.chat.type != "private":
+        return None
+    return MembershipChanged(change.chat.id, change.new_chat_member.status == "kicked")
+
+
+def _message(key: str, message: Any) -> Event:
+    sender = _sender(message.from_user, message.chat.id)
+    text = message.text or ""
+    if text.startswith("/") and _starts_with_command(message):
+        name, _, args = text[1:].partition(" ")
+        return CommandReceived(key, sender, name.split("@")[0].lower(), args.strip(), message.message_id)
+    if message.photo:
+        largest = message.photo[-1]
+        info = FileInfo(largest.file_id, largest.file_unique_id, "photo", largest.file_size, "image/jpeg")
+        return FileReceived(key, sender, info, message.message_id)
+    if message.document is not None:
+        doc = message.document
+        info = FileInfo(doc.file_id, doc.file_unique_id, "document", doc.file_size, doc.mime_type)
+        return FileReceived(key, sender, info, message.message_id)
+    return TextReceived(key, sender, text, message.message_id)
+
+
+def _starts_with_command(message: Any) -> bool:
+    entities = message.entities or ()
+    return any(entity.type == "bot_command" and entity.offset == 0 for entity in entities)

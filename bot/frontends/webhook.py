@@ -1,0 +1,60 @@
+"""Webhook mode: an aiohttp server that accepts Telegram's POSTs only with the secret token, and /healthz.
+
+An update is answered 200 only after it is committed; any failure answers 500, so Telegram sends it again.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from bot.frontends.desk import TelegramDesk
+
+log = logging.getLogger(__name__)
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+Parse = Callable[[dict[str, Any]], Any]
+Process = Callable[[Any], Awaitable[None]]
+
+
+def webhook_app(path: str, secret: str, parse: Parse, process: Process, desk: TelegramDesk) -> web.Application:
+    """The web application serving `POST path` (the updates) and `GET /healthz`."""
+
+    async def receive(request: web.Request) -> web.Response:
+        given = request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            log.warning("webhook request without the right secret token from %s", request.remote)
+            return web.json_response({"ok": False, "error": "unauthorized"}, status=401)
+        try:
+            update = parse(json.loads(await request.text()))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return web.json_response({"ok": False, "error": "not an update"}, status=400)
+        try:
+            await process(update)
+        except Exception:
+            log.exception("update %s failed", getattr(update, "update_id", "?"))
+            return web.json_response({"ok": False}, status=500)
+        if desk.failed.intersection({update.update_id}):
+            desk.failed.discard(update.update_id)
+            return web.json_response({"ok": False}, status=500)
+        return web.json_response({"ok": True})
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post(path, receive)
+    app.router.add_get("/healthz", health)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,40 @@
+"""Mounting the desk in a bot you already run, on python-telegram-bot or aiogram.
+
+    desk = await start_desk(load_settings(), PtbTransport(application.bot))
+    application.add_handlers(ptb_handlers(desk))            # python-telegram-bot
+
+    desk = await start_desk(load_settings(), AiogramTransport(bot))
+    dispatcher.include_router(aiogram_router(desk))         # aiogram
+
+Your framework's own poller then delivers updates; it confirms them before they are handled, so a crash can
+lose the few in flight. `recovery-bot run` uses a poller that confirms only what is committed.
+"""
+
+from __future__ import annotations
+
+from bot.app import App, open_app
+from bot.config import Settings
+from bot.frontends.desk import TelegramDesk
+from flows.delivery import Transport
+
+
+class MountedDesk(TelegramDesk):
+    """A desk started by `start_desk`; `close()` finishes the events in hand and closes the database."""
+
+    def __init__(self, app: App, transport: Transport) -> None:
+        super().__init__(app.runner(transport), app.db)
+        self.app = app
+
+    async def close(self) -> None:
+        await self.runner.stop()
+        await self.app.close()
+
+
+async def start_desk(settings: Settings, transport: Transport) -> MountedDesk:
+    """Migrate the database, start the runner and return the desk to hand to `ptb_handlers`/`aiogram_router`."""
+    if settings.secret_key is None:
+        raise ValueError("SECRET_KEY must be set (at least 32 characters)")
+    app = await open_app(settings, settings.secret_key.get_secret_value())
+    desk = MountedDesk(app, transport)
+    await desk.runner.start()
+    return desk

@@ -1,0 +1,149 @@
+"""`recovery-bot run`: the desk on Telegram, by long polling (default) or a webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from bot.app import App, open_app
+from bot.config import Settings
+from bot.frontends.desk import TelegramDesk
+from bot.frontends.polling import Poller
+from bot.frontends.ptb import BadToken
+from bot.frontends.webhook import serve, webhook_app
+from flows.delivery import Transport
+from flows.keys import derive_key
+from flows.runner import Runner
+from flows.texts import translate
+
+log = logging.getLogger("recovery_bot")
+
+EXIT_CONFIG = 2
+USER_COMMANDS = ("start", "status", "cancel", "help")
+TIMER_INTERVAL = 1.0
+
+
+class Front(Protocol):
+    name: str
+    transport: Transport
+
+    async def check_token(self) -> str: ...
+    def attach(self, desk: TelegramDesk) -> None: ...
+    async def set_commands(self, commands: list[tuple[str, str]]) -> None: ...
+    async def fetch(self, offset: int | None, wait_seconds: int) -> Any: ...
+    async def process(self, update: Any) -> None: ...
+    def parse(self, data: dict[str, Any]) -> Any: ...
+    async def set_webhook(self, url: str, secret: str) -> None: ...
+    async def delete_webhook(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Webhook:
+    url: str
+    host: str
+    port: int
+
+
+def make_front(settings: Settings) -> Front:
+    token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""
+    if settings.bot_framework == "aiogram":
+        from bot.frontends.aiogram import AiogramFront
+
+        return AiogramFront(token, settings.telegram_api_url)
+    from bot.frontends.ptb import PtbFront
+
+    return PtbFront(token, settings.telegram_api_url)
+
+
+def refuse(message: str) -> int:
+    print(f"recovery-bot: {message}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+async def run_telegram(settings: Settings, webhook: Webhook | None) -> int:
+    """Serve the desk on Telegram until SIGTERM or SIGINT; returns the exit code."""
+    if settings.telegram_bot_token is None:
+        return refuse("TELEGRAM_BOT_TOKEN is not set (get one from @BotFather)")
+    if settings.secret_key is None:
+        return refuse("SECRET_KEY is not set: it must be at least 32 characters (try: openssl rand -hex 32)")
+    front = make_front(settings)
+    try:
+        username = await front.check_token()
+    except BadToken as error:
+        await front.close()
+        return refuse(f"Telegram refused TELEGRAM_BOT_TOKEN ({error}); check it with @BotFather")
+    app = await open_app(settings, settings.secret_key.get_secret_value())
+    try:
+        await _serve(app, front, username, webhook)
+    finally:
+        await front.close()
+        await app.close()
+    return 0
+
+
+async def _serve(app: App, front: Front, username: str, webhook: Webhook | None) -> None:
+    runner = app.runner(front.transport)
+    desk = TelegramDesk(runner, app.db)
+    front.attach(desk)
+    await runner.start()
+    await front.set_commands([(name, translate(f"commands.{name}")) for name in USER_COMMANDS])
+    warn_about_chat_channels(app.settings)
+    stopping = _stop_on_signals()
+    timers = asyncio.create_task(_fire_timers(runner, stopping))
+    log.info("@%s is serving on %s (%s)", username, front.name, "webhook" if webhook else "long polling")
+    try:
+        if webhook is None:
+            await front.delete_webhook()
+            await Poller(front.fetch, front.process, desk).run(stopping)
+        else:
+            await _serve_webhook(app, front, desk, webhook, stopping)
+    finally:
+        log.info("stopping: finishing the events in hand")
+        await timers
+        await runner.stop()
+
+
+async def _serve_webhook(app: App, front: Front, desk: TelegramDesk, webhook: Webhook,
+                         stopping: asyncio.Event) -> None:
+    secret = derive_key(app.secret_key, "telegram-webhook", 24).hex()
+    path = urlparse(webhook.url).path or "/"
+    server = await serve(webhook_app(path, secret, front.parse, front.process, desk), webhook.host, webhook.port)
+    try:
+        await front.set_webhook(webhook.url, secret)
+        await stopping.wait()
+    finally:
+        await server.cleanup()
+
+
+async def _fire_timers(runner: Runner, stopping: asyncio.Event) -> None:
+    while not stopping.is_set():
+        try:
+            await runner.fire_due_timers()
+        except Exception:
+            log.exception("firing timers failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=TIMER_INTERVAL)
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    return stopping
+
+
+def warn_about_chat_channels(settings: Settings) -> None:
+    """A code shown in the chat proves presence in the chat, not possession of the phone or mailbox."""
+    for factor, channel in settings.code_channels().items():
+        if channel == "chat":
+            setting = "SMS_WEBHOOK_URL" if factor == "phone" else "SMTP_HOST"
+            log.warning("%s codes are shown in the chat because %s is not set: that proves only that the person "
+                        "is in the chat, not that they hold the %s on file", factor, setting, factor)

@@ -1,0 +1,153 @@
+"""End-to-end harness: the real `recovery-bot run` process against the local Bot API server.
+
+`BotProcess` starts and stops (or kills) the process; `TgUser` plays one person in a private chat through the
+server — typing, tapping buttons by label, sending photos — and waits for the bot's answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flows.accounts_csv import import_accounts
+from flows.directory import SecretBox
+from flows.store.database import open_database
+from flows.store.migrate import upgrade
+from tests.support.botapi import BotApiServer, Call
+from tests.support.desk import ACCOUNTS_CSV, SECRET_KEY
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "123456:TEST-token"
+
+
+async def prepare_database(url: str) -> None:
+    """Migrate and import the test accounts, as an operator would before the first start."""
+    await upgrade(url)
+    engine: AsyncEngine = open_database(url)
+    try:
+        async with engine.begin() as conn:
+            from datetime import UTC, datetime
+
+            report = await import_accounts(conn, ACCOUNTS_CSV, SecretBox(SECRET_KEY), datetime.now(UTC))
+            assert not report.errors
+    finally:
+        await engine.dispose()
+
+
+class BotProcess:
+    """`python -m bot.cli run` with the test server as its Bot API, a framework and a database."""
+
+    def __init__(self, server: BotApiServer, framework: str, folder: Path, *args: str, **env: str) -> None:
+        self.server = server
+        self.args = args
+        self.log = folder / f"bot-{framework}.log"
+        self.database_url = f"sqlite+aiosqlite:///{folder}/desk.db"
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
+            "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": server.url, "DATABASE_URL": self.database_url,
+            "SECRET_KEY": SECRET_KEY, "BOT_FRAMEWORK": framework, "SERVICE_NAME": "Acme", "LOG_LEVEL": "INFO",
+            **env,
+        }
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, ready_method: str = "getUpdates") -> None:
+        mark = len(self.server.calls)
+        with self.log.open("a") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot.cli", "run", *self.args, env=self.env, cwd=str(ROOT),
+                stdout=log, stderr=log,
+            )
+        await self.server.wait_for(lambda c: c.method == ready_method, timeout=30, since=mark, finished=False)
+
+    async def stop(self, signum: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signum)
+        code = await asyncio.wait_for(self.process.wait(), timeout=30)
+        self.process = None
+        return code
+
+    async def kill(self) -> None:
+        await self.stop(signal.SIGKILL)
+
+    async def run_once(self) -> tuple[int, str]:
+        """Run to completion (for start-up failures); returns the exit code and what it printed."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "run", *self.args, env=self.env, cwd=str(ROOT),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        return int(process.returncode or 0), (out + err).decode()
+
+
+class TgUser:
+    """One person in a private chat with the bot, acting through the test server."""
+
+    def __init__(self, server: BotApiServer, user_id: int) -> None:
+        self.server = server
+        self.user_id = user_id
+        self.mark = 0
+
+    def _begin(self) -> None:
+        self.mark = len(self.server.calls)
+
+    def send(self, text: str) -> dict[str, Any]:
+        self._begin()
+        return self.server.user_sends_text(self.user_id, text, language_code="en")
+
+    def tap(self, label: str) -> dict[str, Any]:
+        self._begin()
+        return self.server.user_presses_button(self.user_id, label)
+
+    def press(self, message_id: int, data: str) -> dict[str, Any]:
+        self._begin()
+        return self.server.user_presses(self.user_id, message_id, data)
+
+    def send_photo(self) -> dict[str, Any]:
+        self._begin()
+        return self.server.user_sends_photo(self.user_id)
+
+    def replay(self, update: dict[str, Any]) -> None:
+        """Telegram delivers the same update again."""
+        self._begin()
+        self.server.enqueue(update)
+
+    def _mine(self, call: Call, method: str) -> bool:
+        return call.method == method and call.ok and str(call.params.get("chat_id")) == str(self.user_id)
+
+    async def expect(self, fragment: str, timeout: float = 15.0) -> str:  # noqa: ASYNC109
+        """Wait for a message from the bot (since the last action) containing `fragment`; returns its text."""
+        call = await self.server.wait_for(
+            lambda c: self._mine(c, "sendMessage") and fragment in str(c.result.get("text", "")),
+            timeout, since=self.mark,
+        )
+        return str(call.result["text"])
+
+    async def answered(self, timeout: float = 15.0) -> str:  # noqa: ASYNC109
+        """Wait for the answer to the last button press; returns its text ('' when silent)."""
+        call = await self.server.wait_for(lambda c: c.method == "answerCallbackQuery" and c.ok, timeout,
+                                          since=self.mark)
+        return str(call.params.get("text") or "")
+
+    def sent_texts(self) -> list[str]:
+        """Every message the bot has sent to this chat, in order (each delivery counts)."""
+        return [str(c.result["text"]) for c in self.server.calls if self._mine(c, "sendMessage")]
+
+    def last_code(self, factor: str = "SMS") -> str:
+        for text in reversed(self.sent_texts()):
+            found = re.search(rf"{factor} to \S+: (\d{{6}})", text)
+            if found:
+                return found.group(1)
+        raise AssertionError(f"no {factor} code sent to {self.user_id}")
+
+    async def idle(self) -> None:
+        """Wait until the bot polls again after the last action, plus a moment for deliveries."""
+        await self.server.wait_for(lambda c: c.method == "getUpdates", timeout=15, since=self.mark, finished=False)
+        await asyncio.sleep(0.5)

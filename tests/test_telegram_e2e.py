@@ -1,0 +1,262 @@
+"""The real `recovery-bot run` process, once per framework, against the local Bot API server.
+
+Each test starts the bot as an operator would (database migrated, accounts imported) and talks to it as users
+do through Telegram: text, buttons, photos, blocking the bot. Nothing here reaches the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+from sqlalchemy import select
+
+from flows.store import batch
+from flows.store.database import open_database
+from tests.support.botapi import SECRET_HEADER, BotApiServer
+from tests.support.desk import ADA_TOTP, totp_now
+from tests.support.e2e import TOKEN, BotProcess, TgUser, prepare_database
+from tests.support.servers import free_port
+
+FRAMEWORKS = ["ptb", "aiogram"]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[BotApiServer]:
+    async with BotApiServer(token=TOKEN, username="acme_desk_bot", first_name="Acme Desk") as api:
+        yield api
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def framework(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def bot(server: BotApiServer, framework: str, tmp_path: Path) -> AsyncIterator[BotProcess]:
+    process = BotProcess(server, framework, tmp_path)
+    await prepare_database(process.database_url)
+    await process.start()
+    yield process
+    if process.process is not None:
+        assert await process.stop() == 0, process.log.read_text()[-3000:]
+
+
+async def greet(user: TgUser) -> None:
+    user.send("/start")
+    await user.expect("Welcome to the official Acme account recovery desk.")
+
+
+async def test_startup_checks_the_token_and_sets_the_commands(bot: BotProcess, server: BotApiServer) -> None:
+    assert server.calls_of("getMe")
+    commands = server.calls_of("setMyCommands")[-1].params
+    assert [c["command"] for c in commands["commands"]] == ["start", "status", "cancel", "help"]
+    assert commands["scope"] == {"type": "all_private_chats"}
+    log = bot.log.read_text()
+    assert "phone codes are shown in the chat because SMS_WEBHOOK_URL is not set" in log
+    assert TOKEN not in log
+
+
+async def test_method_one_switch_to_phone(bot: BotProcess, server: BotApiServer) -> None:
+    user = TgUser(server, 101)
+    await greet(user)
+    user.tap("Switch to phone verification")
+    assert await user.answered() == ""
+    await user.expect("Which email address")
+    assert "✔ Switch to phone verification" in server.chat_messages(101)[-2].text  # the pressed keyboard is gone
+    assert server.chat_messages(101)[-2].keyboard == ()
+    user.send("ada@example.com")
+    await user.expect("Press Get Code")
+    user.tap("Get Code")
+    await user.expect("Send me the 6-digit code")
+    user.send(user.last_code())
+    await user.expect("Press Submit")
+    user.tap("Submit")
+    await user.expect("Your account now uses phone verification")
+
+
+async def test_method_three_backup_key(bot: BotProcess, server: BotApiServer) -> None:
+    user = TgUser(server, 103)
+    await greet(user)
+    user.tap("Reset with my backup key")
+    await user.expect("Which email address")
+    user.send("ada@example.com")
+    await user.expect("install the authenticator app again")
+    user.tap("The app is installed")
+    await user.expect("Never send this key to anyone, this bot included.")
+    user.tap("I added it")
+    await user.expect("send me the 6-digit code")
+    user.send(totp_now(ADA_TOTP, datetime.now(UTC)))
+    await user.expect("The code matches")
+
+
+async def walk_method_two_to_country(user: TgUser) -> None:
+    await greet(user)
+    user.tap("Security Check Not Available")
+    await user.expect("withdrawals will be disabled for 48 hours")
+    user.tap("Continue")
+    await user.expect("Which email address")
+    user.send("ada@example.com")
+    await user.expect("Select what you need to restore")
+    user.tap("☐ Authenticator app")
+    await user.answered()
+    await user.server.wait_for(lambda c: c.method == "editMessageText" and "☑" in str(c.params), since=user.mark)
+    user.tap("Confirm Restore")
+    await user.expect("Press Get Code")
+    user.tap("Get Code")
+    await user.expect("Send me the code from the SMS first.")
+    user.send(user.last_code("SMS"))
+    await user.expect("Now send me the code from the email.")
+    user.send(user.last_code("Email"))
+    await user.expect("Both codes are right.")
+    user.tap("Send")
+    await user.expect("the security question")
+    user.tap("Start answering questions")
+    await user.expect("What was your first pet's name?")
+    user.send("rex")
+    await user.expect("check your identity")
+    user.tap("Next")
+    await user.expect("Which country issued your document?")
+
+
+async def test_method_two_to_review_with_photos(bot: BotProcess, server: BotApiServer) -> None:
+    user = TgUser(server, 102)
+    await walk_method_two_to_country(user)
+    user.send("germany")
+    await user.expect("Which document will you use?")
+    user.tap("National ID card")
+    await user.expect("front")
+    user.send_photo()
+    await user.expect("back")
+    user.send_photo()
+    await user.expect("selfie")
+    user.send_photo()
+    await user.expect("Everything is ready.")
+    user.tap("Submit for review")
+    await user.expect("Your request is now with our staff")
+    user.send("/status")
+    await user.expect("waiting for review by our staff")
+
+
+async def test_a_stale_button_has_expired(bot: BotProcess, server: BotApiServer) -> None:
+    user = TgUser(server, 104)
+    await greet(user)
+    menu = server.last_bot_message(104)
+    user.tap("Reset with my backup key")
+    await user.expect("Which email address")
+    old = menu.button("Switch to phone verification")["callback_data"]
+    user.press(menu.message_id, old)
+    assert await user.answered() == "This button has expired."
+    user.press(menu.message_id, "forged:1:admin")
+    assert await user.answered() == "This button has expired."
+
+
+async def test_a_burst_of_429s_delays_but_loses_nothing(bot: BotProcess, server: BotApiServer) -> None:
+    user = TgUser(server, 105)
+    server.fail_next("sendMessage", status=429, retry_after=1, count=3)
+    await greet(user)
+    attempts = [c.status for c in server.calls_of("sendMessage")]
+    assert attempts == [429, 429, 429, 200]
+
+
+async def test_a_blocked_user_is_marked_and_unblocking_resumes(bot: BotProcess, server: BotApiServer) -> None:
+    user = TgUser(server, 106)
+    server.block(106)
+    user.send("/start")
+    await server.wait_for(lambda c: c.method == "sendMessage" and c.status == 403, since=user.mark)
+    await user.idle()
+    assert await blocked_flag(bot, 106) is True
+    assert len([c for c in server.calls_of("sendMessage") if c.status == 403]) == 1
+    server.user_unblocks_bot(106)
+    await user.idle()
+    assert await blocked_flag(bot, 106) is False
+    user.send("/help")
+    await user.expect("I help you get back into your Acme account")
+    server.user_blocks_bot(106)
+    await user.idle()
+    assert await blocked_flag(bot, 106) is True
+
+
+async def blocked_flag(bot: BotProcess, user_id: int) -> bool:
+    engine = open_database(bot.database_url)
+    try:
+        async with engine.connect() as conn:
+            query = select(batch.users.c.blocked).where(batch.users.c.id == user_id)
+            return bool((await conn.execute(query)).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def test_the_same_update_twice_acts_once(bot: BotProcess, server: BotApiServer) -> None:
+    user = TgUser(server, 107)
+    update = user.send("/start")
+    await user.expect("Welcome")
+    user.replay(update)
+    await user.idle()
+    assert sum("Welcome" in text for text in user.sent_texts()) == 1
+
+
+async def test_kill_9_in_method_two_then_restart_continues(bot: BotProcess, server: BotApiServer) -> None:
+    user = TgUser(server, 108)
+    await walk_method_two_to_country(user)
+    await user.idle()
+    sent_before = user.sent_texts()
+    await bot.kill()
+    user.send("France")  # arrives while the bot is down
+    await bot.start()
+    await user.expect("Which document will you use?")
+    user.tap("Passport")
+    await user.expect("front")
+    assert user.sent_texts()[: len(sent_before)] == sent_before
+    assert len(user.sent_texts()) == len(sent_before) + 2  # nothing delivered twice
+
+
+async def test_graceful_stop_on_sigterm_and_sigint(server: BotApiServer, framework: str, tmp_path: Path) -> None:
+    process = BotProcess(server, framework, tmp_path)
+    await prepare_database(process.database_url)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        await process.start()
+        user = TgUser(server, 109)
+        await greet(user)
+        assert await process.stop(signum) == 0
+
+
+async def test_a_bad_token_is_one_line_and_exit_2(server: BotApiServer, framework: str, tmp_path: Path) -> None:
+    process = BotProcess(server, framework, tmp_path, TELEGRAM_BOT_TOKEN="999:wrong")
+    code, output = await process.run_once()
+    assert code == 2
+    assert output.strip().count("\n") == 0 and "TELEGRAM_BOT_TOKEN" in output and "999:wrong" not in output
+
+
+async def test_webhook_mode_needs_the_secret(server: BotApiServer, framework: str, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram/hook"
+    process = BotProcess(server, framework, tmp_path, "--webhook-url", url, "--port", str(port), "--host",
+                         "127.0.0.1")
+    await prepare_database(process.database_url)
+    await process.start(ready_method="setWebhook")
+    try:
+        await server.wait_for(lambda c: c.method == "setWebhook" and c.ok)
+        assert server.webhook is not None and server.webhook.url == url and server.webhook.secret_token
+        user = TgUser(server, 110)
+        update = user.send("/start")
+        async with ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as health:
+                assert health.status == 200
+            for headers in ({}, {SECRET_HEADER: "wrong"}):
+                async with http.post(url, json=update, headers=headers) as refused:
+                    assert refused.status == 401
+        await asyncio.sleep(0.3)
+        assert user.sent_texts() == []
+        assert await server.push_update_to_webhook(update) == 200
+        await user.expect("Welcome")
+        assert await server.push_update_to_webhook(update) == 200  # a retry by Telegram acts once
+        await asyncio.sleep(0.3)
+        assert sum("Welcome" in text for text in user.sent_texts()) == 1
+    finally:
+        assert await process.stop() == 0
