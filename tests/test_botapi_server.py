@@ -145,7 +145,8 @@ async def test_json_bodies_and_case_insensitive_method_names(server: BotApiServe
 
 async def test_wrong_token_surfaces_in_both_libraries(server: BotApiServer) -> None:
     with pytest.raises(ptb_error.InvalidToken):
-        await ptb_bot(server, "1:BAD").get_me()
+        async with ptb_bot(server, "1:BAD"):  # initialize() calls getMe, and shuts down on failure
+            pass
     bot = aio_bot(server, "1:BAD")
     with pytest.raises(TelegramUnauthorizedError):
         await bot.get_me()

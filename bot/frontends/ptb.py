@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -41,7 +42,10 @@ def _markup(rows: tuple[tuple[Button, ...], ...]) -> InlineKeyboardMarkup | None
     )
 
 
-def _seconds(value: int | float | timedelta) -> float:
+def _retry_seconds(error: RetryAfter) -> float:
+    with warnings.catch_warnings():  # PTB 22 warns that retry_after will become a timedelta; both are handled
+        warnings.simplefilter("ignore")
+        value: int | float | timedelta = error.retry_after
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
@@ -55,7 +59,7 @@ class PtbTransport:
         try:
             return await self._send(reply)
         except RetryAfter as error:
-            raise delivery.RetryAfter(_seconds(error.retry_after)) from None
+            raise delivery.RetryAfter(_retry_seconds(error)) from None
         except Forbidden as error:
             raise delivery.RecipientBlocked(error.message) from None
         except BadRequest as error:

@@ -1,0 +1,163 @@
+"""The pieces of the Telegram front ends on their own: update translation, message splitting, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiogram
+import pytest
+import telegram
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.frontends.aiogram import AiogramTransport
+from bot.frontends.ptb import PtbTransport
+from bot.frontends.render import split_text, utf16_length
+from bot.frontends.updates import MembershipChanged, translate_update
+from flows import delivery
+from flows.clock import FakeClock
+from flows.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
+from flows.replies import AnswerButton, Button, EditMessage, Reply, SendMessage
+from tests.engine_flow import make_engine
+from tests.support.botapi import BotApiServer
+from tests.support.chat import Bot, RecordingTransport
+from tests.support.e2e import TOKEN
+
+USER = {"id": 7, "is_bot": False, "first_name": "Ada", "language_code": "de"}
+PRIVATE = {"id": 7, "type": "private", "first_name": "Ada"}
+
+
+def message(**content: Any) -> dict[str, Any]:
+    return {"update_id": 55, "message": {"message_id": 3, "date": 0, "chat": PRIVATE, "from": USER, **content}}
+
+
+def parsed(update: dict[str, Any]) -> list[Any]:
+    """The same raw update as each framework parses it."""
+    bot = telegram.Bot(TOKEN)
+    return [telegram.Update.de_json(update, bot), aiogram.types.Update.model_validate(update)]
+
+
+@pytest.mark.parametrize("framework", [0, 1], ids=["ptb", "aiogram"])
+def test_updates_become_events_alike_in_both_frameworks(framework: int) -> None:
+    command = message(text="/start@acme_desk_bot again", entities=[{"type": "bot_command", "offset": 0,
+                                                                     "length": 19}])
+    event = translate_update(parsed(command)[framework])
+    assert event == CommandReceived("tg:55", event.sender, "start", "again", 3)  # type: ignore[union-attr]
+    assert (event.sender.user_id, event.sender.chat_id, event.sender.language) == (7, 7, "de")  # type: ignore[union-attr]
+
+    text = translate_update(parsed(message(text="/not a command"))[framework])
+    assert isinstance(text, TextReceived) and text.text == "/not a command"
+
+    document = message(document={"file_id": "F", "file_unique_id": "U", "file_size": 10, "mime_type": "image/png"})
+    doc = translate_update(parsed(document)[framework])
+    assert isinstance(doc, FileReceived) and (doc.file.kind, doc.file.mime_type, doc.file.size) == (
+        "document", "image/png", 10)
+
+    photo = message(photo=[{"file_id": "s", "file_unique_id": "us", "width": 9, "height": 9, "file_size": 1},
+                           {"file_id": "L", "file_unique_id": "uL", "width": 99, "height": 99, "file_size": 99}])
+    pic = translate_update(parsed(photo)[framework])
+    assert isinstance(pic, FileReceived) and (pic.file.file_id, pic.file.kind) == ("L", "photo")
+
+    group = message(text="hi", chat={"id": -100, "type": "group", "title": "staff"})
+    assert translate_update(parsed(group)[framework]) is None
+
+    press = {"update_id": 56, "callback_query": {"id": "q1", "from": USER, "chat_instance": "x", "data": "abc",
+                                                 "message": {"message_id": 9, "date": 0, "chat": PRIVATE}}}
+    assert translate_update(parsed(press)[framework]) == ButtonPressed(
+        "tg:56", translate_update(parsed(press)[framework]).sender, "abc", 9, "q1")  # type: ignore[union-attr]
+
+    member = {"user": {"id": 1, "is_bot": True, "first_name": "Desk"}, "status": "member"}
+    kicked = {"user": {"id": 1, "is_bot": True, "first_name": "Desk"}, "status": "kicked", "until_date": 0}
+    change = {"update_id": 57, "my_chat_member": {"chat": PRIVATE, "from": USER, "date": 0,
+                                                  "old_chat_member": member, "new_chat_member": kicked}}
+    assert translate_update(parsed(change)[framework]) == MembershipChanged(7, blocked=True)
+
+
+@given(st.text(alphabet=st.sampled_from(["a", "b", " ", "\n", "😀", "é"]), max_size=3000))
+def test_split_text_keeps_every_piece_under_the_limit(text: str) -> None:
+    pieces = split_text(text, limit=200)
+    assert all(utf16_length(piece) <= 200 for piece in pieces)
+    assert "".join(pieces).replace(" ", "").replace("\n", "") == text.replace(" ", "").replace("\n", "")
+
+
+def test_split_text_prefers_paragraphs() -> None:
+    text = ("a" * 3000) + "\n\n" + ("b" * 3000)
+    assert split_text(text) == ["a" * 3000, "b" * 3000]
+    assert split_text("short") == ["short"]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[BotApiServer]:
+    async with BotApiServer(token=TOKEN) as api:
+        yield api
+
+
+async def transports(server: BotApiServer) -> tuple[PtbTransport, AiogramTransport]:
+    ptb = telegram.Bot(TOKEN, base_url=f"{server.url}/bot", base_file_url=f"{server.url}/file/bot")
+    aio = aiogram.Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(server.url)))
+    return PtbTransport(ptb), AiogramTransport(aio)
+
+
+@pytest.mark.parametrize("framework", [0, 1], ids=["ptb", "aiogram"])
+async def test_transports_map_telegram_errors_for_the_outbox(server: BotApiServer, framework: int) -> None:
+    transport = (await transports(server))[framework]
+    buttons = ((Button("Yes", "c:1:yes"),),)
+    message_id = await transport.deliver(SendMessage(7, "<b>Hi</b> &amp; welcome", buttons))
+    assert server.chat_messages(7)[-1].text == "Hi & welcome"
+    assert message_id is not None
+    same = EditMessage(7, message_id, "<b>Hi</b> &amp; welcome", buttons)
+    assert await transport.deliver(same) is None  # "message is not modified" is not an error
+    with pytest.raises(delivery.Undeliverable):
+        await transport.deliver(EditMessage(7, 999, "gone"))
+    server.fail_next("sendMessage", status=429, retry_after=4)
+    with pytest.raises(delivery.RetryAfter) as wait:
+        await transport.deliver(SendMessage(7, "x"))
+    assert wait.value.seconds == 4
+    server.block(7)
+    with pytest.raises(delivery.RecipientBlocked):
+        await transport.deliver(SendMessage(7, "x"))
+    with pytest.raises(delivery.Undeliverable):
+        await transport.deliver(AnswerButton(7, "no-such-query", "late"))
+    long_id = await transport.deliver(SendMessage(8, "word " * 1500, buttons))
+    shown = server.chat_messages(8)
+    assert len(shown) == 2 and shown[-1].message_id == long_id and shown[-1].labels() == ["Yes"]
+    await close(transport)
+
+
+async def close(transport: PtbTransport | AiogramTransport) -> None:
+    if isinstance(transport, AiogramTransport):
+        await transport.bot.session.close()
+    else:
+        await transport.bot.shutdown()
+
+
+class FlakyTransport(RecordingTransport):
+    """Fails the first `failures` deliveries the way a dropped connection does."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def deliver(self, reply: Reply) -> int | None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionResetError("connection reset by peer")
+        return await super().deliver(reply)
+
+
+async def test_network_errors_are_retried_and_nothing_is_lost(db: AsyncEngine, clock: FakeClock,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "MAX_BACKOFF", 0.05)
+    bot = Bot(db, make_engine(), clock)
+    bot.transport = FlakyTransport(failures=3)
+    bot.runner = bot._runner()
+    await bot.start()
+    chat = bot.chat()
+    await asyncio.wait_for(chat.send("/start"), timeout=10)
+    assert [m.text for m in chat.messages] == ["What is your name?"]
+    await bot.stop()
