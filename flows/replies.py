@@ -48,6 +48,34 @@ class AnswerButton:
 
 
 @dataclass(frozen=True)
+class CopyMessage:
+    """Copy a message (text, media, formatting) from another chat, as broadcasts do."""
+
+    chat_id: int
+    from_chat_id: int
+    message_id: int
+
+
+@dataclass(frozen=True)
+class SendPhotos:
+    """Photos the platform already has (by file id), as one album."""
+
+    chat_id: int
+    file_ids: tuple[str, ...]
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class SendPhoto:
+    """A picture made here (a PNG, base64-encoded). A `sensitive` one is blanked in the outbox once delivered."""
+
+    chat_id: int
+    png_base64: str
+    caption: str = ""
+    sensitive: bool = False
+
+
+@dataclass(frozen=True)
 class Notify:
     """A message outside the chat (an email over SMTP, an SMS through the webhook) for the user of `chat_id`.
 
@@ -62,13 +90,16 @@ class Notify:
     sensitive: bool = True
 
 
-Reply = SendMessage | EditMessage | DeleteMessage | AnswerButton | Notify
+Reply = SendMessage | EditMessage | DeleteMessage | AnswerButton | CopyMessage | SendPhotos | SendPhoto | Notify
 
 _KINDS: dict[str, type[Reply]] = {
     "send": SendMessage,
     "edit": EditMessage,
     "delete": DeleteMessage,
     "answer": AnswerButton,
+    "copy": CopyMessage,
+    "photos": SendPhotos,
+    "photo": SendPhoto,
     "notify": Notify,
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}
@@ -88,4 +119,6 @@ def reply_from_json(body: dict[str, Any]) -> Reply:
     cls = _KINDS[fields.pop("kind")]
     if "buttons" in fields:
         fields["buttons"] = tuple(tuple(Button(label, data) for label, data in row) for row in fields["buttons"])
+    if "file_ids" in fields:
+        fields["file_ids"] = tuple(fields["file_ids"])
     return cls(**fields)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from bot.frontends.updates import MembershipChanged, translate_update
 from flows import delivery
 from flows.clock import FakeClock
 from flows.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
-from flows.replies import AnswerButton, Button, EditMessage, Reply, SendMessage
+from flows.replies import AnswerButton, Button, CopyMessage, EditMessage, Reply, SendMessage, SendPhoto, SendPhotos
 from tests.engine_flow import make_engine
 from tests.support.botapi import BotApiServer
 from tests.support.chat import Bot, RecordingTransport
@@ -123,6 +124,16 @@ async def test_transports_map_telegram_errors_for_the_outbox(server: BotApiServe
         await transport.deliver(SendMessage(7, "x"))
     with pytest.raises(delivery.Undeliverable):
         await transport.deliver(AnswerButton(7, "no-such-query", "late"))
+    server.unblock(7)
+    copied = await transport.deliver(CopyMessage(9, 7, message_id))
+    assert server.chat_messages(9)[-1].text == "Hi & welcome" and copied == server.chat_messages(9)[-1].message_id
+    server.user_sends_photo(7, file_id="ID-FRONT")
+    server.user_sends_photo(7, file_id="ID-BACK")
+    await transport.deliver(SendPhotos(9, ("ID-FRONT", "ID-BACK"), "<b>case</b> 1"))
+    assert [m.raw["photo"][-1]["file_id"] for m in server.chat_messages(9)[-2:]] == ["ID-FRONT", "ID-BACK"]
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+    await transport.deliver(SendPhoto(9, png, "scan me"))
+    assert server.chat_messages(9)[-1].text == "scan me"
     long_id = await transport.deliver(SendMessage(8, "word " * 1500, buttons))
     shown = server.chat_messages(8)
     assert len(shown) == 2 and shown[-1].message_id == long_id and shown[-1].labels() == ["Yes"]

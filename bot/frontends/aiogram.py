@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,10 +20,12 @@ from aiogram.exceptions import (
 from aiogram.types import (
     BotCommand,
     BotCommandScopeAllPrivateChats,
+    BufferedInputFile,
     CallbackQuery,
     ChatMemberUpdated,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputMediaPhoto,
     Message,
     Update,
 )
@@ -33,7 +36,17 @@ from bot.frontends.render import split_text
 from bot.frontends.updates import ALLOWED_UPDATES
 from flows import delivery
 from flows.engine import BUTTON_DATA
-from flows.replies import AnswerButton, Button, DeleteMessage, EditMessage, Reply, SendMessage
+from flows.replies import (
+    AnswerButton,
+    Button,
+    CopyMessage,
+    DeleteMessage,
+    EditMessage,
+    Reply,
+    SendMessage,
+    SendPhoto,
+    SendPhotos,
+)
 from flows.texts import plain_text
 
 
@@ -74,6 +87,17 @@ class AiogramTransport:
             await self.bot.delete_message(reply.chat_id, reply.message_id)
         elif isinstance(reply, AnswerButton):
             await self.bot.answer_callback_query(reply.callback_id, text=reply.text or None)
+        elif isinstance(reply, CopyMessage):
+            return (await self.bot.copy_message(reply.chat_id, reply.from_chat_id, reply.message_id)).message_id
+        elif isinstance(reply, SendPhotos):
+            media = [InputMediaPhoto(media=file_id, caption=reply.caption if i == 0 and reply.caption else None,
+                                     parse_mode=ParseMode.HTML) for i, file_id in enumerate(reply.file_ids)]
+            return (await self.bot.send_media_group(reply.chat_id, media))[0].message_id
+        elif isinstance(reply, SendPhoto):
+            picture = BufferedInputFile(base64.b64decode(reply.png_base64), filename="qr.png")
+            sent = await self.bot.send_photo(reply.chat_id, picture, caption=reply.caption or None,
+                                             parse_mode=ParseMode.HTML)
+            return sent.message_id
         else:
             raise delivery.Undeliverable(f"{type(reply).__name__} does not go to Telegram")
         return None

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from telegram import Bot, BotCommand, BotCommandScopeAllPrivateChats, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import (
+    Bot,
+    BotCommand,
+    BotCommandScopeAllPrivateChats,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaPhoto,
+    Update,
+)
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter
 from telegram.ext import (
@@ -26,7 +35,17 @@ from bot.frontends.render import split_text
 from bot.frontends.updates import ALLOWED_UPDATES
 from flows import delivery
 from flows.engine import BUTTON_DATA
-from flows.replies import AnswerButton, Button, DeleteMessage, EditMessage, Reply, SendMessage
+from flows.replies import (
+    AnswerButton,
+    Button,
+    CopyMessage,
+    DeleteMessage,
+    EditMessage,
+    Reply,
+    SendMessage,
+    SendPhoto,
+    SendPhotos,
+)
 from flows.texts import plain_text
 
 
@@ -77,6 +96,16 @@ class PtbTransport:
             await self.bot.delete_message(reply.chat_id, reply.message_id)
         elif isinstance(reply, AnswerButton):
             await self.bot.answer_callback_query(reply.callback_id, text=reply.text or None)
+        elif isinstance(reply, CopyMessage):
+            return (await self.bot.copy_message(reply.chat_id, reply.from_chat_id, reply.message_id)).message_id
+        elif isinstance(reply, SendPhotos):
+            media = [InputMediaPhoto(file_id, caption=reply.caption if i == 0 and reply.caption else None,
+                                     parse_mode=ParseMode.HTML) for i, file_id in enumerate(reply.file_ids)]
+            return (await self.bot.send_media_group(reply.chat_id, media))[0].message_id
+        elif isinstance(reply, SendPhoto):
+            sent = await self.bot.send_photo(reply.chat_id, base64.b64decode(reply.png_base64),
+                                             caption=reply.caption or None, parse_mode=ParseMode.HTML)
+            return sent.message_id
         else:
             raise delivery.Undeliverable(f"{type(reply).__name__} does not go to Telegram")
         return None

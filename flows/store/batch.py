@@ -161,7 +161,7 @@ async def redact(conn: AsyncConnection, entries: Sequence[Pending]) -> None:
 
 def _redacted(reply: Reply) -> dict[str, Any]:
     body = reply_to_json(reply)
-    return {**body, **{name: REDACTED for name in ("text", "body") if name in body}}
+    return {**body, **{name: REDACTED for name in ("text", "body", "png_base64") if name in body}}
 
 
 async def set_blocked(conn: AsyncConnection, chat_id: int, blocked: bool) -> None:

@@ -94,7 +94,7 @@ class OutboxRow(SQLModel, table=True):
 
 
 class TimerRow(SQLModel, table=True):
-    """A durable timer: fires once at `due_at` while its case is still at `step`."""
+    """A durable timer: fires once at `due_at`, while its case is still at `step` (or, with no step, regardless)."""
 
     __tablename__ = "timers"
     __table_args__ = (
@@ -105,7 +105,7 @@ class TimerRow(SQLModel, table=True):
     case_id: str = Field(max_length=16, index=True)
     user_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
-    step: str = Field(max_length=32)
+    step: str | None = Field(default=None, max_length=64)
     kind: str = Field(max_length=32)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONText(), nullable=False))
     due_at: datetime = _when()
@@ -127,6 +127,38 @@ class CodeRow(SQLModel, table=True):
     wrong_tries: int = Field(default=0)
     used_at: datetime | None = _when(nullable=True)
     voided_at: datetime | None = _when(nullable=True)
+
+
+class BroadcastRow(SQLModel, table=True):
+    """An announcement to many users: a durable job that survives restarts."""
+
+    __tablename__ = "broadcasts"
+    id: int | None = Field(default=None, primary_key=True)
+    created_by: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: datetime = _when()
+    text: str | None = Field(default=None)
+    from_chat_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    from_message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    audience: str = Field(max_length=32)
+    language: str | None = Field(default=None, max_length=16)
+    status: str = Field(max_length=16, index=True)
+    total: int = Field(default=0)
+    status_chat_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    status_message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    started_at: datetime | None = _when(nullable=True)
+    finished_at: datetime | None = _when(nullable=True)
+
+
+class BroadcastDeliveryRow(SQLModel, table=True):
+    """One recipient of a broadcast: pending, sending, sent, failed, blocked or uncertain."""
+
+    __tablename__ = "broadcast_deliveries"
+    __table_args__ = (Index("ix_broadcast_deliveries_state", "broadcast_id", "state"),)
+    broadcast_id: int = Field(foreign_key="broadcasts.id", primary_key=True)
+    chat_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    state: str = Field(max_length=16)
+    attempts: int = Field(default=0)
+    updated_at: datetime | None = _when(nullable=True)
 
 
 class AuditRow(SQLModel, table=True):

@@ -79,7 +79,7 @@ _TEXT_PARAMS = frozenset(
 _FILE_PARAMS = frozenset(
     {"photo", "document", "audio", "video", "animation", "voice", "video_note", "sticker", "thumbnail"}
 )
-# Update kinds delivered when allowed_updates is empty (Telegram's default leaves these three out).
+# Update kinds Telegram leaves out unless allowed_updates names them.
 _OPT_IN_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 _BLOCKABLE = frozenset({"sendMessage", "sendPhoto", "sendDocument", "sendMediaGroup", "copyMessage", "sendChatAction"})
 _CONTENT_KEYS = ("text", "entities", "caption", "caption_entities", "reply_markup")
@@ -583,7 +583,7 @@ class BotApiServer:
             params, uploads = await read_params(request)
         except ApiError as error:
             return web.json_response(error.payload(), status=error.status)
-        call = Call(known[0] if known else name, params, time.time(), uploads, request.content_type)
+        call = Call(known[0] if known else name, params, self._clock(), uploads, request.content_type)
         self.calls.append(call)
         self._notify()
         status, body = await self._answer(call, known[1] if known else None)
