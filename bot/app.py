@@ -70,18 +70,22 @@ def flow_settings(settings: Settings, secret_key: str) -> FlowSettings:
         code_ttl=timedelta(minutes=settings.code_ttl_minutes),
         withdrawal_lock=timedelta(hours=settings.withdrawal_lock_hours),
         code_channels=settings.code_channels(),
+        admin_ids=settings.admin_ids,
+        case_timeout=timedelta(hours=settings.case_timeout_hours),
+        review_sla=timedelta(hours=settings.review_sla_hours),
     )
 
 
 async def open_app(settings: Settings, secret_key: str, clock: Clock | None = None) -> App:
     """Bring the database up to date and wire the engine to it."""
     await upgrade(settings.database_url)
+    flows_settings = flow_settings(settings, secret_key)
     return App(
         settings=settings,
         secret_key=secret_key,
         db=open_database(settings.database_url),
-        engine=build_engine(settings.service_name),
-        services=ServiceFactory(flow_settings(settings, secret_key)),
+        engine=build_engine(flows_settings),
+        services=ServiceFactory(flows_settings),
         clock=clock or SystemClock(),
         channels=channel_router(settings),
     )

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     service_name: str = Field(default="Example Exchange", min_length=1, max_length=64)
     code_ttl_minutes: int = Field(default=30, ge=1, le=24 * 60)
     withdrawal_lock_hours: int = Field(default=48, ge=1, le=24 * 30)
+    case_timeout_hours: int = Field(default=24, ge=2, le=24 * 30)
+    review_sla_hours: int = Field(default=24, ge=1, le=24 * 30)
     secret_key: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     smtp_host: str | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -19,14 +18,12 @@ from bot.frontends.ptb import BadToken
 from bot.frontends.webhook import serve, webhook_app
 from flows.delivery import Transport
 from flows.keys import derive_key
-from flows.runner import Runner
 from flows.texts import translate
 
 log = logging.getLogger("recovery_bot")
 
 EXIT_CONFIG = 2
 USER_COMMANDS = ("start", "status", "cancel", "help")
-TIMER_INTERVAL = 1.0
 
 
 class Front(Protocol):
@@ -96,7 +93,7 @@ async def _serve(app: App, front: Front, username: str, webhook: Webhook | None)
     await front.set_commands([(name, translate(f"commands.{name}")) for name in USER_COMMANDS])
     warn_about_chat_channels(app.settings)
     stopping = _stop_on_signals()
-    timers = asyncio.create_task(_fire_timers(runner, stopping))
+    timers = asyncio.create_task(runner.run_timers(stopping))
     log.info("@%s is serving on %s (%s)", username, front.name, "webhook" if webhook else "long polling")
     try:
         if webhook is None:
@@ -120,16 +117,6 @@ async def _serve_webhook(app: App, front: Front, desk: TelegramDesk, webhook: We
         await stopping.wait()
     finally:
         await server.cleanup()
-
-
-async def _fire_timers(runner: Runner, stopping: asyncio.Event) -> None:
-    while not stopping.is_set():
-        try:
-            await runner.fire_due_timers()
-        except Exception:
-            log.exception("firing timers failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=TIMER_INTERVAL)
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -6,12 +6,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from flows.engine import BACK, Context, Engine
+from flows.events import TimerFired
 from flows.guard import secret_kind
 from flows.methods.backup_key import BACKUP
 from flows.methods.common import services
 from flows.methods.phone import PHONE
 from flows.methods.reverify import REVERIFY
 from flows.model import Action, Begin, Choice, Close, Flow, Goto, Outcome, Say, Step
+from flows.services import FlowSettings
 from flows.texts import Text, text
 
 METHODS = (PHONE, REVERIFY, BACKUP)
@@ -78,7 +80,7 @@ async def status_command(ctx: Context) -> Outcome:
         return Say(say=(text("desk.status_none"),))
     flows = {flow.id: flow for flow in (START, *METHODS)}
     state = text(f"desk.state_{case.status}", since=countdown(ctx.now, case.updated_at))
-    details = (*_code_expiry(ctx), *await _withdrawal_lock(ctx))
+    details = (*_code_expiry(ctx), *_lockout(ctx), *await _withdrawal_lock(ctx))
     return Say(say=(text("desk.status", method=text(flows[case.flow].title), step=case.step.replace("_", " "),
                          state=state, details=details),))
 
@@ -91,6 +93,13 @@ def _code_expiry(ctx: Context) -> tuple[Text, ...]:
     expires = datetime.fromtimestamp(float(sent_at), UTC) + services(ctx).settings.code_ttl
     key = "desk.code_expires" if expires > ctx.now else "desk.code_expired"
     return (text(key, when=countdown(ctx.now, expires)),)
+
+
+def _lockout(ctx: Context) -> tuple[Text, ...]:
+    until = ctx.data.get("locked_until")
+    if until is None or float(until) <= ctx.now.timestamp():
+        return ()
+    return (text("desk.locked_until", when=countdown(ctx.now, datetime.fromtimestamp(float(until), UTC))),)
 
 
 async def _withdrawal_lock(ctx: Context) -> tuple[Text, ...]:
@@ -127,7 +136,29 @@ def all_flows() -> tuple[Flow, ...]:
     return (START, *METHODS)
 
 
-def build_engine(service_name: str) -> Engine:
+async def review_overdue(ctx: Context) -> Outcome:
+    """A case has waited for review longer than the SLA: remind the admins, once."""
+    event, case = ctx.event, ctx.case
+    if not isinstance(event, TimerFired) or case is None or case.id != event.case_id or case.status != "review":
+        return Say()
+    settings = services(ctx).settings
+    hours = int(settings.review_sla.total_seconds() // 3600)
+    return Say(say=(text("admin.review_overdue", case=case.id, hours=hours),), to_chats=settings.admin_ids)
+
+
+async def withdrawals_unlocked(ctx: Context) -> Outcome:
+    return Say(say=(text("desk.withdrawals_unlocked"),))
+
+
+TIMER_HANDLERS: Mapping[str, Action] = {
+    "review_sla": review_overdue,
+    "withdrawals_unlocked": withdrawals_unlocked,
+}
+
+
+def build_engine(settings: FlowSettings) -> Engine:
     """The engine with the desk and the three recovery methods."""
     flows = {flow.id: flow for flow in all_flows()}
-    return Engine(flows, COMMANDS, text_defaults={"service": service_name}, guard=secret_kind)
+    return Engine(flows, COMMANDS, text_defaults={"service": settings.service_name}, guard=secret_kind,
+                  timer_handlers=TIMER_HANDLERS, idle_after=settings.idle_reminder,
+                  abandon_after=settings.case_timeout)

@@ -10,7 +10,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -24,6 +24,7 @@ from flows.events import (
     TimerFired,
 )
 from flows.model import (
+    ANY_STEP,
     Accepts,
     Action,
     Begin,
@@ -43,6 +44,9 @@ from flows.replies import AnswerButton, Button, DeleteMessage, EditMessage, Noti
 from flows.texts import Text, plain_text, translate
 
 ACTIVE = ("open", "review")
+IDLE_REMINDER = "idle_reminder"
+CASE_TIMEOUT = "case_timeout"
+RESUME = "resume"
 BACK = "<back>"  # a Goto to BACK returns to the step saved in data["_return"] (used by detours like /cancel)
 Translator = Callable[..., str]
 Guard = Callable[[str, str | None], str | None]
@@ -79,7 +83,7 @@ class NewTimer:
     case_id: str
     user_id: int
     chat_id: int
-    step: str
+    step: str | None
     spec: TimerSpec
 
 
@@ -130,6 +134,13 @@ class Context:
         return self.event.file if isinstance(self.event, FileReceived) else None
 
 
+async def _show_again(ctx: Context) -> Outcome:
+    return Stay()
+
+
+RESUME_CHOICE = Choice(RESUME, "engine.btn_continue", run=_show_again)
+
+
 def new_case_id() -> str:
     """A random, unguessable 12-character case id (72 bits), safe in button data."""
     return secrets.token_urlsafe(9)
@@ -145,12 +156,18 @@ class Engine:
         text_defaults: Mapping[str, object] | None = None,
         translator: Translator = translate,
         guard: Guard | None = None,
+        timer_handlers: Mapping[str, Action] | None = None,
+        idle_after: timedelta | None = None,
+        abandon_after: timedelta | None = None,
     ) -> None:
         self.flows = dict(flows)
         self.commands = dict(commands)
         self.text_defaults = dict(text_defaults or {})
         self.translator = translator
         self.guard = guard
+        self.timer_handlers = dict(timer_handlers or {})
+        self.idle_after = idle_after
+        self.abandon_after = abandon_after
 
     def step_of(self, case: Case) -> Step:
         return self.flows[case.flow].step(case.step)
@@ -169,6 +186,8 @@ class Engine:
             await turn.timer(event)
         else:
             await turn.message(event)
+        if not isinstance(event, TimerFired):
+            turn.watch_silence()
         return turn.decision
 
     def render(self, case: Case, language: str | None, ctx: Context) -> SendMessage:
@@ -253,14 +272,43 @@ class _Turn:
         await self.apply(outcome, allowed=choice.targets())
 
     async def timer(self, event: TimerFired) -> None:
+        binding = event.payload.get("step")
+        if binding is None:
+            handler = self.engine.timer_handlers.get(event.kind)
+            if handler is not None:
+                await self.apply(await handler(self.ctx), allowed=())
+            return
         case = self.case
         if case is None or case.id != event.case_id or case.status != "open":
             return
+        if binding == ANY_STEP:
+            await self.case_timer(case, event.kind)
+            return
         step = self.engine.step_of(case)
         action = step.on_timer.get(event.kind)
-        if case.step != event.payload.get("step") or action is None:
+        if case.step in str(binding).split(",") and action is not None:
+            await self.apply(await action(self.ctx), allowed=step.exits)
+
+    def watch_silence(self) -> None:
+        """After a user's event, (re)start the case's silence timers: a nudge, then closing it as abandoned."""
+        case = self.case
+        if case is None or case.status != "open":
             return
-        await self.apply(await action(self.ctx), allowed=step.exits)
+        delays = ((IDLE_REMINDER, self.engine.idle_after), (CASE_TIMEOUT, self.engine.abandon_after))
+        specs = tuple(TimerSpec(kind, self.ctx.now + delay, at_steps=(ANY_STEP,), replace=True)
+                      for kind, delay in delays if delay is not None)
+        self.add_timers(case, specs)
+
+    async def case_timer(self, case: Case, kind: str) -> None:
+        """The engine's own timers for any step: a nudge after a silence, and closing an abandoned case."""
+        if kind == IDLE_REMINDER:
+            label = self.engine.say(Text("engine.btn_continue"), self.ctx.language)
+            button = Button(label, f"{case.id}:{case.turn}:{RESUME}")
+            self.emit(SendMessage(case.chat_id, self.engine.say(Text("engine.idle_reminder"), self.ctx.language),
+                                  ((button,),)))
+        elif kind == CASE_TIMEOUT:
+            self.finish(case, "abandoned")
+            self.send(Text("engine.abandoned"))
 
     async def _run(self, action: Action | None) -> Outcome:
         if action is None:
@@ -275,6 +323,8 @@ class _Turn:
         case_id, turn, choice_id = match.groups()
         if case_id != case.id or int(turn) != case.turn:
             return None
+        if choice_id == RESUME:
+            return RESUME_CHOICE
         step = self.engine.step_of(case)
         for choice in step.choices:
             if choice.id == choice_id and (choice.shown is None or choice.shown(self.ctx)):
@@ -286,7 +336,7 @@ class _Turn:
     async def apply(self, outcome: Outcome, allowed: tuple[str, ...] | None) -> None:
         """Carry out an outcome; `allowed` lists the exits it may take (None: any, for commands)."""
         if isinstance(outcome, Say):
-            self.say_all(outcome.say)
+            self.say_to(outcome)
         elif isinstance(outcome, Stay):
             self.stay(outcome)
         elif isinstance(outcome, Goto):
@@ -337,10 +387,9 @@ class _Turn:
         self.say_all(outcome.say)
         self.notify_all(outcome.notify)
         self.emit(self.engine.render(case, self.ctx.language, self.ctx))
+        self.add_timers(case, outcome.timers)
         if target.final:
             self.finish(case, target.final)
-        else:
-            self.add_timers(case, outcome.timers)
 
     def begin(self, outcome: Begin) -> None:
         if self.case is not None:
@@ -401,6 +450,11 @@ class _Turn:
         text = self.engine.say(message, self.ctx.language)
         self.emit(SendMessage(self.chat_id, text, sensitive=message.sensitive))
 
+    def say_to(self, outcome: Say) -> None:
+        for chat_id in outcome.to_chats or (self.chat_id,):
+            for message in outcome.say:
+                self.emit(SendMessage(chat_id, self.engine.say(message, self.ctx.language)))
+
     def say_all(self, messages: tuple[Text, ...]) -> None:
         for message in messages:
             self.send(message)
@@ -419,7 +473,7 @@ class _Turn:
 
     def add_timers(self, case: Case, specs: tuple[TimerSpec, ...]) -> None:
         for spec in specs:
-            self.decision.timers.append(NewTimer(case.id, case.user_id, case.chat_id, case.step, spec))
+            self.decision.timers.append(NewTimer(case.id, case.user_id, case.chat_id, spec.binding(case.step), spec))
 
     def audit(self, action: str, case: Case, detail: Mapping[str, Any]) -> None:
         self.decision.audit.append(AuditEntry(f"user:{case.user_id}", action, f"case:{case.id}", detail))

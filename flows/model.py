@@ -29,13 +29,31 @@ class Accepts(Enum):
     FILE = "file"
 
 
+ANY_STEP = "*"
+
+
 @dataclass(frozen=True)
 class TimerSpec:
-    """Ask the engine to fire `kind` at `due` for this case, while the case is still at the same step."""
+    """Ask the engine to fire `kind` at `due` for this case.
+
+    By default the timer applies only while the case is still at the step that set it; `at_steps` names the steps
+    where it still applies (`(ANY_STEP,)`: any step while the case is open). A `detached` timer fires whatever
+    became of the case (for notices such as "withdrawals are enabled again"); the engine's `timer_handlers`
+    handle it. `replace` drops the case's earlier unfired timers of the same kind.
+    """
 
     kind: str
     due: datetime
     payload: Mapping[str, Any] = field(default_factory=dict)
+    at_steps: tuple[str, ...] = ()
+    detached: bool = False
+    replace: bool = False
+
+    def binding(self, current_step: str) -> str | None:
+        """What the timers table stores: the steps it applies at, "*" for any, None when detached."""
+        if self.detached:
+            return None
+        return ",".join(self.at_steps or (current_step,))
 
 
 @dataclass(frozen=True)
@@ -89,9 +107,10 @@ class Close:
 
 @dataclass(frozen=True)
 class Say:
-    """Only reply; nothing about the case changes."""
+    """Only reply (to the event's chat, or to `to_chats`); nothing about the case changes."""
 
     say: tuple[Text, ...] = ()
+    to_chats: tuple[int, ...] = ()
 
 
 Outcome = Goto | Stay | Begin | Close | Say

@@ -59,6 +59,7 @@ class Runner:
         self.batch_limit = batch_limit
         self.dispatcher = Dispatcher(db, transport, clock, channels)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._timers_changed = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -105,6 +106,29 @@ class Runner:
         await asyncio.gather(*(self.handle(event) for event in events))
         return len(events)
 
+    async def run_timers(self, stopping: asyncio.Event, max_wait: float = 1.0) -> None:
+        """Fire timers as they fall due until `stopping` is set: sleep until the next one (at most `max_wait`),
+        or until an event schedules a new one."""
+        while not stopping.is_set():
+            try:
+                await self.fire_due_timers()
+                wait = await self._seconds_to_next_timer(max_wait)
+            except Exception:
+                log.exception("firing timers failed")
+                wait = max_wait
+            self._timers_changed.clear()
+            waiters = [asyncio.ensure_future(e.wait()) for e in (stopping, self._timers_changed)]
+            await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _seconds_to_next_timer(self, max_wait: float) -> float:
+        async with self.db.connect() as conn:
+            due = await batch.next_due(conn)
+        if due is None:
+            return max_wait
+        return min(max_wait, max(0.0, (due - self.clock.now()).total_seconds()))
+
     # --- the writer ---------------------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
@@ -144,6 +168,8 @@ class Runner:
             pending = await self._save(conn, decisions, todo, now)
         for sender in senders:
             self.dispatcher.unblock(sender.chat_id)
+        if any(d.timers for d in decisions):
+            self._timers_changed.set()
         self.dispatcher.push(pending)
         for item in items:
             _resolve(item)

@@ -22,6 +22,10 @@ class FlowSettings:
     code_ttl: timedelta = timedelta(minutes=30)
     withdrawal_lock: timedelta = timedelta(hours=48)
     max_file_bytes: int = 20 * 1024 * 1024
+    admin_ids: tuple[int, ...] = ()
+    idle_reminder: timedelta = timedelta(hours=1)
+    case_timeout: timedelta = timedelta(hours=24)
+    review_sla: timedelta = timedelta(hours=24)
     code_channels: Mapping[str, str] = field(default_factory=lambda: {"phone": "chat", "email": "chat"})
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from flows.codes import Refused
 from flows.directory import mask_email, mask_phone
 from flows.engine import Context
-from flows.model import Accepts, Goto, Notice, Outcome, Stay, Step
+from flows.model import Accepts, Action, Goto, Notice, Outcome, Stay, Step, TimerSpec
 from flows.services import Services
 from flows.texts import Text, text
 
@@ -57,6 +58,40 @@ class CodeSending:
     say: tuple[Text, ...]
     data: dict[str, Any] = field(default_factory=dict)
     notify: tuple[Notice, ...] = ()
+    timers: tuple[TimerSpec, ...] = ()
+
+
+REMIND_BEFORE_EXPIRY = timedelta(minutes=5)
+
+
+def code_timers(ctx: Context, steps: tuple[str, ...]) -> tuple[TimerSpec, ...]:
+    """A reminder five minutes before the codes expire, and the expiry itself, while the case is at `steps`."""
+    expires = ctx.now + services(ctx).settings.code_ttl
+    timers = [TimerSpec("codes_expired", expires, at_steps=steps, replace=True)]
+    if services(ctx).settings.code_ttl > REMIND_BEFORE_EXPIRY * 2:
+        timers.append(TimerSpec("codes_reminder", expires - REMIND_BEFORE_EXPIRY, at_steps=steps, replace=True))
+    return tuple(timers)
+
+
+def code_expiry(ctx: Context, factor: str) -> datetime | None:
+    """When the code last sent for `factor` expires (the same for real and unknown accounts)."""
+    sent_at = ctx.data.get(f"{factor}_sent_at")
+    if sent_at is None:
+        return None
+    return datetime.fromtimestamp(float(sent_at), UTC) + services(ctx).settings.code_ttl
+
+
+def on_code_timers(factor: str) -> dict[str, Action]:
+    """Timer handlers for a step that waits for a code of `factor`."""
+
+    async def remind(ctx: Context) -> Outcome:
+        expires = code_expiry(ctx, factor)
+        return Stay(say=(text("codes.reminder", time=f"{expires:%H:%M} UTC"),), show_prompt=False)
+
+    async def expired(ctx: Context) -> Outcome:
+        return Stay(say=(text("codes.expired_now"),))
+
+    return {"codes_reminder": remind, "codes_expired": expired}
 
 
 async def send_code(ctx: Context, factor: str) -> CodeSending:

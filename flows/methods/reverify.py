@@ -11,11 +11,20 @@ from typing import Any
 
 from flows import countries
 from flows.engine import Context
-from flows.methods.common import ask_email_step, check_code, count_wrong, send_code, services
-from flows.model import Accepts, Choice, Flow, Goto, Notice, Outcome, Stay, Step
+from flows.methods.common import (
+    ask_email_step,
+    check_code,
+    code_timers,
+    count_wrong,
+    on_code_timers,
+    send_code,
+    services,
+)
+from flows.model import Accepts, Choice, Flow, Goto, Notice, Outcome, Stay, Step, TimerSpec
 from flows.texts import Text, text
 
 RESTORABLE = ("totp", "phone", "email")
+CODE_STEPS = ("phone_code", "email_code")
 MAX_WRONG_ANSWERS = 3
 ID_TYPES = ("passport", "national_id", "driving_licence")
 
@@ -57,7 +66,8 @@ async def get_codes(ctx: Context) -> Outcome:
         said.extend(sending.say)
         data.update(sending.data)
         notices.extend(sending.notify)
-    return Goto("phone_code", say=tuple(said), data=data, notify=tuple(notices))
+    return Goto("phone_code", say=tuple(said), data=data, notify=tuple(notices),
+                timers=code_timers(ctx, CODE_STEPS))
 
 
 def _take_code(factor: str, next_step: str) -> Any:
@@ -158,6 +168,11 @@ def _photo_problem(ctx: Context) -> Text | None:
     return None
 
 
+async def submit_for_review(ctx: Context) -> Outcome:
+    overdue = TimerSpec("review_sla", ctx.now + services(ctx).settings.review_sla, detached=True)
+    return Goto("submitted", timers=(overdue,))
+
+
 def _after_front(ctx: Context) -> str:
     return "selfie" if ctx.data.get("id_type") == "passport" else "back"
 
@@ -178,10 +193,12 @@ REVERIFY = Flow(
              choices=(Choice("get_code", "phone.btn_get_code", run=get_codes, exits=("phone_code",)),)),
         Step("phone_code", prompt="reverify.phone_code", accepts=Accepts.TEXT, expects="code",
              on_input=_take_code("phone", "email_code"), exits=("email_code", "codes_locked"),
+             on_timer=on_code_timers("phone"),
              choices=(Choice("resend", "codes.btn_new_codes", run=get_codes, exits=("phone_code",)),
                       Choice("no_sms", "reverify.btn_no_sms", run=skip_phone, exits=("email_code",)))),
         Step("email_code", prompt="reverify.email_code", accepts=Accepts.TEXT, expects="code",
              on_input=_take_code("email", "send"), exits=("send", "codes_locked"),
+             on_timer=on_code_timers("phone"),
              choices=(Choice("resend", "codes.btn_new_codes", run=get_codes, exits=("phone_code",)),)),
         Step("send", prompt="reverify.send",
              choices=(Choice("send", "reverify.btn_send", run=send,
@@ -203,7 +220,7 @@ REVERIFY = Flow(
         Step("selfie", prompt="reverify.selfie", accepts=Accepts.FILE, on_input=_take_photo("selfie", "review"),
              exits=("review",)),
         Step("review", prompt="reverify.review",
-             choices=(Choice("submit", "reverify.btn_submit_review", to="submitted"),)),
+             choices=(Choice("submit", "reverify.btn_submit_review", run=submit_for_review, exits=("submitted",)),)),
         Step("submitted", prompt="reverify.submitted", final="review"),
         Step("codes_locked", prompt="reverify.codes_locked", final="failed"),
         Step("answer_locked", prompt="reverify.answer_locked", final="failed"),

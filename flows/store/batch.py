@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -43,7 +43,7 @@ class DueTimer:
     case_id: str
     user_id: int
     chat_id: int
-    step: str
+    step: str | None
     kind: str
     payload: dict[str, Any]
     due_at: datetime
@@ -174,6 +174,13 @@ async def blocked_chats(conn: AsyncConnection) -> set[int]:
 
 
 async def add_timers(conn: AsyncConnection, new: Sequence[NewTimer]) -> None:
+    """Schedule timers; a `replace` spec first drops the case's unfired timers of the same kind."""
+    latest = {(t.case_id, t.spec.kind): t for t in new if t.spec.replace}
+    new = [t for t in new if not t.spec.replace or latest[(t.case_id, t.spec.kind)] is t]
+    replaced = set(latest)
+    if replaced:
+        await conn.execute(timers.delete().where(
+            timers.c.fired_at.is_(None), tuple_(timers.c.case_id, timers.c.kind).in_(replaced)))
     if new:
         await conn.execute(timers.insert(), [
             {"case_id": t.case_id, "user_id": t.user_id, "chat_id": t.chat_id, "step": t.step, "kind": t.spec.kind,

@@ -30,13 +30,13 @@ async def open_desk(
     db: AsyncEngine, clock: FakeClock, code_channels: dict[str, str] | None = None, channels: Transport | None = None
 ) -> Bot:
     """The desk for "Acme" with Ada and Ben's accounts; codes shown in the chat unless `code_channels` say else."""
-    settings = FlowSettings(service_name="Acme", secret_key=SECRET_KEY,
+    settings = FlowSettings(service_name="Acme", secret_key=SECRET_KEY, admin_ids=(900, 901),
                             code_channels=code_channels or {"phone": "chat", "email": "chat"})
     factory = ServiceFactory(settings)
     async with db.begin() as conn:
         report = await import_accounts(conn, ACCOUNTS_CSV, factory.box, clock.now())
         assert not report.errors, report.errors
-    return await Bot(db, build_engine("Acme"), clock, factory, channels).start()
+    return await Bot(db, build_engine(settings), clock, factory, channels).start()
 
 
 def totp_now(secret: str, at: datetime, steps: int = 0) -> str:

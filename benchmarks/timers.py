@@ -1,0 +1,107 @@
+"""Timers at scale: 100,000 pending timers on SQLite, how fast the bot starts with them and how late they fire.
+
+Run: python benchmarks/timers.py [count] [spread_seconds]
+Inserts `count` detached timers due evenly over the next `spread_seconds` (default 100,000 over 120 s), starts a
+runner with the real clock as `recovery-bot run` does, lets `run_timers` fire them all, and prints the start-up
+time, the time to the first firing, and the lateness (fired_at - due_at) percentiles from the timers table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import func, select
+
+from flows.clock import SystemClock
+from flows.engine import Context, Engine
+from flows.model import Flow, Outcome, Say, Step
+from flows.replies import Reply
+from flows.runner import Runner
+from flows.store import batch
+from flows.store.database import open_database
+from flows.store.migrate import upgrade
+
+
+class NullTransport:
+    async def deliver(self, reply: Reply) -> int | None:
+        return None
+
+
+async def tick(ctx: Context) -> Outcome:
+    return Say()
+
+
+def engine() -> Engine:
+    flow = Flow("bench", "bench", "idle", (Step("idle", "engine.no_case"),))
+    return Engine({"bench": flow}, {}, timer_handlers={"tick": tick})
+
+
+async def seed(url: str, count: int, spread: float, clock: SystemClock) -> None:
+    db = open_database(url)
+    start = clock.now() + timedelta(seconds=5)
+    rows = [
+        {"case_id": f"c{i:011d}", "user_id": i, "chat_id": i, "step": None, "kind": "tick", "payload": {},
+         "due_at": start + timedelta(seconds=spread * i / count)}
+        for i in range(count)
+    ]
+    async with db.begin() as conn:
+        for offset in range(0, count, 10_000):
+            await conn.execute(batch.timers.insert(), rows[offset : offset + 10_000])
+    await db.dispose()
+
+
+async def lateness(url: str) -> list[float]:
+    db = open_database(url)
+    async with db.connect() as conn:
+        rows = await conn.execute(select(batch.timers.c.due_at, batch.timers.c.fired_at))
+        late = [(fired - due).total_seconds() for due, fired in rows]
+    await db.dispose()
+    return late
+
+
+async def main(count: int, spread: float) -> None:
+    clock = SystemClock()
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite+aiosqlite:///{folder}/timers.db"
+        await upgrade(url)
+        await seed(url, count, spread, clock)
+        began = time.perf_counter()
+        db = open_database(url)
+        runner = Runner(db, engine(), NullTransport(), clock)
+        await runner.start()
+        async with db.connect() as conn:
+            pending = (await conn.execute(select(func.count()).select_from(batch.timers)
+                                          .where(batch.timers.c.fired_at.is_(None)))).scalar_one()
+            await batch.next_due(conn)
+        started = time.perf_counter() - began
+        stopping = asyncio.Event()
+        loop = asyncio.create_task(runner.run_timers(stopping))
+        while True:
+            await asyncio.sleep(1)
+            async with db.connect() as conn:
+                left = (await conn.execute(select(func.count()).select_from(batch.timers)
+                                           .where(batch.timers.c.fired_at.is_(None)))).scalar_one()
+            if left == 0:
+                break
+        stopping.set()
+        await loop
+        await runner.stop()
+        await db.dispose()
+        late = sorted(await lateness(url))
+    q = statistics.quantiles(late, n=100)
+    print(f"{pending:,} pending timers: runner started and found the next due one in {started:.2f} s")
+    print(f"fired {len(late):,} timers due over {spread:.0f} s; lateness p50 {q[49]*1000:.0f} ms, "
+          f"p99 {q[98]*1000:.0f} ms, max {late[-1]*1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000,
+                     float(sys.argv[2]) if len(sys.argv) > 2 else 120.0))
