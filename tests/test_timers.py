@@ -217,3 +217,22 @@ async def test_a_crash_between_claim_and_commit_fires_once_after_restart(
     assert [getattr(r, "text", "") for r in transport.log] == ["Please choose one of the buttons below."]
     await survivor.stop()
     await fresh_db.dispose()
+
+
+async def test_status_counts_down_a_withdrawal_lock_once_the_codes_proved_the_owner(
+    desk: Bot, clock: FakeClock
+) -> None:
+    from sqlalchemy import update
+
+    from flows.directory import accounts
+
+    async with desk.db.begin() as conn:
+        await conn.execute(update(accounts).where(accounts.c.email == "ada@example.com")
+                           .values(withdrawals_locked_until=clock.now() + timedelta(hours=47, minutes=30)))
+    stranger, owner = desk.chat(user_id=1), desk.chat(user_id=2)
+    for chat in (stranger, owner):
+        await begin(chat, "Switch to phone verification", "ada@example.com")
+    assert "Withdrawals are locked" not in (await stranger.send("/status"))[0]
+    await owner.send(code_in(await owner.tap("Get Code")))
+    status = (await owner.send("/status"))[0]
+    assert "Withdrawals are locked until 2026-01-07 11:30 UTC (in 47 h 30 min)." in status
