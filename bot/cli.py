@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     account_commands.add_parser("list", help="list accounts (emails and phones masked)")
     flows = commands.add_parser("flows", help="the recovery flows")
     flow_commands = flows.add_subparsers(dest="flows_command", required=True, metavar="ACTION")
-    flow_commands.add_parser("diagram", help="print every flow as a Mermaid diagram (Markdown)")
+    diagram = flow_commands.add_parser("diagram", help="print every flow as a Mermaid diagram (Markdown)")
+    diagram.add_argument("--readme", type=Path, metavar="FILE",
+                         help="instead of printing, replace the diagrams between the flows markers in FILE")
     return parser
 
 
@@ -48,8 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flows.desk import all_flows
         from flows.diagram import diagrams_markdown
 
-        print(diagrams_markdown(all_flows()), end="")
-        return 0
+        diagrams = diagrams_markdown(all_flows())
+        if args.readme is None:
+            print(diagrams, end="")
+            return 0
+        return _update_readme(args.readme, diagrams)
     try:
         settings = load_settings()
     except SettingsError as error:
@@ -83,6 +88,20 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from bot.accounts_cli import run_accounts
 
     return await run_accounts(args, settings)
+
+
+BEGIN, END = "<!-- flows:begin -->\n", "<!-- flows:end -->"
+
+
+def _update_readme(path: Path, diagrams: str) -> int:
+    content = path.read_text()
+    if BEGIN not in content or END not in content:
+        print(f"recovery-bot: {path} has no {BEGIN.strip()} … {END} section", file=sys.stderr)
+        return 1
+    head, rest = content.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    path.write_text(head + BEGIN + diagrams + END + tail)
+    return 0
 
 
 if __name__ == "__main__":

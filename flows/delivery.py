@@ -130,11 +130,19 @@ class Lane:
             async with self.db.begin() as conn:
                 await batch.mark_delivered(conn, done, self.clock.now())
                 await batch.redact(conn, secrets)
+                await batch.schedule_deletions(conn, _to_delete(done, group), self.clock.now())
 
     async def _mark_blocked(self, chat_id: int) -> None:
         self.blocked.add(chat_id)
         async with self.db.begin() as conn:
             await batch.set_blocked(conn, chat_id, True)
+
+
+def _to_delete(done: list[tuple[int, str, int | None]], group: list[Pending]) -> list[tuple[int, int, int]]:
+    """Delivered messages that asked to be deleted later: (chat id, message id, after seconds)."""
+    sent = {row_id: message_id for row_id, outcome, message_id in done if outcome == "sent" and message_id}
+    return [(e.chat_id, sent[e.id], e.reply.delete_after) for e in group
+            if e.id in sent and isinstance(e.reply, SendMessage) and e.reply.delete_after]
 
 
 class Dispatcher:

@@ -6,14 +6,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from flows.engine import BACK, Context, Engine
-from flows.events import TimerFired
 from flows.guard import secret_kind
 from flows.methods.backup_key import BACKUP
 from flows.methods.common import services
 from flows.methods.phone import PHONE
 from flows.methods.reverify import REVERIFY
 from flows.model import Action, Begin, Choice, Close, Flow, Goto, Outcome, Say, Step
-from flows.services import FlowSettings
+from flows.services import FlowSettings, staff_chats
+from flows.staff import STAFF_TIMERS, review_button, staff_commands, staff_target
 from flows.texts import Text, text
 
 METHODS = (PHONE, REVERIFY, BACKUP)
@@ -78,7 +78,7 @@ async def status_command(ctx: Context) -> Outcome:
     case = ctx.case
     if case is None:
         return Say(say=(text("desk.status_none"),))
-    flows = {flow.id: flow for flow in (START, *METHODS)}
+    flows = {flow.id: flow for flow in all_flows()}
     state = text(f"desk.state_{case.status}", since=countdown(ctx.now, case.updated_at))
     details = (*_code_expiry(ctx), *_lockout(ctx), *await _withdrawal_lock(ctx))
     return Say(say=(text("desk.status", method=text(flows[case.flow].title), step=case.step.replace("_", " "),
@@ -138,12 +138,12 @@ def all_flows() -> tuple[Flow, ...]:
 
 async def review_overdue(ctx: Context) -> Outcome:
     """A case has waited for review longer than the SLA: remind the admins, once."""
-    event, case = ctx.event, ctx.case
-    if not isinstance(event, TimerFired) or case is None or case.id != event.case_id or case.status != "review":
+    case = ctx.target
+    if case is None or case.status != "review":
         return Say()
     settings = services(ctx).settings
     hours = int(settings.review_sla.total_seconds() // 3600)
-    return Say(say=(text("admin.review_overdue", case=case.id, hours=hours),), to_chats=settings.admin_ids)
+    return Say(say=(text("admin.review_overdue", case=case.id, hours=hours),), to_chats=staff_chats(settings))
 
 
 async def withdrawals_unlocked(ctx: Context) -> Outcome:
@@ -153,12 +153,13 @@ async def withdrawals_unlocked(ctx: Context) -> Outcome:
 TIMER_HANDLERS: Mapping[str, Action] = {
     "review_sla": review_overdue,
     "withdrawals_unlocked": withdrawals_unlocked,
+    **STAFF_TIMERS,
 }
 
 
 def build_engine(settings: FlowSettings) -> Engine:
     """The engine with the desk and the three recovery methods."""
     flows = {flow.id: flow for flow in all_flows()}
-    return Engine(flows, COMMANDS, text_defaults={"service": settings.service_name}, guard=secret_kind,
-                  timer_handlers=TIMER_HANDLERS, idle_after=settings.idle_reminder,
-                  abandon_after=settings.case_timeout)
+    return Engine(flows, {**COMMANDS, **staff_commands()}, text_defaults={"service": settings.service_name},
+                  guard=secret_kind, timer_handlers=TIMER_HANDLERS, idle_after=settings.idle_reminder,
+                  abandon_after=settings.case_timeout, button_routes={"r": review_button}, targets=staff_target)

@@ -32,7 +32,9 @@ from flows.model import (
     Close,
     Flow,
     Goto,
+    Letter,
     Notice,
+    OnCase,
     Outcome,
     Say,
     Stay,
@@ -40,11 +42,22 @@ from flows.model import (
     TimerSpec,
     qualify,
 )
-from flows.replies import AnswerButton, Button, DeleteMessage, EditMessage, Notify, Reply, SendMessage
+from flows.replies import (
+    AnswerButton,
+    Button,
+    DeleteMessage,
+    EditMessage,
+    Notify,
+    Reply,
+    SendMessage,
+    SendPhoto,
+    SendPhotos,
+)
 from flows.texts import Text, plain_text, translate
 
 ACTIVE = ("open", "review")
 IDLE_REMINDER = "idle_reminder"
+DELETE_MESSAGE = "delete_message"
 CASE_TIMEOUT = "case_timeout"
 RESUME = "resume"
 BACK = "<back>"  # a Goto to BACK returns to the step saved in data["_return"] (used by detours like /cancel)
@@ -120,6 +133,7 @@ class Context:
     services: Any
     language: str | None
     choice: Choice | None = None
+    target: Case | None = None
 
     @property
     def data(self) -> Mapping[str, Any]:
@@ -157,6 +171,8 @@ class Engine:
         translator: Translator = translate,
         guard: Guard | None = None,
         timer_handlers: Mapping[str, Action] | None = None,
+        button_routes: Mapping[str, Action] | None = None,
+        targets: Callable[[Event], str | None] | None = None,
         idle_after: timedelta | None = None,
         abandon_after: timedelta | None = None,
     ) -> None:
@@ -166,17 +182,33 @@ class Engine:
         self.translator = translator
         self.guard = guard
         self.timer_handlers = dict(timer_handlers or {})
+        self.button_routes = dict(button_routes or {})
+        self.targets = targets
         self.idle_after = idle_after
         self.abandon_after = abandon_after
+
+    def target_of(self, event: Event) -> str | None:
+        """The id of the case an event is about when that is not the chat's own: a detached timer's case, or
+        whatever the `targets` hook names (staff buttons and commands)."""
+        if isinstance(event, TimerFired) and event.payload.get("step") is None:
+            return event.case_id
+        return self.targets(event) if self.targets is not None else None
 
     def step_of(self, case: Case) -> Step:
         return self.flows[case.flow].step(case.step)
 
-    async def decide(self, event: Event, case: Case | None, services: Any, now: datetime) -> Decision:
-        """Apply one event to the chat's active case (or None) and return what changes."""
+    async def decide(
+        self, event: Event, case: Case | None, services: Any, now: datetime, target: Case | None = None
+    ) -> Decision:
+        """Apply one event to the chat's active case (or None) and return what changes.
+
+        `target` is the case a staff action or a detached timer is about (see `target_of`), whatever its status.
+        """
         case = replace(case, data=dict(case.data)) if case is not None and case.active else None
+        if target is not None:
+            target = case if case is not None and case.id == target.id else replace(target, data=dict(target.data))
         language = getattr(event.sender, "language", None)
-        ctx = Context(event=event, now=now, case=case, services=services, language=language)
+        ctx = Context(event=event, now=now, case=case, services=services, language=language, target=target)
         turn = _Turn(self, ctx)
         if isinstance(event, CommandReceived):
             await turn.command(event)
@@ -261,6 +293,11 @@ class _Turn:
         return True
 
     async def button(self, event: ButtonPressed) -> None:
+        route = self.engine.button_routes.get(event.data.split(":", 1)[0])
+        if route is not None:
+            self.answer(event, None)
+            await self.apply(await route(self.ctx), allowed=None)
+            return
         choice = self._pressed_choice(event)
         if choice is None:
             self.answer(event, Text("engine.button_expired"))
@@ -273,6 +310,9 @@ class _Turn:
 
     async def timer(self, event: TimerFired) -> None:
         binding = event.payload.get("step")
+        if binding is None and event.kind == DELETE_MESSAGE:
+            self.emit(DeleteMessage(int(str(event.payload["chat_id"])), int(str(event.payload["message_id"]))))
+            return
         if binding is None:
             handler = self.engine.timer_handlers.get(event.kind)
             if handler is not None:
@@ -337,6 +377,8 @@ class _Turn:
         """Carry out an outcome; `allowed` lists the exits it may take (None: any, for commands)."""
         if isinstance(outcome, Say):
             self.say_to(outcome)
+        elif isinstance(outcome, OnCase):
+            await self.on_case(outcome)
         elif isinstance(outcome, Stay):
             self.stay(outcome)
         elif isinstance(outcome, Goto):
@@ -345,6 +387,21 @@ class _Turn:
             self.begin(outcome)
         elif isinstance(outcome, Close):
             self.close(outcome)
+
+    async def on_case(self, outcome: OnCase) -> None:
+        """A staff decision: the outcome lands on the target case and its chat; the staff member is told."""
+        target, actor = self.ctx.target, self.ctx.event.sender
+        if target is None:
+            raise FlowError("a staff decision needs a target case")
+        mine = (self.case, self.chat_id, self.pressed, self.ctx)
+        self.case, self.chat_id, self.pressed = target, target.chat_id, None
+        self.ctx = replace(self.ctx, case=target, language=None)
+        await self.apply(outcome.outcome, allowed=None)
+        self.case, self.chat_id, self.pressed, self.ctx = mine
+        self.say_all(outcome.tell)
+        who = "system" if isinstance(self.ctx.event, TimerFired) else f"staff:{actor.user_id}"
+        for action, subject, detail in outcome.audit:
+            self.decision.audit.append(AuditEntry(who, action, subject, detail))
 
     def stay(self, outcome: Stay) -> None:
         case = self.case
@@ -360,6 +417,7 @@ class _Turn:
         self.add_timers(case, outcome.timers)
         self.say_all(outcome.say)
         self.notify_all(outcome.notify)
+        self.send_letters(outcome.letters)
         if not outcome.show_prompt:
             return
         prompt = self.engine.render(case, self.ctx.language, self.ctx)
@@ -383,9 +441,11 @@ class _Turn:
         case.data.update(outcome.data)
         case.turn += 1
         case.updated_at = self.ctx.now
+        case.status = "open"
         self.touch(case)
         self.say_all(outcome.say)
         self.notify_all(outcome.notify)
+        self.send_letters(outcome.letters)
         self.emit(self.engine.render(case, self.ctx.language, self.ctx))
         self.add_timers(case, outcome.timers)
         if target.final:
@@ -417,8 +477,11 @@ class _Turn:
     def close(self, outcome: Close) -> None:
         if self.case is not None:
             self.mark_pressed(self.case)
+            self.case.data.update(outcome.data)
+            self.add_timers(self.case, outcome.timers)
             self.finish(self.case, outcome.status)
         self.say_all(outcome.say)
+        self.notify_all(outcome.notify)
 
     def finish(self, case: Case, status: str) -> None:
         case.status = status
@@ -454,6 +517,26 @@ class _Turn:
         for chat_id in outcome.to_chats or (self.chat_id,):
             for message in outcome.say:
                 self.emit(SendMessage(chat_id, self.engine.say(message, self.ctx.language)))
+        self.send_letters(outcome.letters)
+        actor = self.ctx.event.sender.user_id
+        for action, subject, detail in outcome.audit:
+            self.decision.audit.append(AuditEntry(f"staff:{actor}", action, subject, detail))
+
+    def send_letters(self, letters: tuple[Letter, ...]) -> None:
+        for letter in letters:
+            for chat_id in letter.chat_ids:
+                self.emit_letter(chat_id, letter)
+
+    def emit_letter(self, chat_id: int, letter: Letter) -> None:
+        text = self.engine.say(letter.text, self.ctx.language)
+        if letter.photos:
+            self.emit(SendPhotos(chat_id, letter.photos))
+        if letter.png_base64 is not None:
+            self.emit(SendPhoto(chat_id, letter.png_base64, text, sensitive=letter.sensitive))
+            return
+        rows = tuple(tuple(Button(self.engine.say(Text(label), self.ctx.language), data) for label, data in row)
+                     for row in letter.buttons)
+        self.emit(SendMessage(chat_id, text, rows, sensitive=letter.sensitive, delete_after=letter.delete_after))
 
     def say_all(self, messages: tuple[Text, ...]) -> None:
         for message in messages:

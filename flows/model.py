@@ -67,6 +67,24 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class Letter:
+    """A message to chats other than the event's own (staff cards, the user of a reviewed case).
+
+    `buttons` hold (label key, callback data) pairs; `photos` (file ids) go first as an album; `png_base64`
+    sends a picture with `text` as its caption. A `sensitive` letter is blanked in the outbox once delivered,
+    and one with `delete_after` (seconds) is deleted from the chat that long after it arrived.
+    """
+
+    chat_ids: tuple[int, ...]
+    text: Text
+    buttons: tuple[tuple[tuple[str, str], ...], ...] = ()
+    photos: tuple[str, ...] = ()
+    png_base64: str | None = None
+    sensitive: bool = False
+    delete_after: int | None = None
+
+
+@dataclass(frozen=True)
 class Goto:
     """Move the case to `step` (in this flow, or "flow:step"), saying `say` first and merging `data`."""
 
@@ -75,6 +93,7 @@ class Goto:
     data: Mapping[str, Any] = field(default_factory=dict)
     timers: tuple[TimerSpec, ...] = ()
     notify: tuple[Notice, ...] = ()
+    letters: tuple[Letter, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +105,7 @@ class Stay:
     timers: tuple[TimerSpec, ...] = ()
     show_prompt: bool = True
     notify: tuple[Notice, ...] = ()
+    letters: tuple[Letter, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,9 @@ class Close:
 
     status: str
     say: tuple[Text, ...] = ()
+    data: Mapping[str, Any] = field(default_factory=dict)
+    timers: tuple[TimerSpec, ...] = ()
+    notify: tuple[Notice, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,9 +134,21 @@ class Say:
 
     say: tuple[Text, ...] = ()
     to_chats: tuple[int, ...] = ()
+    letters: tuple[Letter, ...] = ()
+    audit: tuple[tuple[str, str, Mapping[str, Any]], ...] = ()
 
 
-Outcome = Goto | Stay | Begin | Close | Say
+@dataclass(frozen=True)
+class OnCase:
+    """A staff decision: apply `outcome` to the target case (its replies go to that case's chat), then tell the
+    staff member `tell` in their own chat. `audit` lines are (action, subject, detail)."""
+
+    outcome: Goto | Stay | Close
+    tell: tuple[Text, ...] = ()
+    audit: tuple[tuple[str, str, Mapping[str, Any]], ...] = ()
+
+
+Outcome = Goto | Stay | Begin | Close | Say | OnCase
 Action = Callable[["Context"], Awaitable[Outcome]]
 Params = Callable[["Context"], Mapping[str, object]]
 

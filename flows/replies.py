@@ -20,6 +20,7 @@ class SendMessage:
     text: str
     buttons: tuple[tuple[Button, ...], ...] = ()
     sensitive: bool = False
+    delete_after: int | None = None
 
 
 @dataclass(frozen=True)

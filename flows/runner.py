@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flows.clock import Clock
 from flows.delivery import Dispatcher, Transport
-from flows.engine import Decision, Engine
+from flows.engine import Case, Decision, Engine
 from flows.events import Event, Sender, TimerFired
 from flows.replies import SendMessage
 from flows.store import batch
@@ -164,7 +164,8 @@ class Runner:
             senders = [e.sender for e in todo if not isinstance(e, TimerFired)]
             await batch.touch_users(conn, senders, now)
             open_cases = await batch.active_cases(conn, {e.sender.chat_id for e in todo})
-            decisions = await self._decide_all(conn, todo, open_cases, now)
+            targets = await batch.cases_by_id(conn, {t for e in todo if (t := self.engine.target_of(e))})
+            decisions = await self._decide_all(conn, todo, open_cases, targets, now)
             pending = await self._save(conn, decisions, todo, now)
         for sender in senders:
             self.dispatcher.unblock(sender.chat_id)
@@ -175,15 +176,25 @@ class Runner:
             _resolve(item)
 
     async def _decide_all(
-        self, conn: AsyncConnection, events: Sequence[Event], open_cases: dict[int, Any], now: datetime
+        self,
+        conn: AsyncConnection,
+        events: Sequence[Event],
+        open_cases: dict[int, Case],
+        targets: dict[str, Case],
+        now: datetime,
     ) -> list[Decision]:
         services = self.services(conn, now)
         decisions = []
         for event in events:
-            chat_id = event.sender.chat_id
-            decision = await self.engine.decide(event, open_cases.get(chat_id), services, now)
-            if decision.case is not None:
-                open_cases[chat_id] = decision.case
+            target_id = self.engine.target_of(event)
+            target = targets.get(target_id) if target_id else None
+            decision = await self.engine.decide(event, open_cases.get(event.sender.chat_id), services, now, target)
+            for case in decision.cases:  # later events in the batch see these cases as they now are
+                targets[case.id] = case
+                if case.active:
+                    open_cases[case.chat_id] = case
+                elif open_cases.get(case.chat_id) is not None and open_cases[case.chat_id].id == case.id:
+                    del open_cases[case.chat_id]
             decisions.append(decision)
         return decisions
 

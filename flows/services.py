@@ -23,10 +23,17 @@ class FlowSettings:
     withdrawal_lock: timedelta = timedelta(hours=48)
     max_file_bytes: int = 20 * 1024 * 1024
     admin_ids: tuple[int, ...] = ()
+    staff_chat_id: int | None = None
+    document_retention: timedelta = timedelta(days=30)
     idle_reminder: timedelta = timedelta(hours=1)
     case_timeout: timedelta = timedelta(hours=24)
     review_sla: timedelta = timedelta(hours=24)
     code_channels: Mapping[str, str] = field(default_factory=lambda: {"phone": "chat", "email": "chat"})
+
+
+def staff_chats(settings: FlowSettings) -> tuple[int, ...]:
+    """Where review cards and staff reminders go: the staff group if there is one, else each admin."""
+    return (settings.staff_chat_id,) if settings.staff_chat_id is not None else settings.admin_ids
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class Services:
     directory: Directory
     codes: Codes
     now: datetime
+    box: SecretBox
+    conn: AsyncConnection
 
 
 class ServiceFactory:
@@ -54,4 +63,6 @@ class ServiceFactory:
             directory=Directory(conn, self.box, now),
             codes=Codes(conn, self.code_key, now, self.policy),
             now=now,
+            box=self.box,
+            conn=conn,
         )

@@ -11,6 +11,7 @@ import pytest
 from flows.desk import METHODS, START
 from flows.engine import BACK
 from flows.model import Flow, qualify
+from flows.stats import CATALOG_KEYS
 from flows.texts import known_keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +67,8 @@ def test_no_step_is_a_dead_end(flow: Flow) -> None:
 
 
 def test_every_step_is_reachable() -> None:
-    reachable = {f"{flow.id}:{flow.start}" for flow in FLOWS} | {"start:resume", "start:cancel_confirm"}
+    entry_points = {"start:resume", "start:cancel_confirm", "reverify:enrol"}  # commands and staff decisions
+    reachable = {f"{flow.id}:{flow.start}" for flow in FLOWS} | entry_points
     for flow in FLOWS:
         for _, target in all_targets(flow):
             if target != BACK:
@@ -100,6 +102,12 @@ def test_every_text_has_an_english_catalog_entry() -> None:
     built |= {f"engine.expects_{kind}" for kind in ("text", "file")}
     built |= {f"guard.{kind}" for kind in ("key", "code", "password")}
     built |= {f"reverify.not_on_account_{item}" for item in ("totp", "phone", "email")}
+    built |= set(CATALOG_KEYS) | {f"review.{k}" for k in ("restore_totp", "restore_phone", "restore_email")}
+    built |= {f"review.btn_{a}" for a in ("approve", "reject", "more")}
+    built |= {f"review.reason_{r}" for r in ("docs", "mismatch", "fraud")}
+    built |= {f"review.check_{c}" for c in ("phone_verified", "email_verified", "answer_verified")}
+    built |= {f"desk.state_{s}" for s in ("approved", "rejected", "completed", "cancelled", "abandoned", "failed")}
+    built |= {f"commands.{c}" for c in ("start", "status", "cancel", "help")}
     missing = (text_keys_in_source() | text_keys_in_flows() | built) - known_keys()
     assert not missing
 
@@ -118,4 +126,4 @@ def test_readme_diagrams_are_up_to_date() -> None:
 
     readme = (ROOT / "README.md").read_text()
     embedded = readme.split("<!-- flows:begin -->\n", 1)[1].split("<!-- flows:end -->", 1)[0]
-    assert embedded == diagrams_markdown(all_flows()), "run: recovery-bot flows diagram, and paste into README.md"
+    assert embedded == diagrams_markdown(all_flows()), "run: recovery-bot flows diagram --readme README.md"

@@ -20,7 +20,10 @@ from flows.methods.common import (
     send_code,
     services,
 )
+from flows.methods.enrol import ENROL_STEPS
 from flows.model import Accepts, Choice, Flow, Goto, Notice, Outcome, Stay, Step, TimerSpec
+from flows.review import review_card
+from flows.services import staff_chats
 from flows.texts import Text, text
 
 RESTORABLE = ("totp", "phone", "email")
@@ -169,8 +172,12 @@ def _photo_problem(ctx: Context) -> Text | None:
 
 
 async def submit_for_review(ctx: Context) -> Outcome:
-    overdue = TimerSpec("review_sla", ctx.now + services(ctx).settings.review_sla, detached=True)
-    return Goto("submitted", timers=(overdue,))
+    """Into the review queue: a card to the staff, and a reminder to them if it waits too long."""
+    svc = services(ctx)
+    overdue = TimerSpec("review_sla", ctx.now + svc.settings.review_sla, detached=True)
+    assert ctx.case is not None
+    card = await review_card(svc, ctx.case, staff_chats(svc.settings), ctx.now)
+    return Goto("submitted", timers=(overdue,), letters=(card,))
 
 
 def _after_front(ctx: Context) -> str:
@@ -222,6 +229,7 @@ REVERIFY = Flow(
         Step("review", prompt="reverify.review",
              choices=(Choice("submit", "reverify.btn_submit_review", run=submit_for_review, exits=("submitted",)),)),
         Step("submitted", prompt="reverify.submitted", final="review"),
+        *ENROL_STEPS,
         Step("codes_locked", prompt="reverify.codes_locked", final="failed"),
         Step("answer_locked", prompt="reverify.answer_locked", final="failed"),
     ),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, bindparam, func, select, tuple_, update
@@ -82,7 +82,7 @@ async def touch_users(conn: AsyncConnection, senders: Iterable[Sender], now: dat
     await conn.execute(statement, list(rows.values()))
 
 
-def _case(row: Any) -> Case:
+def case_from_row(row: Any) -> Case:
     return Case(
         id=row.id, user_id=row.user_id, chat_id=row.chat_id, flow=row.flow, step=row.step, data=row.data,
         status=row.status, turn=row.turn, created_at=row.created_at, updated_at=row.updated_at,
@@ -93,12 +93,20 @@ def _case(row: Any) -> Case:
 async def active_cases(conn: AsyncConnection, chat_ids: Iterable[int]) -> dict[int, Case]:
     """The active case of each chat that has one."""
     query = select(cases).where(cases.c.chat_id.in_(set(chat_ids)), cases.c.status.in_(ACTIVE))
-    return {row.chat_id: _case(row) for row in await conn.execute(query)}
+    return {row.chat_id: case_from_row(row) for row in await conn.execute(query)}
+
+
+async def cases_by_id(conn: AsyncConnection, case_ids: Iterable[str]) -> dict[str, Case]:
+    """Cases by id, whatever their status (the targets of staff actions and detached timers)."""
+    wanted = set(case_ids)
+    if not wanted:
+        return {}
+    return {row.id: case_from_row(row) for row in await conn.execute(select(cases).where(cases.c.id.in_(wanted)))}
 
 
 async def get_case(conn: AsyncConnection, case_id: str) -> Case | None:
     row = (await conn.execute(select(cases).where(cases.c.id == case_id))).first()
-    return _case(row) if row else None
+    return case_from_row(row) if row else None
 
 
 async def save_cases(conn: AsyncConnection, changed: Iterable[Case]) -> None:
@@ -150,6 +158,16 @@ async def mark_delivered(conn: AsyncConnection, results: Sequence[tuple[int, str
 
 
 REDACTED = "[a one-time code was here; removed after delivery]"
+
+
+async def schedule_deletions(conn: AsyncConnection, sent: Sequence[tuple[int, int, int]], now: datetime) -> None:
+    """Timers that delete delivered messages later: (chat id, message id, seconds after delivery)."""
+    if sent:
+        await conn.execute(timers.insert(), [
+            {"case_id": "", "user_id": chat_id, "chat_id": chat_id, "step": None, "kind": "delete_message",
+             "payload": {"chat_id": chat_id, "message_id": message_id}, "due_at": now + timedelta(seconds=after)}
+            for chat_id, message_id, after in sent
+        ])
 
 
 async def redact(conn: AsyncConnection, entries: Sequence[Pending]) -> None:

@@ -1,0 +1,69 @@
+"""After staff approve a reset: set up a new authenticator.
+
+The bot makes a new secret, sends it as a QR code and as text (deleted from the chat after 10 minutes), and
+stores it on the account only once the user proves the app works by sending its current 6-digit code.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import segno
+
+from flows.engine import Context
+from flows.methods.common import count_wrong, services
+from flows.model import Accepts, Goto, Letter, Outcome, Stay, Step
+from flows.otp import check_totp, new_secret, normalize_code, provisioning_uri
+from flows.texts import Text, text
+
+KEY_VISIBLE_SECONDS = 600
+MAX_WRONG = 10
+
+
+def qr_png_base64(uri: str) -> str:
+    """The otpauth:// URI as a PNG QR code, base64-encoded for the outbox."""
+    buffer = io.BytesIO()
+    segno.make(uri, error="m").save(buffer, kind="png", scale=6, border=4)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def grouped(secret: str) -> str:
+    return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+
+
+def new_authenticator(ctx: Context, chat_id: int, email: str) -> tuple[dict[str, object], tuple[Letter, ...]]:
+    """A fresh secret (kept encrypted in the case until confirmed) and the two messages that carry it."""
+    svc = services(ctx)
+    secret = new_secret()
+    uri = provisioning_uri(secret, email, svc.settings.service_name)
+    letters = (
+        Letter((chat_id,), text("enrol.qr_caption"), png_base64=qr_png_base64(uri), sensitive=True),
+        Letter((chat_id,), Text("enrol.key", {"key": grouped(secret), "minutes": KEY_VISIBLE_SECONDS // 60}),
+               sensitive=True, delete_after=KEY_VISIBLE_SECONDS),
+    )
+    return {"pending_totp_enc": svc.box.encrypt(secret), "enrol_wrong": 0}, letters
+
+
+async def confirm(ctx: Context) -> Outcome:
+    if len(normalize_code(ctx.text)) != 6:
+        return Stay(say=(text("backup.not_a_code"),))
+    svc = services(ctx)
+    secret = svc.box.decrypt(str(ctx.data["pending_totp_enc"]))
+    step = check_totp(secret, ctx.text, ctx.now, None)
+    if step is None:
+        data, left = count_wrong(ctx, "enrol_wrong", MAX_WRONG)
+        return Stay(say=(text("enrol.wrong", tries=left),), data=data) if left else Goto("enrol_failed", data=data)
+    account_id = int(ctx.data["account_id"])
+    await svc.directory.set_totp_secret(account_id, secret)
+    await svc.directory.record_totp_step(account_id, step)
+    return Goto("enrolled", data={"pending_totp_enc": None})
+
+
+# The last steps of Method 2, entered when staff approve the reset (see flows.staff.approve).
+ENROL_STEPS = (
+    Step("enrol", prompt="enrol.scan", accepts=Accepts.TEXT, on_input=confirm, expects="code",
+         exits=("enrolled", "enrol_failed")),
+    Step("enrolled", prompt="enrol.done", final="approved"),
+    Step("enrol_failed", prompt="enrol.failed", final="approved"),
+)

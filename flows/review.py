@@ -1,0 +1,67 @@
+"""What staff see of a case waiting for review: the card, the queue and the audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from flows import countries
+from flows.engine import Case
+from flows.model import Letter
+from flows.services import Services
+from flows.stats import format_duration
+from flows.store import batch
+from flows.texts import Text, text
+
+PHOTO_SLOTS = ("photo_front", "photo_back", "photo_selfie")
+DECISIONS = ("approve", "reject", "more")
+
+
+def review_buttons(case_id: str) -> tuple[tuple[tuple[str, str], ...], ...]:
+    return tuple(((f"review.btn_{action}", f"r:{case_id}:{action}"),) for action in DECISIONS)
+
+
+async def review_card(svc: Services, case: Case, chat_ids: tuple[int, ...], now: datetime) -> Letter:
+    """The review card: account, restore items, checks passed, document, photos, and the decision buttons."""
+    account_id = case.data.get("account_id")
+    account = await svc.directory.get(int(account_id)) if account_id is not None else None
+    data = case.data
+    checks = [text(f"review.check_{name}") for name in ("phone_verified", "email_verified", "answer_verified")
+              if data.get(name)]
+    if data.get("phone_skipped"):
+        checks.append(text("review.check_phone_skipped"))
+    restore = tuple(text(f"review.restore_{item}") for item in data.get("restore", []))
+    country = data.get("country")
+    card = text(
+        "review.card", case=case.id, email=account.email if account else "?", age=age(now, case.updated_at),
+        restore=_joined(restore), checks=_joined(tuple(checks)),
+        country=countries.name_of(str(country)) if country else "—",
+        id_type=text(f"reverify.id_{data['id_type']}") if data.get("id_type") else "—",
+    )
+    photos = tuple(str(data[slot]["file_id"]) for slot in PHOTO_SLOTS if isinstance(data.get(slot), dict))
+    return Letter(chat_ids, card, review_buttons(case.id), photos=photos)
+
+
+def _joined(items: tuple[Text, ...]) -> tuple[Text, ...] | Text:
+    return items if items else text("review.none")
+
+
+def age(now: datetime, then: datetime | None) -> str:
+    """How long ago `then` was, e.g. '4h 05m'."""
+    return format_duration(now - then if then is not None else None)
+
+
+async def pending_reviews(svc: Services, limit: int = 30) -> list[Case]:
+    """Cases waiting for review, oldest first."""
+    query = (select(batch.cases).where(batch.cases.c.status == "review")
+             .order_by(batch.cases.c.updated_at, batch.cases.c.id).limit(limit))
+    return [batch.case_from_row(row) for row in await svc.conn.execute(query)]
+
+
+async def recent_audit(svc: Services, limit: int = 20) -> Sequence[Any]:
+    """The latest audit lines, newest first."""
+    query = select(batch.audit).order_by(batch.audit.c.id.desc()).limit(limit)
+    return list(await svc.conn.execute(query))

@@ -1,0 +1,229 @@
+"""Staff: the review decisions that complete Method 2, and the admin commands.
+
+Admins are the user ids in ADMIN_IDS. Anyone else who uses an admin command gets the same reply as for an
+unknown command (the attempt is audited), and a staff button pressed by someone else has simply expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from flows.engine import Case, Context
+from flows.events import ButtonPressed, CommandReceived, Event
+from flows.methods.common import services
+from flows.methods.enrol import new_authenticator
+from flows.model import Action, Close, Goto, Letter, Notice, OnCase, Outcome, Say, Stay, TimerSpec
+from flows.review import PHOTO_SLOTS, age, pending_reviews, recent_audit, review_card
+from flows.services import Services
+from flows.stats import collect, funnel_chart, stats_lines
+from flows.texts import Text, text
+
+REVIEW_DATA = re.compile(r"^r:([A-Za-z0-9_-]{12}):([a-z_]{1,16})$")
+CASE_ID = re.compile(r"^[A-Za-z0-9_-]{12}$")
+REASONS = ("docs", "mismatch", "fraud")
+TARGETED_COMMANDS = ("case", "reject")
+
+
+def is_admin(ctx: Context) -> bool:
+    return ctx.event.sender.user_id in services(ctx).settings.admin_ids
+
+
+def staff_target(event: Event) -> str | None:
+    """The case a staff button or command is about, so the runner can load it."""
+    if isinstance(event, ButtonPressed):
+        match = REVIEW_DATA.match(event.data)
+        return match.group(1) if match else None
+    if isinstance(event, CommandReceived) and event.name in TARGETED_COMMANDS:
+        first = event.args.split(maxsplit=1)[0] if event.args else ""
+        return first if CASE_ID.match(first) else None
+    return None
+
+
+def denied(ctx: Context, what: str) -> Say:
+    """What a non-admin gets: the unknown-command reply, and a line in the audit log."""
+    sender = ctx.event.sender
+    return Say(say=(text("engine.unknown_command"),),
+               audit=(("admin.denied", f"user:{sender.user_id}", {"attempt": what}),))
+
+
+def admin_only(name: str, action: Action) -> Action:
+    async def guarded(ctx: Context) -> Outcome:
+        return await action(ctx) if is_admin(ctx) else denied(ctx, f"/{name}")
+
+    return guarded
+
+
+# --- review decisions ---------------------------------------------------------------------------------------
+
+
+async def review_button(ctx: Context) -> Outcome:
+    """A press on a review card: approve, reject (with a reason), or ask for more documents."""
+    assert isinstance(ctx.event, ButtonPressed)
+    match = REVIEW_DATA.match(ctx.event.data)
+    if not is_admin(ctx) or match is None:
+        return Say(say=(text("engine.button_expired"),), audit=(("admin.denied", "review", {}),))
+    case, action = ctx.target, match.group(2)
+    if case is None or case.status != "review":
+        return already_decided(case)
+    if action == "approve":
+        return await approve(ctx, case)
+    if action == "more":
+        return ask_for_more(ctx, case)
+    if action == "reject":
+        return pick_reason(ctx, case)
+    if action.startswith("rj_") and action[3:] in REASONS:
+        return reject(ctx, case, text(f"review.reason_{action[3:]}"))
+    if action == "rj_type":
+        return Say(say=(text("review.type_reason", case=case.id),))
+    return Say(say=(text("engine.button_expired"),))
+
+
+def already_decided(case: Case | None) -> Say:
+    if case is None:
+        return Say(say=(text("review.no_such_case"),))
+    by = case.data.get("decided_by")
+    if by is None:
+        return Say(say=(text("review.not_waiting", case=case.id, state=text(f"desk.state_{case.status}")),))
+    return Say(say=(text("review.already_decided", case=case.id, by=by, decision=case.data.get("decision", "")),))
+
+
+def decision(ctx: Context, verdict: str) -> dict[str, Any]:
+    return {"decision": verdict, "decided_by": ctx.event.sender.user_id, "decided_at": ctx.now.timestamp()}
+
+
+def purge_later(ctx: Context) -> TimerSpec:
+    return TimerSpec("purge_documents", ctx.now + services(ctx).settings.document_retention, detached=True)
+
+
+async def approve(ctx: Context, case: Case) -> Outcome:
+    """Reset 2FA, lock withdrawals, tell the user (and their email), and start setting up a new authenticator."""
+    svc = services(ctx)
+    account_id = int(case.data["account_id"])
+    account = await svc.directory.get(account_id)
+    assert account is not None
+    await svc.directory.reset_two_factor(account_id)
+    until = await svc.directory.lock_withdrawals(account_id, ctx.now + svc.settings.withdrawal_lock) or ctx.now
+    fresh, letters = new_authenticator(ctx, case.chat_id, account.email)
+    hours = int(svc.settings.withdrawal_lock.total_seconds() // 3600)
+    outcome = Goto(
+        "reverify:enrol", say=(text("review.approved_user", hours=hours, until=f"{until:%Y-%m-%d %H:%M} UTC"),),
+        data={**decision(ctx, "approved"), **fresh},
+        timers=(TimerSpec("withdrawals_unlocked", until, detached=True), purge_later(ctx)),
+        notify=reset_email(svc, account.email, until), letters=letters,
+    )
+    detail = {"account_id": account_id, "withdrawals_locked_until": until.isoformat()}
+    return OnCase(outcome, tell=(text("review.approved_staff", case=case.id),),
+                  audit=(("review.approved", f"case:{case.id}", detail),))
+
+
+def reset_email(svc: Services, email: str, until: Any) -> tuple[Notice, ...]:
+    """Tell the address on file too, so a hijacked chat cannot hide a reset (when SMTP is set up)."""
+    if svc.settings.code_channels.get("email") != "smtp":
+        return ()
+    return (Notice("smtp", email, text("review.reset_email_subject"),
+                   text("review.reset_email_body", until=f"{until:%Y-%m-%d %H:%M} UTC")),)
+
+
+def pick_reason(ctx: Context, case: Case) -> Say:
+    rows = tuple(((f"review.reason_{r}", f"r:{case.id}:rj_{r}"),) for r in REASONS)
+    rows += ((("review.reason_type_button", f"r:{case.id}:rj_type"),),)
+    return Say(letters=(Letter((ctx.event.sender.chat_id,), text("review.pick_reason", case=case.id), rows),))
+
+
+def reject(ctx: Context, case: Case, reason: Text) -> OnCase:
+    outcome = Close("rejected", say=(text("review.rejected_user", reason=reason),),
+                    data=decision(ctx, "rejected"), timers=(purge_later(ctx),))
+    return OnCase(outcome, tell=(text("review.rejected_staff", case=case.id),),
+                  audit=(("review.rejected", f"case:{case.id}", {"reason": reason.key}),))
+
+
+def ask_for_more(ctx: Context, case: Case) -> OnCase:
+    outcome = Goto("reverify:documents", say=(text("review.more_user"),), data=decision(ctx, "more"))
+    return OnCase(outcome, tell=(text("review.more_staff", case=case.id),),
+                  audit=(("review.more_requested", f"case:{case.id}", {}),))
+
+
+async def reject_command(ctx: Context) -> Outcome:
+    """/reject CASE_ID reason typed by staff."""
+    assert isinstance(ctx.event, CommandReceived)
+    parts = ctx.event.args.split(maxsplit=1)
+    case = ctx.target
+    if case is None or len(parts) < 2:
+        return Say(say=(text("review.reject_usage"),))
+    if case.status != "review":
+        return already_decided(case)
+    typed = parts[1].strip()[:500]
+    outcome = reject(ctx, case, Text("review.typed_reason", {"reason": typed}))
+    return OnCase(outcome.outcome, tell=outcome.tell,
+                  audit=(("review.rejected", f"case:{case.id}", {"reason": typed}),))
+
+
+async def purge_documents(ctx: Context) -> Outcome:
+    """DOCUMENT_RETENTION_DAYS after a decision, forget the references to the identity documents."""
+    case = ctx.target
+    if case is None or not any(slot in case.data for slot in PHOTO_SLOTS):
+        return Say()
+    forget = {slot: None for slot in PHOTO_SLOTS if slot in case.data}
+    return OnCase(Stay(data=forget, show_prompt=False), audit=(("documents.purged", f"case:{case.id}", {}),))
+
+
+# --- admin commands -----------------------------------------------------------------------------------------
+
+
+async def queue_command(ctx: Context) -> Outcome:
+    waiting = await pending_reviews(services(ctx))
+    if not waiting:
+        return Say(say=(text("staff.queue_empty"),))
+    lines = tuple(text("staff.queue_line", case=c.id, age=age(ctx.now, c.updated_at)) for c in waiting)
+    return Say(say=(text("staff.queue", count=len(waiting), lines=lines),))
+
+
+async def case_command(ctx: Context) -> Outcome:
+    case = ctx.target
+    if case is None:
+        return Say(say=(text("review.no_such_case"),))
+    card = await review_card(services(ctx), case, (ctx.event.sender.chat_id,), ctx.now)
+    if case.status != "review":
+        card = Letter(card.chat_ids, card.text, (), card.photos)
+        return Say(say=(text("review.not_waiting", case=case.id, state=text(f"desk.state_{case.status}")),),
+                   letters=(card,))
+    return Say(letters=(card,))
+
+
+async def audit_command(ctx: Context) -> Outcome:
+    rows = await recent_audit(services(ctx))
+    if not rows:
+        return Say(say=(text("staff.audit_empty"),))
+    lines = tuple(text("staff.audit_line", at=f"{row.at:%m-%d %H:%M}", actor=row.actor, action=row.action,
+                       subject=row.subject) for row in rows)
+    return Say(say=(text("staff.audit", lines=lines),))
+
+
+async def stats_command(ctx: Context) -> Outcome:
+    """The numbers as text, and as a funnel chart where the optional `charts` extra is installed."""
+    stats = await collect(services(ctx).conn, ctx.now)
+    lines = tuple(Text(key, params) for key, params in stats_lines(stats))
+    report = Say(say=(Text("stats.report", {"lines": lines}),))
+    chart = await asyncio.to_thread(funnel_chart, stats)
+    if chart is None:
+        return report
+    picture = Letter((ctx.event.sender.chat_id,), text("stats.chart_caption"),
+                     png_base64=base64.b64encode(chart).decode())
+    return Say(say=report.say, letters=(picture,))
+
+
+def staff_commands(extra: Mapping[str, Action] | None = None) -> dict[str, Action]:
+    """The admin commands, each refused to anyone not in ADMIN_IDS."""
+    commands: dict[str, Action] = {
+        "queue": queue_command, "case": case_command, "reject": reject_command, "audit": audit_command,
+        "stats": stats_command,
+        **(extra or {}),
+    }
+    return {name: admin_only(name, action) for name, action in commands.items()}
+
+
+STAFF_TIMERS: Mapping[str, Action] = {"purge_documents": purge_documents}

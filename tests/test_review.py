@@ -1,0 +1,192 @@
+"""Staff review completes Method 2: the card, the decisions, re-enrolment, and who may do what."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flows.clock import FakeClock
+from flows.directory import SecretBox, accounts
+from flows.replies import DeleteMessage, SendMessage, SendPhoto, SendPhotos
+from flows.store import batch
+from tests.support.chat import Bot, Chat
+from tests.support.desk import SECRET_KEY, submit_for_review, totp_now
+
+ADMIN, OTHER_ADMIN = 900, 901
+
+
+async def submitted_case(desk: Bot, user: Chat) -> str:
+    await submit_for_review(user)
+    async with desk.db.connect() as conn:
+        return str((await conn.execute(select(batch.cases.c.id).where(batch.cases.c.status == "review"))).scalar_one())
+
+
+def card_for(desk: Bot, admin: int) -> SendMessage:
+    cards = [r for r in desk.transport.log if isinstance(r, SendMessage) and r.chat_id == admin
+             and "Review case" in r.text]
+    return cards[-1]
+
+
+async def ben(db: AsyncEngine) -> object:
+    async with db.connect() as conn:
+        return (await conn.execute(select(accounts).where(accounts.c.email == "ben@example.com"))).one()
+
+
+async def test_a_submitted_case_posts_a_card_with_photos_to_every_admin(desk: Bot) -> None:
+    case_id = await submitted_case(desk, desk.chat())
+    for admin in (ADMIN, OTHER_ADMIN):
+        card = card_for(desk, admin)
+        assert f"Review case {case_id}" in re.sub("<[^>]+>", "", card.text)
+        assert "ben@example.com" in card.text and "authenticator app" in card.text
+        assert "phone code ✓" in card.text and "email code ✓" in card.text
+        assert [b.label for row in card.buttons for b in row] == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
+        albums = [r for r in desk.transport.log if isinstance(r, SendPhotos) and r.chat_id == admin]
+        assert albums[-1].file_ids == ("selfie-1",)
+
+
+async def test_approve_resets_locks_and_reenrols(desk: Bot, db: AsyncEngine, clock: FakeClock) -> None:
+    user, admin = desk.chat(user_id=42), desk.chat(user_id=ADMIN)
+    case_id = await submitted_case(desk, user)
+    user.new_messages()
+    await admin.press(f"r:{case_id}:approve")
+    assert admin.last.startswith(f"✅ Case {case_id} approved")
+    said = user.new_messages()
+    assert said[0].startswith("✅ Good news: our staff approved your request.")
+    assert "withdrawals are locked for 48 hours, until 2026-01-07 12:00 UTC" in said[0]
+    assert said[-1].startswith("Add the new key to your authenticator app")
+    [qr] = [r for r in desk.transport.log if isinstance(r, SendPhoto) and r.chat_id == 42]
+    assert qr.sensitive and qr.png_base64
+    [key_message] = [r for r in desk.transport.log if isinstance(r, SendMessage) and "type this key" in r.text]
+    assert key_message.sensitive and key_message.delete_after == 600
+    secret = re.search(r"<code>([A-Z2-7 ]+)</code>", key_message.text).group(1).replace(" ", "")  # type: ignore[union-attr]
+    account = await ben(db)
+    assert (account.two_factor, account.totp_secret_enc) == ("none", None)  # type: ignore[attr-defined]
+    assert account.withdrawals_locked_until == clock.now() + timedelta(hours=48)  # type: ignore[attr-defined]
+
+    assert (await user.send("123456"))[0].startswith("That code does not match the new key.")
+    assert (await user.send(totp_now(secret, clock.now())))[0].startswith("✅ Your new authenticator works.")
+    account = await ben(db)
+    assert account.two_factor == "totp"  # type: ignore[attr-defined]
+    assert SecretBox(SECRET_KEY).decrypt(account.totp_secret_enc) == secret  # type: ignore[attr-defined]
+    async with db.connect() as conn:
+        payloads = (await conn.execute(select(batch.outbox.c.payload))).scalars().all()
+        assert not any(secret in str(p) or secret[:8] in str(p) for p in payloads)
+        status = (await conn.execute(select(batch.cases.c.status).where(batch.cases.c.id == case_id))).scalar_one()
+        assert status == "approved"
+        actions = (await conn.execute(select(batch.audit.c.action, batch.audit.c.actor))).all()
+        assert ("review.approved", f"staff:{ADMIN}") in actions
+
+    [key_id] = [m.message_id for m in user.messages if "type this key" in m.text]
+    clock.advance(minutes=9)
+    await desk.runner.fire_due_timers()
+    assert DeleteMessage(42, key_id) not in desk.transport.log
+    clock.advance(minutes=1)
+    await desk.runner.fire_due_timers()
+    await desk.runner.settle()
+    assert DeleteMessage(42, key_id) in desk.transport.log
+    assert not any("type this key" in m.text for m in user.messages)
+    clock.advance(hours=48)
+    user.new_messages()
+    await desk.runner.fire_due_timers()
+    await desk.runner.settle()
+    assert any("withdrawals are enabled again" in m for m in user.new_messages())
+
+
+async def test_two_admins_at_once_one_decision_wins(desk: Bot) -> None:
+    first, second = desk.chat(user_id=ADMIN), desk.chat(user_id=OTHER_ADMIN)
+    case_id = await submitted_case(desk, desk.chat())
+    await asyncio.gather(first.press(f"r:{case_id}:approve"), second.press(f"r:{case_id}:rj_fraud"))
+    texts = [first.last, second.last]
+    assert sum(t.startswith(f"✅ Case {case_id} approved") for t in texts) == 1
+    assert sum(f"was already decided (approved) by staff member {ADMIN}" in t for t in texts) == 1
+
+
+async def test_reject_with_a_preset_or_a_typed_reason(desk: Bot) -> None:
+    admin, user = desk.chat(user_id=ADMIN), desk.chat(user_id=42)
+    case_id = await submitted_case(desk, user)
+    await admin.press(f"r:{case_id}:reject")
+    assert admin.buttons == ["The documents were unreadable or incomplete", "The details do not match the account",
+                             "The request could not be verified as yours", "Type a reason…"]
+    await admin.tap("Type a reason")
+    assert admin.last == f"Send: /reject {case_id} your reason"
+    await admin.send(f"/reject {case_id} The selfie does not show <the document>")
+    assert user.last.startswith("We could not approve your recovery request. "
+                                "Reason: The selfie does not show <the document>.")
+    assert (await user.send("/status"))[0].startswith("You have no recovery in progress.")
+    assert "already decided (rejected)" in (await admin.send(f"/reject {case_id} again"))[0]
+
+
+async def test_ask_for_more_reopens_the_document_step(desk: Bot) -> None:
+    admin, user = desk.chat(user_id=ADMIN), desk.chat(user_id=42)
+    case_id = await submitted_case(desk, user)
+    await admin.press(f"r:{case_id}:more")
+    assert user.messages[-2].text.startswith("Our staff need more from you")
+    await user.tap("Next")
+    from flows.events import FileInfo
+
+    await user.send_file(FileInfo("selfie-2", "u-selfie-2", "photo", 1000))
+    await user.tap("Submit for review")
+    assert "waiting for review" in (await user.send("/status"))[0]
+    assert "Review case" in card_for(desk, ADMIN).text
+
+
+async def test_non_admins_get_the_unknown_command_reply_and_are_audited(desk: Bot, db: AsyncEngine) -> None:
+    mallory = desk.chat(user_id=666)
+    case_id = await submitted_case(desk, desk.chat())
+    for command in ("/queue", f"/case {case_id}", "/audit", f"/reject {case_id} no"):
+        assert await mallory.send(command) == ["I don't know that command. Send /help to see what I can do."]
+    assert await mallory.press(f"r:{case_id}:approve") == ["This button has expired."]
+    async with db.connect() as conn:
+        denied = (await conn.execute(select(batch.audit.c.actor).where(batch.audit.c.action == "admin.denied")))
+        assert denied.scalars().all() == ["staff:666"] * 5
+        status = (await conn.execute(select(batch.cases.c.status).where(batch.cases.c.id == case_id))).scalar_one()
+        assert status == "review"
+
+
+async def test_queue_case_and_audit_commands(desk: Bot, clock: FakeClock) -> None:
+    admin = desk.chat(user_id=ADMIN)
+    assert (await admin.send("/queue"))[0] == "No case is waiting for review."
+    first = await submitted_case(desk, desk.chat(user_id=1))
+    clock.advance(hours=2)
+    await submit_for_review(desk.chat(user_id=2))
+    [queue] = await admin.send("/queue")
+    lines = queue.splitlines()
+    assert lines[0] == "Waiting for review: 2 (oldest first)"
+    assert lines[1].startswith(f"• {first} — waiting 2h 00m")
+    shown = await admin.send(f"/case {first}")
+    assert "Review case" in shown[-1] and admin.buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
+    assert (await admin.send("/case nope"))[0] == "There is no such case."
+    await admin.press(f"r:{first}:approve")
+    [audit] = await admin.send("/audit")
+    assert f"staff:{ADMIN} · review.approved · case:{first}" in audit
+
+
+async def test_document_references_are_forgotten_after_the_retention_period(
+    desk: Bot, db: AsyncEngine, clock: FakeClock
+) -> None:
+    admin = desk.chat(user_id=ADMIN)
+    case_id = await submitted_case(desk, desk.chat())
+    await admin.press(f"r:{case_id}:rj_docs")
+    clock.advance(days=30)
+    await desk.runner.fire_due_timers()
+    await desk.runner.settle()
+    async with db.connect() as conn:
+        data = (await conn.execute(select(batch.cases.c.data).where(batch.cases.c.id == case_id))).scalar_one()
+    assert data["photo_selfie"] is None
+
+
+async def test_stats_for_admins_as_text_and_a_chart(desk: Bot) -> None:
+    import importlib.util
+
+    admin = desk.chat(user_id=ADMIN)
+    await submitted_case(desk, desk.chat())
+    [report] = [m for m in await admin.send("/stats") if "Recovery statistics" in m]
+    assert "Security Check Not Available: 1 started · 1 verified · 0 recovered" in report
+    assert "Waiting for review: 1" in report
+    charts = [r for r in desk.transport.log if isinstance(r, SendPhoto) and r.chat_id == ADMIN]
+    assert len(charts) == (1 if importlib.util.find_spec("matplotlib") else 0)
+    assert await desk.chat(user_id=5).send("/stats") == ["I don't know that command. Send /help to see what I can do."]
