@@ -71,6 +71,8 @@ def flow_settings(settings: Settings, secret_key: str) -> FlowSettings:
         withdrawal_lock=timedelta(hours=settings.withdrawal_lock_hours),
         code_channels=settings.code_channels(),
         admin_ids=settings.admin_ids,
+        staff_chat_id=settings.admin_chat_id,
+        document_retention=timedelta(days=settings.document_retention_days),
         case_timeout=timedelta(hours=settings.case_timeout_hours),
         review_sla=timedelta(hours=settings.review_sla_hours),
     )

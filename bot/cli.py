@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # httpx logs every request URL at INFO, and Bot API URLs contain the bot token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # At DEBUG, aiosqlite logs every statement with its parameters: outbox rows can hold codes.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     return asyncio.run(_dispatch(args, settings))
 
 

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     telegram_api_url: str = "https://api.telegram.org"
     database_url: str = "sqlite+aiosqlite:///./data/recovery.db"
     admin_ids: Annotated[tuple[int, ...], NoDecode] = ()
+    admin_chat_id: int | None = None
+    document_retention_days: int = Field(default=30, ge=1, le=3650)
     bot_framework: Literal["ptb", "aiogram"] = "ptb"
     service_name: str = Field(default="Example Exchange", min_length=1, max_length=64)
     code_ttl_minutes: int = Field(default=30, ge=1, le=24 * 60)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from sqlalchemy import select
+
 from bot.app import App, open_app
 from bot.config import Settings
 from bot.frontends.desk import TelegramDesk
@@ -18,12 +20,14 @@ from bot.frontends.ptb import BadToken
 from bot.frontends.webhook import serve, webhook_app
 from flows.delivery import Transport
 from flows.keys import derive_key
+from flows.store.batch import users
 from flows.texts import translate
 
 log = logging.getLogger("recovery_bot")
 
 EXIT_CONFIG = 2
 USER_COMMANDS = ("start", "status", "cancel", "help")
+ADMIN_COMMANDS = ("queue", "case", "reject", "stats", "audit")
 
 
 class Front(Protocol):
@@ -33,6 +37,7 @@ class Front(Protocol):
     async def check_token(self) -> str: ...
     def attach(self, desk: TelegramDesk) -> None: ...
     async def set_commands(self, commands: list[tuple[str, str]]) -> None: ...
+    async def set_admin_commands(self, admin_ids: tuple[int, ...], commands: list[tuple[str, str]]) -> None: ...
     async def fetch(self, offset: int | None, wait_seconds: int) -> Any: ...
     async def process(self, update: Any) -> None: ...
     def parse(self, data: dict[str, Any]) -> Any: ...
@@ -91,7 +96,10 @@ async def _serve(app: App, front: Front, username: str, webhook: Webhook | None)
     front.attach(desk)
     await runner.start()
     await front.set_commands([(name, translate(f"commands.{name}")) for name in USER_COMMANDS])
+    staff = [(name, translate(f"commands.{name}")) for name in USER_COMMANDS + ADMIN_COMMANDS]
+    await front.set_admin_commands(app.settings.admin_ids, staff)
     warn_about_chat_channels(app.settings)
+    await warn_about_silent_admins(app)
     stopping = _stop_on_signals()
     timers = asyncio.create_task(runner.run_timers(stopping))
     log.info("@%s is serving on %s (%s)", username, front.name, "webhook" if webhook else "long polling")
@@ -125,6 +133,18 @@ def _stop_on_signals() -> asyncio.Event:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     return stopping
+
+
+async def warn_about_silent_admins(app: App) -> None:
+    """Telegram lets a bot write only to people who wrote to it first: name the admins it cannot reach yet."""
+    async with app.db.connect() as conn:
+        known = set((await conn.execute(select(users.c.id).where(users.c.id.in_(app.settings.admin_ids)))).scalars())
+    silent = [admin for admin in app.settings.admin_ids if admin not in known]
+    if silent:
+        log.warning("admins %s have not opened the bot yet: it cannot write to them until they send it /start; "
+                    "their review cards wait in /queue", ", ".join(map(str, silent)))
+    if not app.settings.admin_ids:
+        log.warning("ADMIN_IDS is empty: nobody can review Method 2 requests")
 
 
 def warn_about_chat_channels(settings: Settings) -> None:

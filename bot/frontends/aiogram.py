@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from aiogram.exceptions import (
 from aiogram.types import (
     BotCommand,
     BotCommandScopeAllPrivateChats,
+    BotCommandScopeChat,
     BufferedInputFile,
     CallbackQuery,
     ChatMemberUpdated,
@@ -33,9 +35,8 @@ from aiogram.types import (
 from bot.frontends.desk import TelegramDesk
 from bot.frontends.ptb import BadToken
 from bot.frontends.render import split_text
-from bot.frontends.updates import ALLOWED_UPDATES
+from bot.frontends.updates import ALLOWED_UPDATES, DESK_BUTTONS
 from flows import delivery
-from flows.engine import BUTTON_DATA
 from flows.replies import (
     AnswerButton,
     Button,
@@ -126,7 +127,7 @@ def aiogram_router(desk: TelegramDesk) -> Router:
         await desk.handle(event_update)
 
     router.message.register(on_message, F.chat.type == "private")
-    router.callback_query.register(on_button, F.data.regexp(BUTTON_DATA))
+    router.callback_query.register(on_button, F.data.regexp(DESK_BUTTONS))
     router.my_chat_member.register(on_membership)
     return router
 
@@ -162,6 +163,12 @@ class AiogramFront:
             [BotCommand(command=name, description=text) for name, text in commands],
             scope=BotCommandScopeAllPrivateChats(),
         )
+
+    async def set_admin_commands(self, admin_ids: Sequence[int], commands: Sequence[tuple[str, str]]) -> None:
+        for admin in admin_ids:
+            with contextlib.suppress(TelegramBadRequest, TelegramForbiddenError):  # never opened the bot
+                await self.bot.set_my_commands([BotCommand(command=n, description=d) for n, d in commands],
+                                               scope=BotCommandScopeChat(chat_id=admin))
 
     async def fetch(self, offset: int | None, wait_seconds: int) -> Sequence[Update]:
         return await self.bot.get_updates(offset=offset, timeout=wait_seconds, allowed_updates=list(ALLOWED_UPDATES),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import warnings
 from collections.abc import Sequence
 from datetime import timedelta
@@ -12,6 +13,7 @@ from telegram import (
     Bot,
     BotCommand,
     BotCommandScopeAllPrivateChats,
+    BotCommandScopeChat,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputMediaPhoto,
@@ -32,9 +34,8 @@ from telegram.ext import (
 
 from bot.frontends.desk import TelegramDesk
 from bot.frontends.render import split_text
-from bot.frontends.updates import ALLOWED_UPDATES
+from bot.frontends.updates import ALLOWED_UPDATES, DESK_BUTTONS
 from flows import delivery
-from flows.engine import BUTTON_DATA
 from flows.replies import (
     AnswerButton,
     Button,
@@ -128,7 +129,7 @@ def ptb_handlers(desk: TelegramDesk) -> list[BaseHandler[Any, Any, Any]]:
 
     return [
         MessageHandler(filters.ChatType.PRIVATE & ~filters.UpdateType.EDITED, on_update),
-        CallbackQueryHandler(on_update, pattern=BUTTON_DATA),
+        CallbackQueryHandler(on_update, pattern=DESK_BUTTONS),
         ChatMemberHandler(on_update, ChatMemberHandler.MY_CHAT_MEMBER),
     ]
 
@@ -164,6 +165,13 @@ class PtbFront:
         await self.application.bot.set_my_commands(
             [BotCommand(name, description) for name, description in commands], scope=BotCommandScopeAllPrivateChats()
         )
+
+    async def set_admin_commands(self, admin_ids: Sequence[int], commands: Sequence[tuple[str, str]]) -> None:
+        for admin in admin_ids:
+            with contextlib.suppress(BadRequest, Forbidden):  # an admin who never opened the bot
+                await self.application.bot.set_my_commands(
+                    [BotCommand(name, description) for name, description in commands], scope=BotCommandScopeChat(admin)
+                )
 
     async def fetch(self, offset: int | None, wait_seconds: int) -> Sequence[Update]:
         return await self.application.bot.get_updates(

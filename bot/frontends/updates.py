@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from flows.engine import BUTTON_DATA
 from flows.events import (
     ButtonPressed,
     CommandReceived,
@@ -16,8 +18,11 @@ from flows.events import (
     Sender,
     TextReceived,
 )
+from flows.staff import REVIEW_DATA
 
 ALLOWED_UPDATES = ("message", "callback_query", "my_chat_member")
+# The desk's own buttons: a case's step buttons, and staff review buttons.
+DESK_BUTTONS = re.compile(rf"{BUTTON_DATA.pattern}|{REVIEW_DATA.pattern}")
 
 
 @dataclass(frozen=True)
