@@ -10,6 +10,8 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
+from flows.announce import broadcast_effects
+from flows.broadcast import BroadcastService
 from flows.channels import (
     ChannelRouter,
     ChannelSender,
@@ -40,8 +42,13 @@ class App:
     channels: ChannelRouter
 
     def runner(self, transport: Transport) -> Runner:
-        return Runner(self.db, self.engine, transport, self.clock, self.services,
-                      channels=ChannelTransport(self.channels))
+        """A runner for this front end, with the broadcast sender riding along (resumed on start)."""
+        broadcasts = BroadcastService(self.db, transport, self.clock, rate=self.settings.broadcast_rate)
+        runner = Runner(self.db, self.engine, transport, self.clock, self.services,
+                        channels=ChannelTransport(self.channels), effects=broadcast_effects(broadcasts),
+                        companions=[broadcasts])
+        broadcasts.on_blocked = runner.dispatcher.block
+        return runner
 
     async def close(self) -> None:
         await self.channels.close()

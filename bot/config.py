@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     admin_ids: Annotated[tuple[int, ...], NoDecode] = ()
     admin_chat_id: int | None = None
     document_retention_days: int = Field(default=30, ge=1, le=3650)
+    broadcast_rate: float = Field(default=25.0, gt=0, le=1000)
     bot_framework: Literal["ptb", "aiogram"] = "ptb"
     service_name: str = Field(default="Example Exchange", min_length=1, max_length=64)
     code_ttl_minutes: int = Field(default=30, ge=1, le=24 * 60)

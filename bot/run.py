@@ -27,7 +27,7 @@ log = logging.getLogger("recovery_bot")
 
 EXIT_CONFIG = 2
 USER_COMMANDS = ("start", "status", "cancel", "help")
-ADMIN_COMMANDS = ("queue", "case", "reject", "stats", "audit")
+ADMIN_COMMANDS = ("queue", "case", "reject", "stats", "audit", "broadcast", "broadcast_cancel")
 
 
 class Front(Protocol):

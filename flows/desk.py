@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from flows.announce import broadcast_button, broadcast_cancel_command, broadcast_command
 from flows.engine import BACK, Context, Engine
 from flows.guard import secret_kind
 from flows.methods.backup_key import BACKUP
@@ -160,6 +161,8 @@ TIMER_HANDLERS: Mapping[str, Action] = {
 def build_engine(settings: FlowSettings) -> Engine:
     """The engine with the desk and the three recovery methods."""
     flows = {flow.id: flow for flow in all_flows()}
-    return Engine(flows, {**COMMANDS, **staff_commands()}, text_defaults={"service": settings.service_name},
+    staff = staff_commands({"broadcast": broadcast_command, "broadcast_cancel": broadcast_cancel_command})
+    return Engine(flows, {**COMMANDS, **staff}, text_defaults={"service": settings.service_name},
                   guard=secret_kind, timer_handlers=TIMER_HANDLERS, idle_after=settings.idle_reminder,
-                  abandon_after=settings.case_timeout, button_routes={"r": review_button}, targets=staff_target)
+                  abandon_after=settings.case_timeout, targets=staff_target,
+                  button_routes={"r": review_button, "b": broadcast_button})

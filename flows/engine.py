@@ -30,6 +30,7 @@ from flows.model import (
     Begin,
     Choice,
     Close,
+    Effect,
     Flow,
     Goto,
     Letter,
@@ -116,6 +117,7 @@ class Decision:
     replies: list[Reply] = field(default_factory=list)
     timers: list[NewTimer] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
 
     @property
     def case(self) -> Case | None:
@@ -518,6 +520,7 @@ class _Turn:
             for message in outcome.say:
                 self.emit(SendMessage(chat_id, self.engine.say(message, self.ctx.language)))
         self.send_letters(outcome.letters)
+        self.decision.effects.extend(outcome.effects)
         actor = self.ctx.event.sender.user_id
         for action, subject, detail in outcome.audit:
             self.decision.audit.append(AuditEntry(f"staff:{actor}", action, subject, detail))

@@ -30,6 +30,7 @@ class CommandReceived:
     name: str
     args: str = ""
     message_id: int | None = None
+    reply_to: int | None = None
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,15 @@ class Close:
 
 
 @dataclass(frozen=True)
+class Effect:
+    """Something to do after the event commits, outside the transaction (e.g. start a broadcast). At most once:
+    a crash between the commit and the effect loses it, so effects are for things the user can simply retry."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Say:
     """Only reply (to the event's chat, or to `to_chats`); nothing about the case changes."""
 
@@ -136,6 +145,7 @@ class Say:
     to_chats: tuple[int, ...] = ()
     letters: tuple[Letter, ...] = ()
     audit: tuple[tuple[str, str, Mapping[str, Any]], ...] = ()
+    effects: tuple[Effect, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -23,6 +23,7 @@ from flows.clock import Clock
 from flows.delivery import Dispatcher, Transport
 from flows.engine import Case, Decision, Engine
 from flows.events import Event, Sender, TimerFired
+from flows.model import Effect
 from flows.replies import SendMessage
 from flows.store import batch
 from flows.texts import Text
@@ -30,6 +31,14 @@ from flows.texts import Text
 log = logging.getLogger(__name__)
 
 ServicesFactory = Callable[[AsyncConnection, datetime], Any]
+EffectHandler = Callable[[Mapping[str, Any]], Awaitable[None]]
+
+
+class Companion(Protocol):
+    """A long-running job that lives as long as the runner (the broadcast sender)."""
+
+    async def resume(self) -> Any: ...
+    async def stop(self) -> None: ...
 LATE_TIMER_SECONDS = 5.0
 
 
@@ -51,6 +60,8 @@ class Runner:
         services: ServicesFactory | None = None,
         batch_limit: int = 256,
         channels: Transport | None = None,
+        effects: Mapping[str, EffectHandler] | None = None,
+        companions: Sequence[Companion] = (),
     ) -> None:
         self.db = db
         self.engine = engine
@@ -58,17 +69,25 @@ class Runner:
         self.services: ServicesFactory = services or (lambda conn, now: conn)
         self.batch_limit = batch_limit
         self.dispatcher = Dispatcher(db, transport, clock, channels)
+        self.effects = dict(effects or {})
+        self.companions = list(companions)
+        self._effect_tasks: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._timers_changed = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Deliver what an earlier run left in the outbox, then accept events."""
+        """Deliver what an earlier run left in the outbox, then accept events (and resume companions)."""
         await self.dispatcher.start()
         self._writer = asyncio.create_task(self._write_loop(), name="event-writer")
+        for companion in self.companions:
+            await companion.resume()
 
     async def stop(self) -> None:
         """Finish the events already queued, then stop writing and delivering."""
+        for companion in self.companions:
+            await companion.stop()
+        await asyncio.gather(*self._effect_tasks, return_exceptions=True)
         if self._writer is not None:
             await self._queue.join()
             self._writer.cancel()
@@ -83,8 +102,10 @@ class Runner:
         await item.done
 
     async def settle(self) -> None:
-        """Wait until every queued event is committed and every reply delivered (tests, console)."""
+        """Wait until every queued event is committed, its effects done and every reply delivered."""
         await self._queue.join()
+        while self._effect_tasks:
+            await asyncio.gather(*list(self._effect_tasks), return_exceptions=True)
         await self.dispatcher.idle()
 
     async def fire_due_timers(self, limit: int = 1_000) -> int:
@@ -172,6 +193,8 @@ class Runner:
         if any(d.timers for d in decisions):
             self._timers_changed.set()
         self.dispatcher.push(pending)
+        for effect in (e for d in decisions for e in d.effects):
+            self._run_effect(effect)
         for item in items:
             _resolve(item)
 
@@ -227,6 +250,23 @@ class Runner:
             return
         self.dispatcher.push(pending)
         _resolve(item)
+
+
+    def _run_effect(self, effect: Effect) -> None:
+        handler = self.effects.get(effect.name)
+        if handler is None:
+            log.error("no handler for effect %s", effect.name)
+            return
+        task = asyncio.create_task(_logged(effect.name, handler(effect.params)))
+        self._effect_tasks.add(task)
+        task.add_done_callback(self._effect_tasks.discard)
+
+
+async def _logged(name: str, work: Awaitable[None]) -> None:
+    try:
+        await work
+    except Exception:
+        log.exception("effect %s failed", name)
 
 
 def _resolve(item: _Item) -> None:

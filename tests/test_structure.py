@@ -104,11 +104,13 @@ def test_every_text_has_an_english_catalog_entry() -> None:
     built |= {f"reverify.not_on_account_{item}" for item in ("totp", "phone", "email")}
     built |= set(CATALOG_KEYS) | {f"review.{k}" for k in ("restore_totp", "restore_phone", "restore_email")}
     built |= {f"review.btn_{a}" for a in ("approve", "reject", "more")}
+    built |= {f"broadcast.{k}" for k in ("outcome_finished", "outcome_cancelled", "audience_all", "audience_open",
+                                          "audience_language", "btn_send", "btn_cancel", "btn_all", "btn_open")}
     built |= {f"review.reason_{r}" for r in ("docs", "mismatch", "fraud")}
     built |= {f"review.check_{c}" for c in ("phone_verified", "email_verified", "answer_verified")}
     built |= {f"desk.state_{s}" for s in ("approved", "rejected", "completed", "cancelled", "abandoned", "failed")}
     built |= {f"commands.{c}" for c in ("start", "status", "cancel", "help", "queue", "case", "reject", "stats",
-                                         "audit")}
+                                         "audit", "broadcast", "broadcast_cancel")}
     missing = (text_keys_in_source() | text_keys_in_flows() | built) - known_keys()
     assert not missing
 

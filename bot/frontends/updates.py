@@ -72,7 +72,8 @@ def _message(key: str, message: Any) -> Event:
     text = message.text or ""
     if text.startswith("/") and _starts_with_command(message):
         name, _, args = text[1:].partition(" ")
-        return CommandReceived(key, sender, name.split("@")[0].lower(), args.strip(), message.message_id)
+        replied = message.reply_to_message.message_id if message.reply_to_message is not None else None
+        return CommandReceived(key, sender, name.split("@")[0].lower(), args.strip(), message.message_id, replied)
     if message.photo:
         largest = message.photo[-1]
         info = FileInfo(largest.file_id, largest.file_unique_id, "photo", largest.file_size, "image/jpeg")

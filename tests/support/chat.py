@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import itertools
 import re
@@ -138,8 +139,10 @@ class Bot:
         clock: FakeClock,
         services: ServicesFactory | None = None,
         channels: Transport | None = None,
+        with_broadcasts: bool = False,
     ) -> None:
         self.db = db
+        self.with_broadcasts = with_broadcasts
         self.engine = engine
         self.clock = clock
         self.services = services
@@ -148,7 +151,18 @@ class Bot:
         self.runner = self._runner()
 
     def _runner(self) -> Runner:
-        return Runner(self.db, self.engine, self.transport, self.clock, self.services, channels=self.channels)
+        if not self.with_broadcasts:
+            return Runner(self.db, self.engine, self.transport, self.clock, self.services, channels=self.channels)
+        from flows.announce import broadcast_effects
+        from flows.broadcast import BroadcastService
+
+        async def pass_time(seconds: float) -> None:  # broadcasts pace themselves by the clock: move it
+            self.clock.advance(seconds=max(0.0, seconds))
+            await asyncio.sleep(0)
+
+        self.broadcasts = BroadcastService(self.db, self.transport, self.clock, rate=1000, sleep=pass_time)
+        return Runner(self.db, self.engine, self.transport, self.clock, self.services, channels=self.channels,
+                      effects=broadcast_effects(self.broadcasts), companions=[self.broadcasts])
 
     async def start(self) -> Bot:
         await self.runner.start()

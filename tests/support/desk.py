@@ -27,7 +27,11 @@ ACCOUNTS_CSV = (
 
 
 async def open_desk(
-    db: AsyncEngine, clock: FakeClock, code_channels: dict[str, str] | None = None, channels: Transport | None = None
+    db: AsyncEngine,
+    clock: FakeClock,
+    code_channels: dict[str, str] | None = None,
+    channels: Transport | None = None,
+    with_broadcasts: bool = False,
 ) -> Bot:
     """The desk for "Acme" with Ada and Ben's accounts; codes shown in the chat unless `code_channels` say else."""
     settings = FlowSettings(service_name="Acme", secret_key=SECRET_KEY, admin_ids=(900, 901),
@@ -36,7 +40,7 @@ async def open_desk(
     async with db.begin() as conn:
         report = await import_accounts(conn, ACCOUNTS_CSV, factory.box, clock.now())
         assert not report.errors, report.errors
-    return await Bot(db, build_engine(settings), clock, factory, channels).start()
+    return await Bot(db, build_engine(settings), clock, factory, channels, with_broadcasts).start()
 
 
 def totp_now(secret: str, at: datetime, steps: int = 0) -> str:
