@@ -117,3 +117,37 @@ async def test_unknown_email_sends_nothing_anywhere(
         await chat.send(email)
     assert await known.tap("Get Code") == await unknown.tap("Get Code")
     assert len(gateway.received) == 1 and mailbox.received == []
+
+
+async def test_an_approved_reset_is_also_announced_by_email(
+    desk_with_channels: Bot, mailbox: Mailbox, gateway: SmsGateway, db: AsyncEngine
+) -> None:
+    from flows.events import FileInfo
+
+    chat = desk_with_channels.chat()
+    await chat.send("/start")
+    await chat.tap("Security Check Not Available")
+    await chat.tap("Continue")
+    await chat.send("ben@example.com")
+    await chat.tap("Authenticator app")
+    await chat.tap("Confirm Restore")
+    await chat.tap("Get Code")
+    sms_code = re.search(r"code: (\d{6})", gateway.received[-1]["message"])
+    assert sms_code is not None
+    await chat.send(sms_code.group(1))
+    await chat.send(mailed_code(mailbox))
+    await chat.tap("Send")
+    await chat.tap("Next")
+    await chat.send_file(FileInfo("s1", "us1", "photo", 100))
+    await chat.tap("Submit for review")
+    async with db.connect() as conn:
+        case_id = (await conn.execute(select(batch.cases.c.id).where(batch.cases.c.status == "review"))).scalar_one()
+    await desk_with_channels.chat(user_id=900).press(f"r:{case_id}:approve")
+    await desk_with_channels.runner.settle()
+    notice = mailbox.received[-1]
+    import email
+    import email.policy
+
+    parsed = email.message_from_bytes(notice.content, policy=email.policy.default)  # type: ignore[arg-type]
+    assert parsed["To"] == "ben@example.com" and parsed["Subject"] == "Your Acme 2FA was reset"
+    assert "withdrawals are locked until 2026-01-07 12:00 UTC" in parsed.get_content()  # type: ignore[union-attr]
