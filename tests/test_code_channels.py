@@ -22,6 +22,7 @@ from flows.channels import (
 from flows.clock import FakeClock
 from flows.store import batch
 from tests.support.chat import Bot
+from tests.support.desk import open_desk, request_codes
 from tests.support.servers import Mailbox, free_port
 
 
@@ -61,7 +62,6 @@ async def gateway() -> AsyncIterator[SmsGateway]:
 async def desk_with_channels(
     db: AsyncEngine, clock: FakeClock, mailbox: Mailbox, gateway: SmsGateway
 ) -> AsyncIterator[Bot]:
-    from tests.support.desk import open_desk
 
     url = await gateway.start()
     router = ChannelRouter({
@@ -86,13 +86,7 @@ async def test_method_two_with_codes_by_sms_and_email(
     desk_with_channels: Bot, mailbox: Mailbox, gateway: SmsGateway, db: AsyncEngine
 ) -> None:
     chat = desk_with_channels.chat()
-    await chat.send("/start")
-    await chat.tap("Security Check Not Available")
-    await chat.tap("Continue")
-    await chat.send("ada@example.com")
-    await chat.tap("Authenticator app")
-    await chat.tap("Confirm Restore")
-    replies = await chat.tap("Get Code")
+    replies = await request_codes(chat, "ada@example.com", "Authenticator app")
     assert not any(re.search(r"\d{6}", reply) for reply in replies)  # no code in the chat
     [sms] = gateway.received
     assert sms["to"] == "+15551234534" and sms["auth"] == "Bearer gateway-token"
@@ -125,13 +119,7 @@ async def test_an_approved_reset_is_also_announced_by_email(
     from flows.events import FileInfo
 
     chat = desk_with_channels.chat()
-    await chat.send("/start")
-    await chat.tap("Security Check Not Available")
-    await chat.tap("Continue")
-    await chat.send("ben@example.com")
-    await chat.tap("Authenticator app")
-    await chat.tap("Confirm Restore")
-    await chat.tap("Get Code")
+    await request_codes(chat, "ben@example.com", "Authenticator app")
     sms_code = re.search(r"code: (\d{6})", gateway.received[-1]["message"])
     assert sms_code is not None
     await chat.send(sms_code.group(1))

@@ -9,7 +9,7 @@ from flows.clock import FakeClock
 from flows.directory import accounts
 from flows.events import FileInfo
 from tests.support.chat import Bot, Chat
-from tests.support.desk import begin, code_in
+from tests.support.desk import begin, code_in, request_codes
 
 METHOD = "Security Check Not Available"
 
@@ -121,13 +121,7 @@ async def test_wrong_answers_stop_the_recovery(desk: Bot) -> None:
 
 async def test_wrong_email_code_says_which(desk: Bot) -> None:
     chat = desk.chat()
-    await chat.send("/start")
-    await chat.tap(METHOD)
-    await chat.tap("Continue")
-    await chat.send("ada@example.com")
-    await chat.tap("Email address")
-    await chat.tap("Confirm Restore")
-    replies = await chat.tap("Get Code")
+    replies = await request_codes(chat, "ada@example.com", "Email address")
     await chat.send(code_in(replies, "SMS"))
     wrong = f"{(int(code_in(replies, 'Email')) + 1) % 1_000_000:06d}"
     assert (await chat.send(wrong))[0] == "The email code is not right. 4 tries left."
@@ -143,13 +137,7 @@ async def test_method_one_user_can_fall_back_without_retyping_the_email(desk: Bo
 
 async def test_no_sms_goes_on_with_the_email_code_alone(desk: Bot) -> None:
     chat = desk.chat()
-    await chat.send("/start")
-    await chat.tap(METHOD)
-    await chat.tap("Continue")
-    await chat.send("ada@example.com")
-    await chat.tap("Email address")
-    await chat.tap("Confirm Restore")
-    replies = await chat.tap("Get Code")
+    replies = await request_codes(chat, "ada@example.com", "Email address")
     await chat.tap("I can't receive SMS")
     assert chat.last == "Now send me the code from the email."
     assert (await chat.send(code_in(replies, "Email"))) == ["Both codes are right. Press Send to continue."]
@@ -176,13 +164,7 @@ async def test_restore_choices_narrow_to_what_the_account_has_after_the_codes(de
 
 async def test_too_many_wrong_phone_codes_stop_the_recovery(desk: Bot) -> None:
     chat = desk.chat()
-    await chat.send("/start")
-    await chat.tap(METHOD)
-    await chat.tap("Continue")
-    await chat.send("ada@example.com")
-    await chat.tap("Email address")
-    await chat.tap("Confirm Restore")
-    replies = await chat.tap("Get Code")
+    replies = await request_codes(chat, "ada@example.com", "Email address")
     wrong = f"{(int(code_in(replies, 'SMS')) + 1) % 1_000_000:06d}"
     for tries_left in (4, 3, 2, 1):
         assert (await chat.send(wrong))[0] == f"The phone code is not right. {tries_left} tries left."
@@ -192,13 +174,7 @@ async def test_too_many_wrong_phone_codes_stop_the_recovery(desk: Bot) -> None:
 
 async def test_expired_codes_offer_new_ones(desk: Bot, clock: FakeClock) -> None:
     chat = desk.chat()
-    await chat.send("/start")
-    await chat.tap(METHOD)
-    await chat.tap("Continue")
-    await chat.send("ada@example.com")
-    await chat.tap("Email address")
-    await chat.tap("Confirm Restore")
-    replies = await chat.tap("Get Code")
+    replies = await request_codes(chat, "ada@example.com", "Email address")
     clock.advance(minutes=30)
     assert (await chat.send(code_in(replies, "SMS")))[0] == "That code has expired. Press the button to get a new one."
     replies = await chat.tap("Get new codes")

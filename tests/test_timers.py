@@ -19,7 +19,7 @@ from flows.store import batch
 from flows.store.database import open_database
 from flows.texts import Text
 from tests.support.chat import Bot, Chat, RecordingTransport
-from tests.support.desk import begin, code_in
+from tests.support.desk import begin, code_in, request_codes
 
 
 async def fire(bot: Bot, chat: Chat) -> list[str]:
@@ -70,13 +70,7 @@ async def test_a_timer_for_a_case_that_moved_on_is_dropped(desk: Bot, clock: Fak
 
 async def test_method_two_code_timers_follow_the_case_from_phone_to_email(desk: Bot, clock: FakeClock) -> None:
     chat = desk.chat()
-    await chat.send("/start")
-    await chat.tap("Security Check Not Available")
-    await chat.tap("Continue")
-    await chat.send("ada@example.com")
-    await chat.tap("Email address")
-    await chat.tap("Confirm Restore")
-    replies = await chat.tap("Get Code")
+    replies = await request_codes(chat, "ada@example.com", "Email address")
     await chat.send(code_in(replies, "SMS"))
     clock.advance(minutes=30)
     assert await fire(desk, chat) == ["⏳ Your code expires at 12:30 UTC. Send it before then, or ask for a new one.",

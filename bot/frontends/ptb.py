@@ -33,7 +33,7 @@ from telegram.ext import (
 )
 
 from bot.frontends.desk import TelegramDesk
-from bot.frontends.render import split_text
+from bot.frontends.render import send_in_pieces
 from bot.frontends.updates import ALLOWED_UPDATES, DESK_BUTTONS
 from flows import delivery
 from flows.replies import (
@@ -112,13 +112,12 @@ class PtbTransport:
         return None
 
     async def _send_message(self, reply: SendMessage) -> int:
-        pieces = split_text(reply.text)
-        message_id = 0
-        for index, piece in enumerate(pieces):
-            markup = _markup(reply.buttons) if index == len(pieces) - 1 else None
+        async def send(piece: str, last: bool) -> int:
+            markup = _markup(reply.buttons) if last else None
             sent = await self.bot.send_message(reply.chat_id, piece, parse_mode=ParseMode.HTML, reply_markup=markup)
-            message_id = sent.message_id
-        return message_id
+            return sent.message_id
+
+        return await send_in_pieces(reply.text, send)
 
 
 def ptb_handlers(desk: TelegramDesk) -> list[BaseHandler[Any, Any, Any]]:

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 MESSAGE_LIMIT = 4096
+
+
+async def send_in_pieces(text: str, send: Callable[[str, bool], Awaitable[int]]) -> int:
+    """Send a text too long for one message as several; `send(piece, is_last)` returns the message id, and the
+    caller puts the keyboard on the last piece. Returns the last message's id."""
+    pieces = split_text(text)
+    message_id = 0
+    for index, piece in enumerate(pieces):
+        message_id = await send(piece, index == len(pieces) - 1)
+    return message_id
 
 
 def utf16_length(text: str) -> int:

@@ -81,17 +81,22 @@ async def begin(chat: Chat, method: str, email: str) -> list[str]:
     return await chat.send(email)
 
 
-async def submit_for_review(chat: Chat, email: str = "ben@example.com") -> None:
-    """Method 2 up to the review queue (Ben's account: verified, no security question, so a selfie will do)."""
-    from flows.events import FileInfo
-
+async def request_codes(chat: Chat, email: str, restore: str = "Email address") -> list[str]:
+    """Method 2 from /start up to pressing Get Code; returns the replies to that press."""
     await chat.send("/start")
     await chat.tap("Security Check Not Available")
     await chat.tap("Continue")
     await chat.send(email)
-    await chat.tap("Authenticator app")
+    await chat.tap(restore)
     await chat.tap("Confirm Restore")
-    replies = await chat.tap("Get Code")
+    return await chat.tap("Get Code")
+
+
+async def submit_for_review(chat: Chat, email: str = "ben@example.com") -> None:
+    """Method 2 up to the review queue (Ben's account: verified, no security question, so a selfie will do)."""
+    from flows.events import FileInfo
+
+    replies = await request_codes(chat, email, "Authenticator app")
     await chat.send(code_in(replies, "SMS"))
     await chat.send(code_in(replies, "Email"))
     await chat.tap("Send")
