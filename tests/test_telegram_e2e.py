@@ -11,6 +11,7 @@ import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession
@@ -20,7 +21,7 @@ from flows.store import batch
 from flows.store.database import open_database
 from tests.support.botapi import SECRET_HEADER, BotApiServer
 from tests.support.desk import ADA_TOTP, totp_now
-from tests.support.e2e import TOKEN, BotProcess, TgUser, prepare_database
+from tests.support.e2e import ADMIN, TOKEN, BotProcess, TgUser, prepare_database
 from tests.support.servers import free_port
 
 FRAMEWORKS = ["ptb", "aiogram"]
@@ -54,11 +55,18 @@ async def greet(user: TgUser) -> None:
 
 async def test_startup_checks_the_token_and_sets_the_commands(bot: BotProcess, server: BotApiServer) -> None:
     assert server.calls_of("getMe")
-    commands = server.calls_of("setMyCommands")[-1].params
-    assert [c["command"] for c in commands["commands"]] == ["start", "status", "cancel", "help"]
-    assert commands["scope"] == {"type": "all_private_chats"}
+    def scoped(kind: str, chat: str | None = None) -> dict[str, Any]:
+        return next(c.params for c in server.calls_of("setMyCommands") if c.params["scope"]["type"] == kind
+                    and (chat is None or str(c.params["scope"].get("chat_id")) == chat))
+
+    users = scoped("all_private_chats")
+    assert [c["command"] for c in users["commands"]] == ["start", "status", "cancel", "help"]
+    staff = scoped("chat", "900")
+    assert [c["command"] for c in staff["commands"]][4:] == ["queue", "case", "reject", "stats", "audit", "broadcast",
+                                                             "broadcast_cancel"]
     log = bot.log.read_text()
     assert "phone codes are shown in the chat because SMS_WEBHOOK_URL is not set" in log
+    assert "admins 900, 901 have not opened the bot yet" in log
     assert TOKEN not in log
 
 
@@ -141,6 +149,35 @@ async def test_method_two_to_review_with_photos(bot: BotProcess, server: BotApiS
     await user.expect("Your request is now with our staff")
     user.send("/status")
     await user.expect("waiting for review by our staff")
+
+
+async def test_staff_approve_and_reenrolment_over_telegram(bot: BotProcess, server: BotApiServer) -> None:
+    admin, user = TgUser(server, ADMIN), TgUser(server, 111)
+    admin.send("/start")
+    await admin.expect("Welcome")
+    await walk_method_two_to_country(user)
+    user.send("france")
+    await user.expect("Which document")
+    user.tap("Passport")
+    await user.expect("front")
+    user.send_photo()
+    await user.expect("selfie")
+    user.send_photo()
+    await user.expect("Everything is ready.")
+    user.tap("Submit for review")
+    admin.mark = len(server.calls)
+    await user.expect("Your request is now with our staff")
+    await server.wait_for(lambda c: c.method == "sendMediaGroup" and c.ok and str(c.params["chat_id"]) == "900")
+    card = await admin.expect("Review case")
+    assert "ada@example.com" in card
+    admin.tap("✅ Approve")
+    await admin.expect("approved: 2FA reset")
+    await server.wait_for(lambda c: c.method == "sendPhoto" and c.ok and str(c.params["chat_id"]) == "111")
+    key_text = await user.expect("Or type this key")
+    user.mark = len(server.calls)
+    secret = key_text.split("Or type this key: ", 1)[1].split("\n", 1)[0].replace(" ", "")
+    user.send(totp_now(secret, datetime.now(UTC)))
+    await user.expect("Your new authenticator works.")
 
 
 async def test_a_stale_button_has_expired(bot: BotProcess, server: BotApiServer) -> None:

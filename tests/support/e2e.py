@@ -25,6 +25,7 @@ from tests.support.desk import ACCOUNTS_CSV, SECRET_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "123456:TEST-token"
+ADMIN, SILENT_ADMIN = 900, 901
 
 
 async def prepare_database(url: str) -> None:
@@ -53,6 +54,7 @@ class BotProcess:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
             "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": server.url, "DATABASE_URL": self.database_url,
             "SECRET_KEY": SECRET_KEY, "BOT_FRAMEWORK": framework, "SERVICE_NAME": "Acme", "LOG_LEVEL": "INFO",
+            "ADMIN_IDS": f"{ADMIN},{SILENT_ADMIN}",
             **env,
         }
         self.process: asyncio.subprocess.Process | None = None
