@@ -111,6 +111,7 @@ async def _serve(app: App, front: Front, username: str, webhook: Webhook | None)
             await _serve_webhook(app, front, desk, webhook, stopping)
     finally:
         log.info("stopping: finishing the events in hand")
+        stopping.set()
         await timers
         await runner.stop()
 

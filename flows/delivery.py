@@ -16,7 +16,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import Clock
-from flows.replies import EditMessage, Notify, Reply, SendMessage
+from flows.replies import EditMessage, Notify, Reply, SendMessage, SendPhoto
 from flows.store import batch
 from flows.store.batch import Pending
 
@@ -91,7 +91,11 @@ class Lane:
                 continue
             group = [self.queue.popleft() for _ in range(min(GROUP, len(self.queue)))]
             done, pause = await self._send_group(group)
-            await self._record(done, group)
+            try:
+                await self._record(done, group)
+            except Exception:  # the database failed: keep going; unrecorded replies go again after a restart
+                log.exception("%s: could not record %d deliveries", self.name, len(done))
+                pause = max(pause, 1.0)
             if pause:
                 await asyncio.sleep(pause)
 
@@ -142,7 +146,7 @@ def _to_delete(done: list[tuple[int, str, int | None]], group: list[Pending]) ->
     """Delivered messages that asked to be deleted later: (chat id, message id, after seconds)."""
     sent = {row_id: message_id for row_id, outcome, message_id in done if outcome == "sent" and message_id}
     return [(e.chat_id, sent[e.id], e.reply.delete_after) for e in group
-            if e.id in sent and isinstance(e.reply, SendMessage) and e.reply.delete_after]
+            if e.id in sent and isinstance(e.reply, SendMessage | SendPhoto) and e.reply.delete_after]
 
 
 class Dispatcher:

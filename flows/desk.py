@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from flows.announce import broadcast_button, broadcast_cancel_command, broadcast_command
 from flows.engine import BACK, Context, Engine
+from flows.events import TimerFired
 from flows.guard import secret_kind
 from flows.methods.backup_key import BACKUP
 from flows.methods.common import services
@@ -48,13 +49,19 @@ START = Flow(
 
 
 def _detour(ctx: Context, step: str) -> Outcome:
+    """Ask something (continue? cancel?) and come back; a detour from a detour keeps the first way back."""
     case = ctx.case
     assert case is not None
+    if "_return" in case.data and case.flow == "start":
+        return Goto(f"start:{step}")
     return Goto(f"start:{step}", data={"_return": f"{case.flow}:{case.step}"})
 
 
 async def start_command(ctx: Context) -> Outcome:
-    if ctx.case is not None and ctx.case.status == "open" and ctx.case.flow != "start":
+    case = ctx.case
+    if case is not None and case.status == "review":
+        return Say(say=(text("engine.case_waiting"),))
+    if case is not None and (case.flow != "start" or "_return" in case.data):
         return _detour(ctx, "resume")
     return Begin("start")
 
@@ -139,8 +146,9 @@ def all_flows() -> tuple[Flow, ...]:
 
 async def review_overdue(ctx: Context) -> Outcome:
     """A case has waited for review longer than the SLA: remind the admins, once."""
-    case = ctx.target
-    if case is None or case.status != "review":
+    case, event = ctx.target, ctx.event
+    due_round = event.payload.get("round") if isinstance(event, TimerFired) else None
+    if case is None or case.status != "review" or due_round != case.data.get("review_round"):
         return Say()
     settings = services(ctx).settings
     hours = int(settings.review_sla.total_seconds() // 3600)

@@ -535,7 +535,8 @@ class _Turn:
         if letter.photos:
             self.emit(SendPhotos(chat_id, letter.photos))
         if letter.png_base64 is not None:
-            self.emit(SendPhoto(chat_id, letter.png_base64, text, sensitive=letter.sensitive))
+            self.emit(SendPhoto(chat_id, letter.png_base64, text, sensitive=letter.sensitive,
+                                delete_after=letter.delete_after))
             return
         rows = tuple(tuple(Button(self.engine.say(Text(label), self.ctx.language), data) for label, data in row)
                      for row in letter.buttons)

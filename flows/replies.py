@@ -74,6 +74,7 @@ class SendPhoto:
     png_base64: str
     caption: str = ""
     sensitive: bool = False
+    delete_after: int | None = None
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ PHOTO_SLOTS = ("photo_front", "photo_back", "photo_selfie")
 DECISIONS = ("approve", "reject", "more")
 
 
-def review_buttons(case_id: str) -> tuple[tuple[tuple[str, str], ...], ...]:
-    return tuple(((f"review.btn_{action}", f"r:{case_id}:{action}"),) for action in DECISIONS)
+def review_buttons(case_id: str, review_round: int) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """Approve / Reject / Ask for more, bound to this submission of the case (older cards expire)."""
+    return tuple(((f"review.btn_{action}", f"r:{case_id}:{review_round}:{action}"),) for action in DECISIONS)
 
 
 async def review_card(svc: Services, case: Case, chat_ids: tuple[int, ...], now: datetime) -> Letter:
@@ -42,7 +43,7 @@ async def review_card(svc: Services, case: Case, chat_ids: tuple[int, ...], now:
         id_type=text(f"reverify.id_{data['id_type']}") if data.get("id_type") else "—",
     )
     photos = tuple(str(data[slot]["file_id"]) for slot in PHOTO_SLOTS if isinstance(data.get(slot), dict))
-    return Letter(chat_ids, card, review_buttons(case.id), photos=photos)
+    return Letter(chat_ids, card, review_buttons(case.id, int(data.get("review_round", 0))), photos=photos)
 
 
 def _joined(items: tuple[Text, ...]) -> tuple[Text, ...] | Text:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flows.clock import Clock
@@ -85,14 +84,14 @@ class Runner:
 
     async def stop(self) -> None:
         """Finish the events already queued, then stop writing and delivering."""
-        for companion in self.companions:
-            await companion.stop()
-        await asyncio.gather(*self._effect_tasks, return_exceptions=True)
         if self._writer is not None:
             await self._queue.join()
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
+        await asyncio.gather(*self._effect_tasks, return_exceptions=True)
+        for companion in self.companions:
+            await companion.stop()
         await self.dispatcher.stop()
 
     async def handle(self, event: Event) -> None:
@@ -182,12 +181,14 @@ class Runner:
         async with self.db.begin() as conn:
             fresh = await batch.claim_updates(conn, [e.key for e in events], now)
             todo = [e for e in _first_of_each_key(events) if e.key in fresh]
-            senders = [e.sender for e in todo if not isinstance(e, TimerFired)]
+            todo = await _without_replaced_timers(conn, todo)
+            # A press in a staff group is not the user's private chat: it must not become their chat id.
+            senders = [e.sender for e in todo if not isinstance(e, TimerFired) and e.sender.chat_id == e.sender.user_id]
             await batch.touch_users(conn, senders, now)
             open_cases = await batch.active_cases(conn, {e.sender.chat_id for e in todo})
             targets = await batch.cases_by_id(conn, {t for e in todo if (t := self.engine.target_of(e))})
             decisions = await self._decide_all(conn, todo, open_cases, targets, now)
-            pending = await self._save(conn, decisions, todo, now)
+            pending = await self._save(conn, decisions, _timer_ids(events), now)
         for sender in senders:
             self.dispatcher.unblock(sender.chat_id)
         if any(d.timers for d in decisions):
@@ -222,12 +223,12 @@ class Runner:
         return decisions
 
     async def _save(
-        self, conn: AsyncConnection, decisions: Sequence[Decision], events: Sequence[Event], now: datetime
+        self, conn: AsyncConnection, decisions: Sequence[Decision], fired: Sequence[int], now: datetime
     ) -> list[batch.Pending]:
         changed = {case.id: case for d in decisions for case in d.cases}
         await batch.save_cases(conn, list(changed.values()))
         await batch.add_timers(conn, [t for d in decisions for t in d.timers])
-        await batch.mark_fired(conn, [e.timer_id for e in events if isinstance(e, TimerFired)], now)
+        await batch.mark_fired(conn, fired, now)
         await batch.add_audit(conn, [a for d in decisions for a in d.audit], now)
         return await batch.add_outbox(conn, [r for d in decisions for r in d.replies], now)
 
@@ -238,13 +239,14 @@ class Runner:
         try:
             now = self.clock.now()
             async with self.db.begin() as conn:
+                await batch.mark_fired(conn, _timer_ids([event]), now)
                 if not await batch.claim_updates(conn, [event.key], now):
                     _resolve(item)
                     return
                 text = self.engine.say(Text("engine.internal_error"), getattr(event.sender, "language", None))
                 replies = [] if isinstance(event, TimerFired) else [SendMessage(event.sender.chat_id, text)]
                 pending = await batch.add_outbox(conn, replies, now)
-        except DBAPIError as error:
+        except Exception as error:  # the database itself failed: the caller must not confirm the update
             if not item.done.done():
                 item.done.set_exception(error)
             return
@@ -267,6 +269,20 @@ async def _logged(name: str, work: Awaitable[None]) -> None:
         await work
     except Exception:
         log.exception("effect %s failed", name)
+
+
+async def _without_replaced_timers(conn: AsyncConnection, events: list[Event]) -> list[Event]:
+    """Drop timer events whose timer was replaced (deleted) after it was read as due."""
+    ids = _timer_ids(events)
+    if not ids:
+        return events
+    live = await batch.unfired_timers(conn, ids)
+    return [e for e in events if not isinstance(e, TimerFired) or e.timer_id in live]
+
+
+def _timer_ids(events: Sequence[Event]) -> list[int]:
+    """Every timer among the events, repeats included, so none stays due forever."""
+    return [e.timer_id for e in events if isinstance(e, TimerFired)]
 
 
 def _resolve(item: _Item) -> None:

@@ -22,7 +22,7 @@ from flows.services import Services
 from flows.stats import collect, funnel_chart, stats_lines
 from flows.texts import Text, text
 
-REVIEW_DATA = re.compile(r"^r:([A-Za-z0-9_-]{12}):([a-z_]{1,16})$")
+REVIEW_DATA = re.compile(r"^r:([A-Za-z0-9_-]{12}):(\d{1,4}):([a-z_]{1,16})$")
 CASE_ID = re.compile(r"^[A-Za-z0-9_-]{12}$")
 REASONS = ("docs", "mismatch", "fraud")
 TARGETED_COMMANDS = ("case", "reject")
@@ -66,9 +66,11 @@ async def review_button(ctx: Context) -> Outcome:
     match = REVIEW_DATA.match(ctx.event.data)
     if not is_admin(ctx) or match is None:
         return Say(say=(text("engine.button_expired"),), audit=(("admin.denied", "review", {}),))
-    case, action = ctx.target, match.group(2)
+    case, action = ctx.target, match.group(3)
     if case is None or case.status != "review":
         return already_decided(case)
+    if int(match.group(2)) != case.data.get("review_round"):  # a card from an earlier submission
+        return Say(say=(text("review.old_card", case=case.id),))
     if action == "approve":
         return await approve(ctx, case)
     if action == "more":
@@ -129,8 +131,9 @@ def reset_email(svc: Services, email: str, until: Any) -> tuple[Notice, ...]:
 
 
 def pick_reason(ctx: Context, case: Case) -> Say:
-    rows = tuple(((f"review.reason_{r}", f"r:{case.id}:rj_{r}"),) for r in REASONS)
-    rows += ((("review.reason_type_button", f"r:{case.id}:rj_type"),),)
+    prefix = f"r:{case.id}:{case.data.get('review_round', 0)}"
+    rows = tuple(((f"review.reason_{r}", f"{prefix}:rj_{r}"),) for r in REASONS)
+    rows += ((("review.reason_type_button", f"{prefix}:rj_type"),),)
     return Say(letters=(Letter((ctx.event.sender.chat_id,), text("review.pick_reason", case=case.id), rows),))
 
 

@@ -130,7 +130,7 @@ async def test_an_approved_reset_is_also_announced_by_email(
     await chat.tap("Submit for review")
     async with db.connect() as conn:
         case_id = (await conn.execute(select(batch.cases.c.id).where(batch.cases.c.status == "review"))).scalar_one()
-    await desk_with_channels.chat(user_id=900).press(f"r:{case_id}:approve")
+    await desk_with_channels.chat(user_id=900).press(f"r:{case_id}:1:approve")
     await desk_with_channels.runner.settle()
     notice = mailbox.received[-1]
     import email

@@ -73,3 +73,16 @@ async def test_a_delivered_code_does_not_stay_in_the_outbox(desk: Bot, db: Async
     async with db.connect() as conn:
         payloads = (await conn.execute(select(batch.outbox.c.payload))).scalars().all()
     assert payloads and not any(code in str(payload) for payload in payloads)
+
+
+async def test_a_detour_from_a_detour_still_finds_the_way_back(desk: Bot) -> None:
+    chat = desk.chat()
+    await begin(chat, "Reset with my backup key", "ada@example.com")
+    await chat.send("/cancel")
+    await chat.send("/cancel")
+    await chat.tap("No, go on")
+    assert chat.last.startswith("Step 1: install the authenticator app again.")
+    await chat.send("/start")
+    await chat.send("/cancel")
+    await chat.tap("No, go on")
+    assert chat.last.startswith("Step 1: install the authenticator app again.")

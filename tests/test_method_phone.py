@@ -107,3 +107,17 @@ async def test_after_a_lockout_new_codes_wait_fifteen_minutes(desk: Bot, clock: 
     clock.advance(minutes=11)
     fresh = code_in(await chat.tap("Get Code"))
     assert (await chat.send(fresh))[0] == "The code is right."
+
+
+async def test_the_hourly_code_limit_answers_like_any_send(desk: Bot, clock: FakeClock, db: AsyncEngine) -> None:
+    known, unknown = desk.chat(user_id=1), desk.chat(user_id=2)
+    await begin(known, METHOD, "ada@example.com")
+    await begin(unknown, METHOD, "nobody@example.com")
+    for attempt in range(6):
+        said_known = await known.tap("Get")
+        said_unknown = await unknown.tap("Get")
+        if attempt == 5:  # the 6th code in an hour is not sent, and nothing says so
+            assert said_known == said_unknown
+        clock.advance(seconds=61)
+    async with db.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(CodeRow))).scalar_one() == 5

@@ -52,7 +52,7 @@ async def test_approve_resets_locks_and_reenrols(desk: Bot, db: AsyncEngine, clo
     user, admin = desk.chat(user_id=42), desk.chat(user_id=ADMIN)
     case_id = await submitted_case(desk, user)
     user.new_messages()
-    await admin.press(f"r:{case_id}:approve")
+    await admin.press(f"r:{case_id}:1:approve")
     assert admin.last.startswith(f"✅ Case {case_id} approved")
     said = user.new_messages()
     assert said[0].startswith("✅ Good news: our staff approved your request.")
@@ -80,15 +80,16 @@ async def test_approve_resets_locks_and_reenrols(desk: Bot, db: AsyncEngine, clo
         actions = (await conn.execute(select(batch.audit.c.action, batch.audit.c.actor))).all()
         assert ("review.approved", f"staff:{ADMIN}") in actions
 
-    [key_id] = [m.message_id for m in user.messages if "type this key" in m.text]
+    secrets = [m.message_id for m in user.messages if "type this key" in m.text or "Scan this" in m.text]
+    assert len(secrets) == 2  # the QR code and the key as text
     clock.advance(minutes=9)
     await desk.runner.fire_due_timers()
-    assert DeleteMessage(42, key_id) not in desk.transport.log
+    assert not any(DeleteMessage(42, m) in desk.transport.log for m in secrets)
     clock.advance(minutes=1)
     await desk.runner.fire_due_timers()
     await desk.runner.settle()
-    assert DeleteMessage(42, key_id) in desk.transport.log
-    assert not any("type this key" in m.text for m in user.messages)
+    assert all(DeleteMessage(42, m) in desk.transport.log for m in secrets)
+    assert not any("type this key" in m.text or "Scan this" in m.text for m in user.messages)
     clock.advance(hours=48)
     user.new_messages()
     await desk.runner.fire_due_timers()
@@ -99,7 +100,7 @@ async def test_approve_resets_locks_and_reenrols(desk: Bot, db: AsyncEngine, clo
 async def test_two_admins_at_once_one_decision_wins(desk: Bot) -> None:
     first, second = desk.chat(user_id=ADMIN), desk.chat(user_id=OTHER_ADMIN)
     case_id = await submitted_case(desk, desk.chat())
-    await asyncio.gather(first.press(f"r:{case_id}:approve"), second.press(f"r:{case_id}:rj_fraud"))
+    await asyncio.gather(first.press(f"r:{case_id}:1:approve"), second.press(f"r:{case_id}:1:rj_fraud"))
     texts = [first.last, second.last]
     assert sum(t.startswith(f"✅ Case {case_id} approved") for t in texts) == 1
     assert sum(f"was already decided (approved) by staff member {ADMIN}" in t for t in texts) == 1
@@ -108,7 +109,7 @@ async def test_two_admins_at_once_one_decision_wins(desk: Bot) -> None:
 async def test_reject_with_a_preset_or_a_typed_reason(desk: Bot) -> None:
     admin, user = desk.chat(user_id=ADMIN), desk.chat(user_id=42)
     case_id = await submitted_case(desk, user)
-    await admin.press(f"r:{case_id}:reject")
+    await admin.press(f"r:{case_id}:1:reject")
     assert admin.buttons == ["The documents were unreadable or incomplete", "The details do not match the account",
                              "The request could not be verified as yours", "Type a reason…"]
     await admin.tap("Type a reason")
@@ -123,7 +124,7 @@ async def test_reject_with_a_preset_or_a_typed_reason(desk: Bot) -> None:
 async def test_ask_for_more_reopens_the_document_step(desk: Bot) -> None:
     admin, user = desk.chat(user_id=ADMIN), desk.chat(user_id=42)
     case_id = await submitted_case(desk, user)
-    await admin.press(f"r:{case_id}:more")
+    await admin.press(f"r:{case_id}:1:more")
     assert user.messages[-2].text.startswith("Our staff need more from you")
     await user.tap("Next")
     from flows.events import FileInfo
@@ -132,6 +133,8 @@ async def test_ask_for_more_reopens_the_document_step(desk: Bot) -> None:
     await user.tap("Submit for review")
     assert "waiting for review" in (await user.send("/status"))[0]
     assert "Review case" in card_for(desk, ADMIN).text
+    assert (await admin.press(f"r:{case_id}:1:approve"))[0].startswith("This card is from an earlier submission")
+    assert (await admin.press(f"r:{case_id}:2:approve"))[0].startswith(f"✅ Case {case_id} approved")
 
 
 async def test_non_admins_get_the_unknown_command_reply_and_are_audited(desk: Bot, db: AsyncEngine) -> None:
@@ -139,7 +142,7 @@ async def test_non_admins_get_the_unknown_command_reply_and_are_audited(desk: Bo
     case_id = await submitted_case(desk, desk.chat())
     for command in ("/queue", f"/case {case_id}", "/audit", f"/reject {case_id} no"):
         assert await mallory.send(command) == ["I don't know that command. Send /help to see what I can do."]
-    assert await mallory.press(f"r:{case_id}:approve") == ["This button has expired."]
+    assert await mallory.press(f"r:{case_id}:1:approve") == ["This button has expired."]
     async with db.connect() as conn:
         denied = (await conn.execute(select(batch.audit.c.actor).where(batch.audit.c.action == "admin.denied")))
         assert denied.scalars().all() == ["staff:666"] * 5
@@ -160,7 +163,7 @@ async def test_queue_case_and_audit_commands(desk: Bot, clock: FakeClock) -> Non
     shown = await admin.send(f"/case {first}")
     assert "Review case" in shown[-1] and admin.buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
     assert (await admin.send("/case nope"))[0] == "There is no such case."
-    await admin.press(f"r:{first}:approve")
+    await admin.press(f"r:{first}:1:approve")
     [audit] = await admin.send("/audit")
     assert f"staff:{ADMIN} · review.approved · case:{first}" in audit
 
@@ -170,7 +173,7 @@ async def test_document_references_are_forgotten_after_the_retention_period(
 ) -> None:
     admin = desk.chat(user_id=ADMIN)
     case_id = await submitted_case(desk, desk.chat())
-    await admin.press(f"r:{case_id}:rj_docs")
+    await admin.press(f"r:{case_id}:1:rj_docs")
     clock.advance(days=30)
     await desk.runner.fire_due_timers()
     await desk.runner.settle()

@@ -14,6 +14,7 @@ from aiogram.enums import ParseMode
 from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramForbiddenError,
+    TelegramMigrateToChat,
     TelegramNotFound,
     TelegramRetryAfter,
     TelegramUnauthorizedError,
@@ -77,6 +78,8 @@ class AiogramTransport:
             if "not modified" in error.message.lower():
                 return None
             raise delivery.Undeliverable(error.message) from None
+        except TelegramMigrateToChat as error:  # a group became a supergroup: the old id is gone for good
+            raise delivery.Undeliverable(f"chat migrated to {error.migrate_to_chat_id}") from None
 
     async def _send(self, reply: Reply) -> int | None:
         if isinstance(reply, SendMessage):

@@ -74,12 +74,16 @@ class Poller:
             self.offset = max(u.update_id for u in updates) + 1
 
     async def _in_order(self, updates: list[Any]) -> None:
-        for update in updates:
+        """One chat's updates in order; after a failure the rest wait for the next fetch, to keep the order."""
+        for index, update in enumerate(updates):
             try:
                 await self.process(update)
             except Exception:
                 self.desk.failed.add(update.update_id)
                 log.exception("update %d failed", update.update_id)
+            if update.update_id in self.desk.failed:
+                self.desk.failed.update(u.update_id for u in updates[index + 1 :])
+                return
 
     def _fail(self, message: str) -> None:
         self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))

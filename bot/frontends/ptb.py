@@ -20,7 +20,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter
+from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, RetryAfter
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -86,6 +86,8 @@ class PtbTransport:
             if "not modified" in error.message.lower():
                 return None
             raise delivery.Undeliverable(error.message) from None
+        except ChatMigrated as error:  # a group became a supergroup: the old id is gone for good
+            raise delivery.Undeliverable(f"chat migrated to {error.new_chat_id}") from None
 
     async def _send(self, reply: Reply) -> int | None:
         if isinstance(reply, SendMessage):

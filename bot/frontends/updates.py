@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from flows.announce import BROADCAST_DATA
 from flows.engine import BUTTON_DATA
 from flows.events import (
     ButtonPressed,
@@ -22,7 +23,7 @@ from flows.staff import REVIEW_DATA
 
 ALLOWED_UPDATES = ("message", "callback_query", "my_chat_member")
 # The desk's own buttons: a case's step buttons, and staff review buttons.
-DESK_BUTTONS = re.compile(rf"{BUTTON_DATA.pattern}|{REVIEW_DATA.pattern}")
+DESK_BUTTONS = re.compile(rf"{BUTTON_DATA.pattern}|{REVIEW_DATA.pattern}|{BROADCAST_DATA.pattern}")
 
 
 @dataclass(frozen=True)

@@ -116,8 +116,8 @@ async def send_code(ctx: Context, factor: str) -> CodeSending:
     if account is None or destination is None:
         return CodeSending(True, said, data)
     issued = await svc.codes.issue(account.id, ctx.case.id if ctx.case else "", factor)
-    if isinstance(issued, Refused):
-        return CodeSending(False, (text("codes.hourly_limit", time=f"{issued.retry_at:%H:%M} UTC"),))
+    if isinstance(issued, Refused):  # answer as if sent: a different reply would show the account exists
+        return CodeSending(True, said, data)
     channel = svc.settings.code_channels.get(factor, "chat")
     if channel == "chat":
         return CodeSending(True, (*said, chat_code_message(factor, _mask(factor, destination), issued.code)), data)

@@ -38,7 +38,8 @@ def new_authenticator(ctx: Context, chat_id: int, email: str) -> tuple[dict[str,
     secret = new_secret()
     uri = provisioning_uri(secret, email, svc.settings.service_name)
     letters = (
-        Letter((chat_id,), text("enrol.qr_caption"), png_base64=qr_png_base64(uri), sensitive=True),
+        Letter((chat_id,), text("enrol.qr_caption"), png_base64=qr_png_base64(uri), sensitive=True,
+               delete_after=KEY_VISIBLE_SECONDS),
         Letter((chat_id,), Text("enrol.key", {"key": grouped(secret), "minutes": KEY_VISIBLE_SECONDS // 60}),
                sensitive=True, delete_after=KEY_VISIBLE_SECONDS),
     )

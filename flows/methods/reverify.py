@@ -7,6 +7,7 @@ review. Withdrawals stay locked for a while after a successful reset.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from flows import countries
@@ -176,8 +177,11 @@ async def submit_for_review(ctx: Context) -> Outcome:
     svc = services(ctx)
     overdue = TimerSpec("review_sla", ctx.now + svc.settings.review_sla, detached=True)
     assert ctx.case is not None
-    card = await review_card(svc, ctx.case, staff_chats(svc.settings), ctx.now)
-    return Goto("submitted", timers=(overdue,), letters=(card,))
+    review_round = int(ctx.data.get("review_round", 0)) + 1
+    submitted = replace(ctx.case, data={**ctx.case.data, "review_round": review_round})
+    card = await review_card(svc, submitted, staff_chats(svc.settings), ctx.now)
+    return Goto("submitted", data={"review_round": review_round},
+                timers=(replace(overdue, payload={"round": review_round}),), letters=(card,))
 
 
 def _after_front(ctx: Context) -> str:

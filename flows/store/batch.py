@@ -226,6 +226,12 @@ async def next_due(conn: AsyncConnection) -> datetime | None:
     return timers.c.due_at.type.process_result_value(value, conn.dialect) if isinstance(value, str) else value
 
 
+async def unfired_timers(conn: AsyncConnection, timer_ids: Sequence[int]) -> set[int]:
+    """Which of these timers still exist and have not fired."""
+    query = select(timers.c.id).where(timers.c.id.in_(timer_ids), timers.c.fired_at.is_(None))
+    return set((await conn.execute(query)).scalars())
+
+
 async def mark_fired(conn: AsyncConnection, timer_ids: Sequence[int], now: datetime) -> None:
     if timer_ids:
         await conn.execute(update(timers).where(timers.c.id.in_(timer_ids), timers.c.fired_at.is_(None))

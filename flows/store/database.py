@@ -23,7 +23,7 @@ def open_database(url: str) -> AsyncEngine:
     path = sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, hide_parameters=True)  # error messages must not carry codes or secrets
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     return engine

@@ -15,7 +15,17 @@ from flows.clock import FakeClock
 from flows.delivery import Transport
 from flows.engine import Engine
 from flows.events import ButtonPressed, CommandReceived, FileInfo, FileReceived, Sender, TextReceived
-from flows.replies import AnswerButton, Button, DeleteMessage, EditMessage, Reply, SendMessage
+from flows.replies import (
+    AnswerButton,
+    Button,
+    CopyMessage,
+    DeleteMessage,
+    EditMessage,
+    Reply,
+    SendMessage,
+    SendPhoto,
+    SendPhotos,
+)
 from flows.runner import Runner, ServicesFactory
 
 _keys = itertools.count(1)
@@ -62,6 +72,10 @@ class RecordingTransport:
             messages[:] = [m for m in messages if m.message_id != reply.message_id]
         elif isinstance(reply, AnswerButton):
             self.answers.append(reply)
+        elif isinstance(reply, SendPhoto | SendPhotos | CopyMessage):
+            shown = Shown(next(self._ids), plain(getattr(reply, "caption", "")))
+            messages.append(shown)
+            return shown.message_id
         return None
 
 
