@@ -130,3 +130,13 @@ def test_readme_diagrams_are_up_to_date() -> None:
     readme = (ROOT / "README.md").read_text()
     embedded = readme.split("<!-- flows:begin -->\n", 1)[1].split("<!-- flows:end -->", 1)[0]
     assert embedded == diagrams_markdown(all_flows()), "run: recovery-bot flows diagram --readme README.md"
+
+
+def test_every_setting_is_in_env_example_and_the_readme() -> None:
+    from bot.config import Settings
+
+    env_example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"\n{name.upper()}=" in env_example, f"{name.upper()} is missing from .env.example"
+        assert f"`{name.upper()}`" in readme, f"{name.upper()} is missing from the README's settings"
