@@ -517,6 +517,7 @@ class _Run:
         self.done_here = 0
         self.last_edit: datetime | None = None
         self.last_text = ""
+        self.editing = asyncio.Lock()
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -696,15 +697,18 @@ class _Run:
         view = self.view
         if view is None or view.status_chat_id is None or view.status_message_id is None:
             return
-        now = self.service.clock.now()
-        if not force and self.last_edit is not None and (now - self.last_edit).total_seconds() < PROGRESS_EVERY:
-            return
-        self.last_edit = now  # taken now, so that sends finishing meanwhile do not edit too
-        text = progress_text(await self._progress(now))
-        if text != self.last_text:
+        if self.editing.locked() and not force:
+            return  # another send is editing right now
+        async with self.editing:  # one edit at a time, so two sends finishing together cannot both edit
+            now = self.service.clock.now()
+            if not force and self.last_edit is not None and (now - self.last_edit).total_seconds() < PROGRESS_EVERY:
+                return
+            text = progress_text(await self._progress(now))
+            if text == self.last_text:
+                return
             self.last_text = text
-            self.last_edit = self.service.clock.now()  # the spacing counts from when the edit goes out
             await self.service._tell(EditMessage(view.status_chat_id, view.status_message_id, text))
+            self.last_edit = self.service.clock.now()  # the spacing counts from when the edit went out
 
     async def _progress(self, now: datetime) -> Progress:
         async with self.service.db.connect() as conn:
