@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import html
 import mimetypes
-import re
 import sys
 import uuid
 from collections.abc import Callable
@@ -15,13 +13,9 @@ from typing import TextIO
 
 from flows.events import ButtonPressed, CommandReceived, Event, FileInfo, FileReceived, Sender, TextReceived
 from flows.replies import AnswerButton, Button, DeleteMessage, EditMessage, Reply, SendMessage
+from flows.texts import plain_text
 
 CONSOLE_USER = Sender(user_id=1, chat_id=1, language="en")
-
-
-def plain(text: str) -> str:
-    """Telegram HTML as terminal text: bold and code become plain, entities are unescaped."""
-    return html.unescape(re.sub(r"<[^>]+>", "", text))
 
 
 class ConsoleTransport:
@@ -38,19 +32,19 @@ class ConsoleTransport:
         if isinstance(reply, EditMessage) and reply.buttons:
             self._show(reply.text, reply.buttons, message_id=reply.message_id)
         elif isinstance(reply, AnswerButton) and reply.text:
-            self._print(f"  ({plain(reply.text)})")
+            self._print(f"  ({plain_text(reply.text)})")
         elif isinstance(reply, DeleteMessage):
             self._print("  (a message with a secret was deleted from the chat)")
         return None
 
     def _show(self, text: str, rows: tuple[tuple[Button, ...], ...], message_id: int | None = None) -> int:
         message_id = message_id or self._new_id()
-        self._print("\nbot> " + plain(text).replace("\n", "\n     "))
+        self._print("\nbot> " + plain_text(text).replace("\n", "\n     "))
         flat = [button for row in rows for button in row]
         if flat:
             self.buttons = [(message_id, button) for button in flat]
             for number, button in enumerate(flat, start=1):
-                self._print(f"     [{number}] {plain(button.label)}")
+                self._print(f"     [{number}] {plain_text(button.label)}")
         return message_id
 
     def _new_id(self) -> int:

@@ -53,11 +53,6 @@ def _catalog(language: str) -> gettext.NullTranslations:
     return translations
 
 
-def available_languages() -> list[str]:
-    """Languages that have a catalog."""
-    return sorted(p.name for p in LOCALES.iterdir() if (p / "LC_MESSAGES" / f"{DOMAIN}.po").exists())
-
-
 def known_keys(language: str = DEFAULT_LANGUAGE) -> set[str]:
     """Every key the catalog of `language` defines."""
     with (LOCALES / language / "LC_MESSAGES" / f"{DOMAIN}.po").open("rb") as po_file:
@@ -81,7 +76,7 @@ def translate(message: Text | str, language: str | None = None, **defaults: obje
 
 
 def plain_text(rendered: str) -> str:
-    """A rendered text without its HTML: for email and SMS."""
+    """A rendered text without its HTML: for email, SMS, button labels and the console."""
     return html.unescape(re.sub(r"<[^>]+>", "", rendered))
 
 

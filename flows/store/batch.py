@@ -104,11 +104,6 @@ async def cases_by_id(conn: AsyncConnection, case_ids: Iterable[str]) -> dict[st
     return {row.id: case_from_row(row) for row in await conn.execute(select(cases).where(cases.c.id.in_(wanted)))}
 
 
-async def get_case(conn: AsyncConnection, case_id: str) -> Case | None:
-    row = (await conn.execute(select(cases).where(cases.c.id == case_id))).first()
-    return case_from_row(row) if row else None
-
-
 async def save_cases(conn: AsyncConnection, changed: Iterable[Case]) -> None:
     """Insert new cases and update changed ones, in one statement."""
     rows = [

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import html
 import itertools
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,13 +25,9 @@ from flows.replies import (
     SendPhotos,
 )
 from flows.runner import Runner, ServicesFactory
+from flows.texts import plain_text
 
 _keys = itertools.count(1)
-
-
-def plain(text: str) -> str:
-    """Telegram HTML as a person reads it."""
-    return html.unescape(re.sub(r"<[^>]+>", "", text))
 
 
 @dataclass
@@ -61,19 +55,19 @@ class RecordingTransport:
         self.log.append(reply)
         messages = self.chats.setdefault(reply.chat_id, [])
         if isinstance(reply, SendMessage):
-            shown = Shown(next(self._ids), plain(reply.text), reply.buttons)
+            shown = Shown(next(self._ids), plain_text(reply.text), reply.buttons)
             messages.append(shown)
             return shown.message_id
         if isinstance(reply, EditMessage):
             for shown in messages:
                 if shown.message_id == reply.message_id:
-                    shown.text, shown.buttons = plain(reply.text), reply.buttons
+                    shown.text, shown.buttons = plain_text(reply.text), reply.buttons
         elif isinstance(reply, DeleteMessage):
             messages[:] = [m for m in messages if m.message_id != reply.message_id]
         elif isinstance(reply, AnswerButton):
             self.answers.append(reply)
         elif isinstance(reply, SendPhoto | SendPhotos | CopyMessage):
-            shown = Shown(next(self._ids), plain(getattr(reply, "caption", "")))
+            shown = Shown(next(self._ids), plain_text(getattr(reply, "caption", "")))
             messages.append(shown)
             return shown.message_id
         return None
