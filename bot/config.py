@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
     sms_webhook_url: str | None = None
     sms_webhook_token: SecretStr | None = None
+    code_delivery: Literal["chat"] | None = None
 
     @model_validator(mode="after")
     def _smtp_needs_a_sender(self) -> Settings:
@@ -57,6 +58,16 @@ class Settings(BaseSettings):
     def code_channels(self) -> dict[str, str]:
         """Where codes go per factor: SMS/SMTP when configured, else shown in the chat."""
         return {"phone": "sms" if self.sms_webhook_url else "chat", "email": "smtp" if self.smtp_host else "chat"}
+
+    def code_delivery_problem(self) -> str | None:
+        """Why a production desk must not start yet: a factor whose codes would be shown in the chat, unless
+        CODE_DELIVERY=chat allows that (demos and tests). None when nothing is missing."""
+        wanted = {"phone": "SMS_WEBHOOK_URL", "email": "SMTP_HOST"}
+        missing = [wanted[factor] for factor, channel in self.code_channels().items() if channel == "chat"]
+        if not missing or self.code_delivery == "chat":
+            return None
+        return (f"{' and '.join(missing)} not set: verification codes would be shown in the chat, which proves "
+                "nothing about the phone or mailbox on file; set it, or CODE_DELIVERY=chat for a demo")
 
     @field_validator("admin_ids", mode="before")
     @classmethod

@@ -34,6 +34,8 @@ async def start_desk(settings: Settings, transport: Transport) -> MountedDesk:
     """Migrate the database, start the runner and return the desk to hand to `ptb_handlers`/`aiogram_router`."""
     if settings.secret_key is None:
         raise ValueError("SECRET_KEY must be set (at least 32 characters)")
+    if problem := settings.code_delivery_problem():
+        raise ValueError(problem)
     app = await open_app(settings, settings.secret_key.get_secret_value())
     desk = MountedDesk(app, transport)
     await desk.runner.start()

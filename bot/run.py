@@ -75,6 +75,8 @@ async def run_telegram(settings: Settings, webhook: Webhook | None) -> int:
         return refuse("TELEGRAM_BOT_TOKEN is not set (get one from @BotFather)")
     if settings.secret_key is None:
         return refuse("SECRET_KEY is not set: it must be at least 32 characters (try: openssl rand -hex 32)")
+    if problem := settings.code_delivery_problem():
+        return refuse(problem)
     front = make_front(settings)
     try:
         username = await front.check_token()

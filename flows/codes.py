@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flows.otp import normalize_code
@@ -28,36 +28,47 @@ HOUR = timedelta(hours=1)
 
 @dataclass(frozen=True)
 class CodePolicy:
+    """How codes are limited. Sends are counted per account and per (account, Telegram user), so that one
+    stranger cannot spend the whole account's hourly quota and starve the owner."""
+
     ttl: timedelta = timedelta(minutes=30)
     max_wrong: int = 5
     resend_cooldown: timedelta = timedelta(seconds=60)
-    per_account_per_hour: int = 5
+    per_account_per_hour: int = 10
+    per_requester_per_hour: int = 3
 
     def __post_init__(self) -> None:
-        if self.max_wrong < 1 or self.per_account_per_hour < 1:
-            raise ValueError("max_wrong and per_account_per_hour must be at least 1")
+        if min(self.max_wrong, self.per_account_per_hour, self.per_requester_per_hour) < 1:
+            raise ValueError("max_wrong and the hourly limits must be at least 1")
 
 
 @dataclass(frozen=True)
 class Issued:
-    """A new code, to be delivered to the user and then forgotten."""
+    """A new code. A `decoy` is stored and checked like a real one but must never be delivered."""
 
     code: str
     expires_at: datetime
+    decoy: bool = False
 
 
 @dataclass(frozen=True)
 class Refused:
     """No code was issued; another may be asked for at `retry_at`."""
 
-    reason: Literal["cooldown", "hourly_limit"]
+    reason: Literal["cooldown"]
     retry_at: datetime
 
 
 @dataclass(frozen=True)
 class CheckResult:
+    """`failed`: this very attempt was compared and was wrong (it counts against the account's limit)."""
+
     status: Literal["ok", "wrong", "expired", "locked", "missing"]
     tries_left: int
+    failed: bool = False
+
+
+NO_ACCOUNT = 0  # ids start at 1: the queries for an unknown account run the same work and match nothing
 
 
 class Codes:
@@ -71,19 +82,29 @@ class Codes:
         self._now = now
         self._policy = policy
 
-    async def issue(self, account_id: int, case_id: str, factor: str) -> Issued | Refused:
-        """A new code for this case and factor, voiding the previous one, unless a rate limit says not yet."""
-        refusals = [r for r in (await self._cooldown(case_id, factor), await self._hourly(account_id)) if r]
-        if refusals:
-            return max(refusals, key=lambda refusal: refusal.retry_at)
+    async def issue(self, account_id: int | None, case_id: str, factor: str, user_id: int) -> Issued | Refused:
+        """A new code for this case and factor, voiding the previous one.
+
+        With no account (`None`), or once the account's or this requester's hourly limit is reached, the code is a
+        decoy: the same statements run and the same reply follows, but nothing may be delivered.
+        """
+        cooldown = await self._cooldown(case_id, factor)
+        over_limit = await self._over_hourly_limits(account_id or NO_ACCOUNT, user_id)
+        if cooldown is not None:
+            return cooldown
         await self._conn.execute(
             update(codes_table).where(*self._live(case_id, factor)).values(voided_at=self._now)
         )
         code = str(secrets.randbelow(10**CODE_DIGITS)).zfill(CODE_DIGITS)
-        return await self._store(account_id, case_id, factor, code)
+        decoy = account_id is None or over_limit
+        return await self._store(account_id, case_id, factor, user_id, code, decoy)
 
-    async def check(self, case_id: str, factor: str, entered: str) -> CheckResult:
-        """Check `entered` against the newest live code; a right code is used up, a wrong one costs a try."""
+    async def check(self, case_id: str, factor: str, entered: str, paused: bool = False) -> CheckResult:
+        """Check `entered` against the newest live code; a right code is used up, a wrong one costs a try.
+
+        A decoy never matches, and neither does any code while the account's recovery is `paused`; both are
+        compared all the same, so the work is the same.
+        """
         row = await self._newest(case_id, factor)
         if row is None:
             return CheckResult("missing", 0)
@@ -92,7 +113,7 @@ class Codes:
         if row.wrong_tries >= self._policy.max_wrong:
             return CheckResult("locked", 0)
         attempt = self._hash(case_id, factor, normalize_code(entered))
-        if hmac.compare_digest(attempt, row.code_hash):
+        if hmac.compare_digest(attempt, row.code_hash) and not row.decoy and not paused:
             return await self._use(row)
         return await self._count_wrong(row)
 
@@ -104,14 +125,15 @@ class Codes:
         expires_at: datetime = row.expires_at
         return expires_at
 
-    async def _store(self, account_id: int, case_id: str, factor: str, code: str) -> Issued:
+    async def _store(self, account_id: int | None, case_id: str, factor: str, user_id: int, code: str,
+                     decoy: bool) -> Issued:
         expires_at = self._now + self._policy.ttl
         await self._conn.execute(codes_table.insert().values(
-            account_id=account_id, case_id=case_id, factor=factor,
+            account_id=account_id, user_id=user_id, decoy=decoy, case_id=case_id, factor=factor,
             code_hash=self._hash(case_id, factor, code),
             created_at=self._now, expires_at=expires_at, wrong_tries=0,
         ))
-        return Issued(code, expires_at)
+        return Issued(code, expires_at, decoy)
 
     def _hash(self, case_id: str, factor: str, code: str) -> str:
         return hmac.new(self._key, f"{case_id}:{factor}:{code}".encode(), hashlib.sha256).hexdigest()
@@ -142,7 +164,7 @@ class Codes:
             .values(wrong_tries=codes_table.c.wrong_tries + 1)
         )
         tries_left = self._policy.max_wrong - row.wrong_tries - 1
-        return CheckResult("wrong", tries_left) if tries_left > 0 else CheckResult("locked", 0)
+        return CheckResult("wrong", tries_left, True) if tries_left > 0 else CheckResult("locked", 0, True)
 
     async def _cooldown(self, case_id: str, factor: str) -> Refused | None:
         c = codes_table.c
@@ -155,15 +177,14 @@ class Codes:
             return None
         return Refused("cooldown", last + self._policy.resend_cooldown)
 
-    async def _hourly(self, account_id: int) -> Refused | None:
+    async def _over_hourly_limits(self, account_id: int, user_id: int) -> bool:
+        """Whether real codes sent to this account in the last hour reached the account's limit, or this
+        requester's (decoys do not count: they reach nobody)."""
         c = codes_table.c
-        limit = self._policy.per_account_per_hour
-        query = (
-            select(c.created_at).where(c.account_id == account_id, c.created_at > self._now - HOUR)
-            .order_by(c.created_at.desc()).limit(limit)
-        )
-        recent = list((await self._conn.execute(query)).scalars())
-        if len(recent) < limit:
-            return None
-        return Refused("hourly_limit", min(recent) + HOUR)
-
+        recent = (c.account_id == account_id, c.decoy.is_(False), c.created_at > self._now - HOUR)
+        per_account = select(func.count()).where(*recent)
+        per_requester = per_account.where(c.user_id == user_id)
+        sent = await self._conn.scalar(per_account)
+        sent_to_requester = await self._conn.scalar(per_requester)
+        return (sent or 0) >= self._policy.per_account_per_hour or (
+            (sent_to_requester or 0) >= self._policy.per_requester_per_hour)

@@ -27,6 +27,7 @@ from flows.model import (
     ANY_STEP,
     Accepts,
     Action,
+    AuditLine,
     Begin,
     Choice,
     Close,
@@ -417,6 +418,7 @@ class _Turn:
             case.turn += 1
             self.touch(case)
         self.add_timers(case, outcome.timers)
+        self.audit_all(case, outcome.audit)
         self.say_all(outcome.say)
         self.notify_all(outcome.notify)
         self.send_letters(outcome.letters)
@@ -450,6 +452,7 @@ class _Turn:
         self.send_letters(outcome.letters)
         self.emit(self.engine.render(case, self.ctx.language, self.ctx))
         self.add_timers(case, outcome.timers)
+        self.audit_all(case, outcome.audit)
         if target.final:
             self.finish(case, target.final)
 
@@ -561,6 +564,10 @@ class _Turn:
     def add_timers(self, case: Case, specs: tuple[TimerSpec, ...]) -> None:
         for spec in specs:
             self.decision.timers.append(NewTimer(case.id, case.user_id, case.chat_id, spec.binding(case.step), spec))
+
+    def audit_all(self, case: Case, lines: tuple[AuditLine, ...]) -> None:
+        for action, subject, detail in lines:
+            self.decision.audit.append(AuditEntry(f"user:{case.user_id}", action, subject, detail))
 
     def audit(self, action: str, case: Case, detail: Mapping[str, Any]) -> None:
         self.decision.audit.append(AuditEntry(f"user:{case.user_id}", action, f"case:{case.id}", detail))

@@ -84,9 +84,13 @@ class Letter:
     delete_after: int | None = None
 
 
+AuditLine = tuple[str, str, Mapping[str, Any]]  # (action, subject, detail), written with the event
+
+
 @dataclass(frozen=True)
 class Goto:
-    """Move the case to `step` (in this flow, or "flow:step"), saying `say` first and merging `data`."""
+    """Move the case to `step` (in this flow, or "flow:step"), saying `say` first and merging `data`; `audit`
+    lines are written by the user's name."""
 
     step: str
     say: tuple[Text, ...] = ()
@@ -94,6 +98,7 @@ class Goto:
     timers: tuple[TimerSpec, ...] = ()
     notify: tuple[Notice, ...] = ()
     letters: tuple[Letter, ...] = ()
+    audit: tuple[AuditLine, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class Stay:
     show_prompt: bool = True
     notify: tuple[Notice, ...] = ()
     letters: tuple[Letter, ...] = ()
+    audit: tuple[AuditLine, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from flows.codes import CodePolicy, Codes
 from flows.directory import Directory, SecretBox
 from flows.keys import derive_key
+from flows.limits import FailedChecks
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,13 @@ def staff_chats(settings: FlowSettings) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class Services:
-    """Per-event services: the account directory and the verification codes, in the event's transaction."""
+    """Per-event services: the account directory, the verification codes and the failed-check limit, in the
+    event's transaction."""
 
     settings: FlowSettings
     directory: Directory
     codes: Codes
+    failures: FailedChecks
     now: datetime
     box: SecretBox
     conn: AsyncConnection
@@ -62,6 +65,7 @@ class ServiceFactory:
             settings=self.settings,
             directory=Directory(conn, self.box, now),
             codes=Codes(conn, self.code_key, now, self.policy),
+            failures=FailedChecks(conn, now),
             now=now,
             box=self.box,
             conn=conn,

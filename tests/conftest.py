@@ -1,4 +1,5 @@
-"""Shared fixtures: a migrated SQLite database per test (copied from one migrated template), a fake clock."""
+"""Shared fixtures: a migrated SQLite database per test (copied from one migrated template), a fake clock, the desk,
+real SMTP and SMS servers, and the end-to-end bot process per framework (tests/support/e2e.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,23 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flows.channels import (
+    ChannelRouter,
+    ChannelTransport,
+    SmsWebhookChannel,
+    SmsWebhookSettings,
+    SmtpChannel,
+    SmtpSettings,
+)
 from flows.clock import FakeClock
 from flows.store.database import open_database
 from flows.store.migrate import upgrade_sync
 from tests.support.chat import Bot
 from tests.support.desk import open_desk
-from tests.support.servers import mailbox
+from tests.support.e2e import bot, framework, server
+from tests.support.servers import Mailbox, SmsGateway, mailbox
 
-__all__ = ["mailbox"]
+__all__ = ["bot", "framework", "mailbox", "server"]  # fixtures: e2e (the real process per framework), SMTP
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +61,27 @@ async def desk(db: AsyncEngine, clock: FakeClock) -> AsyncIterator[Bot]:
     bot = await open_desk(db, clock)
     yield bot
     await bot.stop()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[SmsGateway]:
+    server = SmsGateway()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def desk_with_channels(
+    db: AsyncEngine, clock: FakeClock, mailbox: Mailbox, gateway: SmsGateway
+) -> AsyncIterator[Bot]:
+    """The desk with codes sent by email through a real local SMTP server and by SMS through a local gateway."""
+    url = await gateway.start()
+    router = ChannelRouter({
+        "smtp": SmtpChannel(SmtpSettings(host="127.0.0.1", port=mailbox.port, sender="desk@acme.test",
+                                         security="none", timeout=2.0)),
+        "sms": SmsWebhookChannel(SmsWebhookSettings(url=url, token="gateway-token")),
+    })
+    bot = await open_desk(db, clock, {"phone": "sms", "email": "smtp"}, ChannelTransport(router))
+    yield bot
+    await bot.stop()
+    await router.close()

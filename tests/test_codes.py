@@ -45,22 +45,23 @@ def fixed_codes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield values
 
 
-async def issue(db: AsyncEngine, now: datetime, account_id: int, case_id: str = CASE,
-                factor: str = "phone") -> Issued | Refused:
+async def issue(db: AsyncEngine, now: datetime, account_id: int | None, case_id: str = CASE,
+                factor: str = "phone", user_id: int = 7) -> Issued | Refused:
     async with db.begin() as conn:
-        return await Codes(conn, KEY, now, POLICY).issue(account_id, case_id, factor)
+        return await Codes(conn, KEY, now, POLICY).issue(account_id, case_id, factor, user_id)
 
 
-async def issued(db: AsyncEngine, now: datetime, account_id: int, case_id: str = CASE,
-                 factor: str = "phone") -> Issued:
-    result = await issue(db, now, account_id, case_id, factor)
+async def issued(db: AsyncEngine, now: datetime, account_id: int | None, case_id: str = CASE,
+                 factor: str = "phone", user_id: int = 7) -> Issued:
+    result = await issue(db, now, account_id, case_id, factor, user_id)
     assert isinstance(result, Issued)
     return result
 
 
-async def check(db: AsyncEngine, now: datetime, entered: str, factor: str = "phone") -> CheckResult:
+async def check(db: AsyncEngine, now: datetime, entered: str, factor: str = "phone",
+                paused: bool = False) -> CheckResult:
     async with db.begin() as conn:
-        return await Codes(conn, KEY, now, POLICY).check(CASE, factor, entered)
+        return await Codes(conn, KEY, now, POLICY).check(CASE, factor, entered, paused)
 
 
 async def expiry(db: AsyncEngine, now: datetime) -> datetime | None:
@@ -96,10 +97,10 @@ async def test_wrong_tries_count_down_and_lock(db: AsyncEngine, clock: FakeClock
     new = await issued(db, clock.now(), account_id)
     results = [await check(db, clock.now(), other(new.code)) for _ in range(5)]
     assert results == [
-        CheckResult("wrong", 4), CheckResult("wrong", 3), CheckResult("wrong", 2), CheckResult("wrong", 1),
-        CheckResult("locked", 0),
+        CheckResult("wrong", 4, True), CheckResult("wrong", 3, True), CheckResult("wrong", 2, True),
+        CheckResult("wrong", 1, True), CheckResult("locked", 0, True),
     ]
-    assert await check(db, clock.now(), new.code) == CheckResult("locked", 0)
+    assert await check(db, clock.now(), new.code) == CheckResult("locked", 0)  # not compared: not a failed try
     assert await expiry(db, clock.now()) is None
     async with db.connect() as conn:
         assert await conn.scalar(select(codes_table.c.wrong_tries)) == 5
@@ -107,8 +108,8 @@ async def test_wrong_tries_count_down_and_lock(db: AsyncEngine, clock: FakeClock
 
 async def test_a_non_numeric_entry_costs_a_try(db: AsyncEngine, clock: FakeClock, account_id: int) -> None:
     new = await issued(db, clock.now(), account_id)
-    assert await check(db, clock.now(), "hello") == CheckResult("wrong", 4)
-    assert await check(db, clock.now(), "") == CheckResult("wrong", 3)
+    assert await check(db, clock.now(), "hello") == CheckResult("wrong", 4, True)
+    assert await check(db, clock.now(), "") == CheckResult("wrong", 3, True)
     assert await check(db, clock.now(), new.code) == CheckResult("ok", 3)
 
 
@@ -140,7 +141,7 @@ async def test_a_resend_after_the_cooldown_voids_the_old_code(
     old = await issued(db, clock.now(), account_id)
     new = await issued(db, clock.advance(seconds=60), account_id)
     assert (old.code, new.code) == ("123456", "654321")
-    assert await check(db, clock.now(), old.code) == CheckResult("wrong", 4)
+    assert await check(db, clock.now(), old.code) == CheckResult("wrong", 4, True)
     assert await check(db, clock.now(), new.code) == CheckResult("ok", 4)
     assert await check(db, clock.now(), old.code) == CheckResult("missing", 0)
     async with db.connect() as conn:
@@ -148,22 +149,44 @@ async def test_a_resend_after_the_cooldown_voids_the_old_code(
         assert list(voided) == [clock.now(), None]
 
 
-async def test_a_sixth_code_in_an_hour(db: AsyncEngine, clock: FakeClock, account_id: int) -> None:
+async def test_a_fourth_code_in_an_hour_to_one_requester_is_a_decoy(
+    db: AsyncEngine, clock: FakeClock, account_id: int
+) -> None:
     first = clock.now()
-    for case_id, factor in [("a", "phone"), ("a", "email"), ("b", "phone"), ("b", "email"), ("c", "phone")]:
-        await issued(db, clock.advance(minutes=1), account_id, case_id, factor)
-    refused = await issue(db, clock.advance(minutes=1), account_id, "d", "phone")
-    assert refused == Refused("hourly_limit", first + timedelta(minutes=61))
-    assert isinstance(await issue(db, first + timedelta(minutes=60, seconds=59), account_id, "d"), Refused)
-    await issued(db, first + timedelta(minutes=61), account_id, "d")
+    for case_id, factor in [("a", "phone"), ("a", "email"), ("b", "phone")]:
+        assert not (await issued(db, clock.advance(minutes=1), account_id, case_id, factor)).decoy
+    assert (await issued(db, clock.advance(minutes=1), account_id, "c", "phone")).decoy
+    assert not (await issued(db, clock.now(), account_id, "c", "email", user_id=8)).decoy  # another requester
+    assert not (await issued(db, first + timedelta(minutes=61), account_id, "d")).decoy
 
 
-async def test_the_later_refusal_wins(db: AsyncEngine, clock: FakeClock, account_id: int) -> None:
-    first = clock.now()
-    for minute in range(5):
-        await issued(db, first + timedelta(minutes=minute), account_id, f"case-{minute}")
-    refused = await issue(db, first + timedelta(minutes=4, seconds=30), account_id, "case-4")
-    assert refused == Refused("hourly_limit", first + timedelta(hours=1))
+async def test_an_eleventh_code_in_an_hour_to_one_account_is_a_decoy(
+    db: AsyncEngine, clock: FakeClock, account_id: int
+) -> None:
+    for user_id in range(10):
+        assert not (await issued(db, clock.now(), account_id, f"case-{user_id}", user_id=user_id)).decoy
+    assert (await issued(db, clock.now(), account_id, "case-x", user_id=99)).decoy
+    assert (await issued(db, clock.advance(minutes=59), account_id, "case-y", user_id=98)).decoy
+    assert not (await issued(db, clock.advance(minutes=2), account_id, "case-z", user_id=97)).decoy
+
+
+async def test_a_decoy_is_checked_like_a_code_but_never_matches(
+    db: AsyncEngine, clock: FakeClock, fixed_codes: list[int]
+) -> None:
+    decoy = await issued(db, clock.now(), None)
+    assert decoy.decoy and decoy.code == "123456"
+    assert await check(db, clock.now(), decoy.code) == CheckResult("wrong", 4, True)
+    for _ in range(3):
+        await check(db, clock.now(), decoy.code)
+    assert await check(db, clock.now(), decoy.code) == CheckResult("locked", 0, True)
+
+
+async def test_no_code_matches_while_the_account_is_paused(
+    db: AsyncEngine, clock: FakeClock, account_id: int
+) -> None:
+    new = await issued(db, clock.now(), account_id)
+    assert await check(db, clock.now(), new.code, paused=True) == CheckResult("wrong", 4, True)
+    assert await check(db, clock.now(), new.code) == CheckResult("ok", 4)
 
 
 async def test_codes_are_stored_only_as_a_keyed_hash(

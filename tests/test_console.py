@@ -70,7 +70,7 @@ async def test_first_start_seeds_a_demo_account_and_a_local_secret(tmp_path: Pat
 
 async def test_method_one_on_the_demo_account(tmp_path: Path) -> None:
     screen = await console(tmp_path, [
-        number_of("Switch to phone verification"), DEMO_EMAIL, number_of("Get Code"), code("SMS"),
+        number_of("Switch to phone verification"), DEMO_EMAIL, number_of("Get Code"), code("SMS"), code("Email"),
         number_of("Submit"),
     ])
     assert "SMS to +1•••••34:" in screen

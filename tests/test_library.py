@@ -30,7 +30,7 @@ async def server() -> AsyncIterator[BotApiServer]:
 
 def settings_for(tmp_path: Path) -> Settings:
     return load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/desk.db", secret_key=SECRET_KEY,
-                         service_name="Acme")
+                         service_name="Acme", code_delivery="chat")
 
 
 async def test_ptb_application_with_the_desk_handlers(server: BotApiServer, tmp_path: Path) -> None:

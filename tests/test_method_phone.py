@@ -1,17 +1,31 @@
-"""Method 1 — Switch to phone verification, as a user lives it."""
+"""Method 1 — Switch to phone verification, as a user lives it, and as a SIM-swapper tries it."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import FakeClock
+from flows.store import batch
 from flows.store.tables import CodeRow
-from tests.support.chat import Bot
+from tests.support.chat import Bot, Chat
 from tests.support.desk import account, begin, code_in
+from tests.support.servers import Mailbox, SmsGateway, mailed_code
 
 METHOD = "Switch to phone verification"
 
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+async def both_codes(chat: Chat, email: str = "ada@example.com") -> tuple[str, str]:
+    """Method 1 up to the codes; returns (SMS code, email code) as the chat channel showed them."""
+    await begin(chat, METHOD, email)
+    replies = await chat.tap("Get Code")
+    return code_in(replies, "SMS"), code_in(replies, "Email")
 
 
 async def test_start_greets_warns_and_offers_three_methods(desk: Bot) -> None:
@@ -22,55 +36,110 @@ async def test_start_greets_warns_and_offers_three_methods(desk: Bot) -> None:
     assert chat.buttons == [METHOD, "Security Check Not Available", "Reset with my backup key"]
 
 
-async def test_happy_path_switches_the_account_to_phone(desk: Bot, db: AsyncEngine) -> None:
+async def test_happy_path_needs_the_sms_and_the_email_code(desk: Bot, db: AsyncEngine, clock: FakeClock) -> None:
     chat = desk.chat()
     assert await begin(chat, METHOD, "Ada@Example.com ") == [
-        "Press Get Code and we will send a 6-digit code by SMS to the phone number on file."]
+        "Press Get Code and we will send a 6-digit code by SMS to the phone number on file and another one to "
+        "the email address on file."]
     replies = await chat.tap("Get Code")
-    assert "SMS to +1•••••34:" in replies[1] and "Never share this code" in replies[1]
+    assert "SMS to +1•••••34:" in replies[1] and "Email to a•••@example.com:" in replies[3]
     assert replies[-1] == "Send me the 6-digit code from the SMS."
-    assert await chat.send(code_in(replies)) == [
-        "The code is right.", "Press Submit to switch your account to phone verification."]
-    [done] = await chat.tap("Submit")
+    assert await chat.send(code_in(replies, "SMS")) == [
+        "The SMS code is right.", "Now send me the 6-digit code from the email."]
+    assert await chat.send(code_in(replies, "Email")) == [
+        "Both codes are right.",
+        "Press Submit to switch your account to phone verification. For your safety, withdrawals will then be "
+        "locked for 48 hours."]
+    before = await account(db, "ada@example.com")
+    assert before.two_factor == "totp" and before.withdrawals_locked_until is None  # type: ignore[attr-defined]
+    [locked, done] = await chat.tap("Submit")
+    until = clock.now() + timedelta(hours=48)
+    assert locked == f"For your safety, withdrawals stay locked until {until:%Y-%m-%d %H:%M} UTC."
     assert done.startswith("Done. Your account now uses phone verification")
-    assert (await account(db, "ada@example.com")).two_factor == "phone"  # type: ignore[attr-defined]
+    after = await account(db, "ada@example.com")
+    assert after.two_factor == "phone" and after.totp_secret_enc is None  # type: ignore[attr-defined]
+    assert after.withdrawals_locked_until == until  # type: ignore[attr-defined]
+    async with db.connect() as conn:
+        audit = (await conn.execute(select(batch.audit).where(batch.audit.c.action == "account.switched_to_phone")
+                                    )).one()
+    assert audit.subject == f"account:{after.id}" and audit.actor == "user:42"  # type: ignore[attr-defined]
 
 
-async def test_wrong_codes_count_down_then_lock_and_offer_method_two(desk: Bot) -> None:
+async def test_a_sim_swapper_with_only_the_sms_code_changes_nothing(desk: Bot, db: AsyncEngine) -> None:
     chat = desk.chat()
-    await begin(chat, METHOD, "ada@example.com")
-    code = code_in(await chat.tap("Get Code"))
-    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
-    assert (await chat.send(wrong))[0] == "That code is not right. You have 4 tries left."
+    sms, email = await both_codes(chat)
+    await chat.send(sms)
+    assert (await chat.send(wrong(email)))[0] == "That email code is not right. You have 4 tries left."
     for _ in range(3):
-        await chat.send(wrong)
-    assert (await chat.send(wrong))[0].startswith("Too many wrong codes.")
+        await chat.send(wrong(email))
+    assert (await chat.send(wrong(email)))[0].startswith("Too many wrong codes.")
+    assert "Submit" not in chat.buttons
+    ada = await account(db, "ada@example.com")
+    assert ada.two_factor == "totp" and ada.totp_secret_enc is not None  # type: ignore[attr-defined]
+
+
+async def test_without_the_email_code_the_user_is_offered_method_two(desk: Bot) -> None:
+    chat = desk.chat()
+    sms, _ = await both_codes(chat)
+    await chat.send(sms)
+    await chat.tap("I can't get the email")
+    assert "withdrawals will be disabled for 48 hours" in chat.last
+
+
+async def test_codes_from_another_case_or_factor_do_not_count(desk: Bot) -> None:
+    chat = desk.chat()
+    sms, email = await both_codes(chat)
+    assert (await chat.send(email))[0] == "That SMS code is not right. You have 4 tries left."
+    assert (await chat.send(sms))[0] == "The SMS code is right."
+    assert (await chat.send(sms))[0] == "That email code is not right. You have 4 tries left."
+
+
+async def test_the_owner_is_emailed_when_the_account_switches(
+    desk_with_channels: Bot, mailbox: Mailbox, gateway: SmsGateway, db: AsyncEngine
+) -> None:
+    chat = desk_with_channels.chat()
+    await begin(chat, METHOD, "ada@example.com")
+    await chat.tap("Get Code")
+    await chat.send(gateway.received[-1]["message"].split("code: ")[1][:6])
+    await chat.send(mailed_code(mailbox))
+    [said, _] = await chat.tap("Submit")
+    assert said.endswith("We have also told the email address on file about this change.")
+    notice = mailbox.message(-1)
+    assert notice["To"] == "ada@example.com" and notice["Subject"] == "Your Acme account now uses phone verification"
+    assert "If this was not you, contact Acme support at once" in notice.get_content()
+
+
+async def test_wrong_sms_codes_count_down_then_lock_and_offer_method_two(desk: Bot) -> None:
+    chat = desk.chat()
+    sms, _ = await both_codes(chat)
+    assert (await chat.send(wrong(sms)))[0] == "That SMS code is not right. You have 4 tries left."
+    for _ in range(3):
+        await chat.send(wrong(sms))
+    assert (await chat.send(wrong(sms)))[0].startswith("Too many wrong codes.")
     assert "Security Check Not Available" in chat.buttons
     await chat.tap("Security Check Not Available")
     assert "withdrawals will be disabled for 48 hours" in chat.last
 
 
-async def test_expired_code_offers_a_new_one(desk: Bot, clock: FakeClock) -> None:
+async def test_expired_codes_offer_new_ones(desk: Bot, clock: FakeClock) -> None:
     chat = desk.chat()
-    await begin(chat, METHOD, "ada@example.com")
-    code = code_in(await chat.tap("Get Code"))
+    sms, _ = await both_codes(chat)
     clock.advance(minutes=31)
-    assert (await chat.send(code))[0] == "That code has expired. Press the button to get a new one."
-    fresh = code_in(await chat.tap("Get a new code"))
-    assert (await chat.send(fresh))[0] == "The code is right."
+    assert (await chat.send(sms))[0] == "That code has expired. Press the button to get a new one."
+    fresh = code_in(await chat.tap("Get new codes"), "SMS")
+    assert (await chat.send(fresh))[0] == "The SMS code is right."
 
 
 async def test_resend_within_the_cooldown_says_when(desk: Bot, clock: FakeClock) -> None:
     chat = desk.chat()
-    await begin(chat, METHOD, "ada@example.com")
-    first = code_in(await chat.tap("Get Code"))
+    first, _ = await both_codes(chat)
     clock.advance(seconds=20)
     wait = "A code was sent a moment ago. You can ask for a new one in 41 seconds."
-    assert (await chat.tap("Get a new code"))[0] == wait
+    assert (await chat.tap("Get new codes"))[0] == wait
     clock.advance(seconds=41)
-    second = code_in(await chat.tap("Get a new code"))
-    assert (await chat.send(first))[0] == "That code is not right. You have 4 tries left."
-    assert (await chat.send(second))[0] == "The code is right."
+    second = code_in(await chat.tap("Get new codes"), "SMS")
+    assert (await chat.send(first))[0] == "That SMS code is not right. You have 4 tries left."
+    assert (await chat.send(second))[0] == "The SMS code is right."
 
 
 async def test_lost_phone_goes_to_method_two(desk: Bot) -> None:
@@ -85,39 +154,22 @@ async def test_unknown_email_gets_the_same_replies_and_no_code(desk: Bot, db: As
     assert await begin(known, METHOD, "ada@example.com") == await begin(unknown, METHOD, "nobody@example.com")
     known_replies = await known.tap("Get Code")
     unknown_replies = await unknown.tap("Get Code")
-    without_sms = [r for r in known_replies if "SMS to" not in r]
-    assert without_sms == unknown_replies
-    wrong = f"{(int(code_in(known_replies)) + 1) % 1_000_000:06d}"
-    assert await unknown.send(wrong) == await known.send(wrong)
+    assert [r for r in known_replies if "SMS to" not in r and "Email to" not in r] == unknown_replies
+    assert await unknown.send(wrong(code_in(known_replies))) == await known.send(wrong(code_in(known_replies)))
     async with db.connect() as conn:
-        assert (await conn.execute(select(func.count()).select_from(CodeRow))).scalar_one() == 1
+        real = select(func.count()).select_from(CodeRow).where(CodeRow.decoy.is_(False))  # type: ignore[attr-defined]
+        assert (await conn.execute(real)).scalar_one() == 2  # Ada's SMS and email codes; the stranger's are decoys
 
 
 async def test_after_a_lockout_new_codes_wait_fifteen_minutes(desk: Bot, clock: FakeClock) -> None:
     chat = desk.chat()
-    await begin(chat, METHOD, "ada@example.com")
-    code = code_in(await chat.tap("Get Code"))
-    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    sms, _ = await both_codes(chat)
     for _ in range(5):
-        await chat.send(wrong)
+        await chat.send(wrong(sms))
     clock.advance(minutes=5)
     await chat.tap("Ask for a new code")
     assert (await chat.tap("Get Code"))[0] == (
         "For your safety, new codes are paused after too many wrong ones. You can ask again after 12:15 UTC.")
     clock.advance(minutes=11)
     fresh = code_in(await chat.tap("Get Code"))
-    assert (await chat.send(fresh))[0] == "The code is right."
-
-
-async def test_the_hourly_code_limit_answers_like_any_send(desk: Bot, clock: FakeClock, db: AsyncEngine) -> None:
-    known, unknown = desk.chat(user_id=1), desk.chat(user_id=2)
-    await begin(known, METHOD, "ada@example.com")
-    await begin(unknown, METHOD, "nobody@example.com")
-    for attempt in range(6):
-        said_known = await known.tap("Get")
-        said_unknown = await unknown.tap("Get")
-        if attempt == 5:  # the 6th code in an hour is not sent, and nothing says so
-            assert said_known == said_unknown
-        clock.advance(seconds=61)
-    async with db.connect() as conn:
-        assert (await conn.execute(select(func.count()).select_from(CodeRow))).scalar_one() == 5
+    assert (await chat.send(fresh))[0] == "The SMS code is right."

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import ClientSession
 from sqlalchemy import select
 
@@ -21,36 +19,8 @@ from flows.store import batch
 from flows.store.database import open_database
 from tests.support.botapi import SECRET_HEADER, BotApiServer
 from tests.support.desk import ADA_TOTP, totp_now
-from tests.support.e2e import ADMIN, TOKEN, BotProcess, TgUser, prepare_database
+from tests.support.e2e import ADMIN, TOKEN, BotProcess, TgUser, greet, prepare_database
 from tests.support.servers import free_port
-
-FRAMEWORKS = ["ptb", "aiogram"]
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[BotApiServer]:
-    async with BotApiServer(token=TOKEN, username="acme_desk_bot", first_name="Acme Desk") as api:
-        yield api
-
-
-@pytest.fixture(params=FRAMEWORKS)
-def framework(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-async def bot(server: BotApiServer, framework: str, tmp_path: Path) -> AsyncIterator[BotProcess]:
-    process = BotProcess(server, framework, tmp_path)
-    await prepare_database(process.database_url)
-    await process.start()
-    yield process
-    if process.process is not None:
-        assert await process.stop() == 0, process.log.read_text()[-3000:]
-
-
-async def greet(user: TgUser) -> None:
-    user.send("/start")
-    await user.expect("Welcome to the official Acme account recovery desk.")
 
 
 async def test_startup_checks_the_token_and_sets_the_commands(bot: BotProcess, server: BotApiServer) -> None:
@@ -81,8 +51,10 @@ async def test_method_one_switch_to_phone(bot: BotProcess, server: BotApiServer)
     user.send("ada@example.com")
     await user.expect("Press Get Code")
     user.tap("Get Code")
-    await user.expect("Send me the 6-digit code")
-    user.send(user.last_code())
+    await user.expect("Send me the 6-digit code from the SMS")
+    user.send(user.last_code("SMS"))
+    await user.expect("Now send me the 6-digit code from the email")
+    user.send(user.last_code("Email"))
     await user.expect("Press Submit")
     user.tap("Submit")
     await user.expect("Your account now uses phone verification")

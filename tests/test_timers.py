@@ -41,8 +41,8 @@ async def test_codes_remind_five_minutes_before_and_offer_new_ones_at_expiry(des
     clock.advance(minutes=5)
     assert await fire(desk, chat) == ["⌛ Your code has expired. Press the button below to get a new one.",
                                       "Send me the 6-digit code from the SMS."]
-    fresh = code_in(await chat.tap("Get a new code"))
-    assert (await chat.send(fresh))[0] == "The code is right."
+    fresh = code_in(await chat.tap("Get new codes"))
+    assert (await chat.send(fresh))[0] == "The SMS code is right."
 
 
 async def test_a_new_code_replaces_the_old_timers(desk: Bot, clock: FakeClock) -> None:
@@ -50,7 +50,7 @@ async def test_a_new_code_replaces_the_old_timers(desk: Bot, clock: FakeClock) -
     await begin(chat, "Switch to phone verification", "ada@example.com")
     await chat.tap("Get Code")
     clock.advance(minutes=10)
-    await chat.tap("Get a new code")
+    await chat.tap("Get new codes")
     clock.advance(minutes=20)  # the first code's expiry: no message, the new code is valid until 12:40
     assert await fire(desk, chat) == []
     async with desk.db.connect() as conn:
@@ -62,8 +62,9 @@ async def test_a_new_code_replaces_the_old_timers(desk: Bot, clock: FakeClock) -
 async def test_a_timer_for_a_case_that_moved_on_is_dropped(desk: Bot, clock: FakeClock) -> None:
     chat = desk.chat()
     await begin(chat, "Switch to phone verification", "ada@example.com")
-    code = code_in(await chat.tap("Get Code"))
-    await chat.send(code)
+    replies = await chat.tap("Get Code")
+    await chat.send(code_in(replies, "SMS"))
+    await chat.send(code_in(replies, "Email"))
     clock.advance(minutes=31)
     assert await fire(desk, chat) == []
 

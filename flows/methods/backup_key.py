@@ -7,9 +7,9 @@ the key (typed or scanned), and send the 6-digit code the app now shows. The key
 from __future__ import annotations
 
 from flows.engine import Context
-from flows.methods.common import ask_email_step, count_wrong, services
+from flows.methods.common import account_on_file, ask_email_step, count_wrong, failed_check, services
 from flows.model import Accepts, Choice, Flow, Goto, Outcome, Stay, Step
-from flows.otp import check_totp, normalize_code
+from flows.otp import check_totp, new_secret, normalize_code
 from flows.texts import text
 
 TROUBLESHOOT_AFTER = 2
@@ -21,29 +21,29 @@ async def take_code(ctx: Context) -> Outcome:
         return Stay(say=(text("backup.not_a_code"),))
     if await _code_matches(ctx):
         return Goto("done")
+    notify, audit = await failed_check(ctx, "totp")
     data, left = count_wrong(ctx, "totp_wrong", MAX_WRONG)
     if left == 0:
-        return Goto("too_many", data=data)
+        return Goto("too_many", data=data, notify=notify, audit=audit)
     hint = "backup.troubleshoot" if MAX_WRONG - left >= TROUBLESHOOT_AFTER else "backup.wrong"
-    return Stay(say=(text(hint, tries=left),), data=data)
+    return Stay(say=(text(hint, tries=left),), data=data, notify=notify, audit=audit)
 
 
 async def _code_matches(ctx: Context) -> bool:
-    account_id = ctx.data.get("account_id")
-    if account_id is None:
+    """Whether the code is the account's current one. An unknown email, an account without a key and a paused
+    account are checked against a throwaway key, so every answer takes the same work and none matches."""
+    svc = services(ctx)
+    account = await account_on_file(ctx)
+    secret = await svc.directory.totp_secret(account.id) if account is not None else None
+    paused = await svc.failures.paused(account.id if account else None)
+    step = check_totp(secret or DECOY_KEY, ctx.text, ctx.now, account.totp_last_step if account else None)
+    if step is None or account is None or secret is None or paused:
         return False
-    directory = services(ctx).directory
-    account = await directory.get(int(account_id))
-    secret = await directory.totp_secret(int(account_id))
-    if account is None or secret is None:
-        return False
-    step = check_totp(secret, ctx.text, ctx.now, account.totp_last_step)
-    if step is None:
-        return False
-    await directory.record_totp_step(int(account_id), step)
+    await svc.directory.record_totp_step(account.id, step)
     return True
 
 
+DECOY_KEY = new_secret()
 NO_KEY = Choice("no_key", "backup.btn_no_key", to="no_key")
 
 BACKUP = Flow(

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from flows.codes import Refused
-from flows.directory import mask_email, mask_phone
+from flows.codes import NO_ACCOUNT, Refused
+from flows.directory import AccountView, mask_email, mask_phone
 from flows.engine import Context
-from flows.model import Accepts, Action, Goto, Notice, Outcome, Stay, Step, TimerSpec
+from flows.model import Accepts, Action, AuditLine, Goto, Notice, Outcome, Stay, Step, TimerSpec
 from flows.services import Services
 from flows.texts import Text, text
 
@@ -33,6 +33,11 @@ def ask_email_step(next_step: str) -> Step:
 
     return Step("ask_email", prompt="common.ask_email", accepts=Accepts.TEXT, on_input=take_email,
                 exits=(next_step,), expects="email")
+
+
+def lock_hours(ctx: Context) -> dict[str, object]:
+    """The withdrawal lock in whole hours, for texts that announce it."""
+    return {"hours": int(services(ctx).settings.withdrawal_lock.total_seconds() // 3600)}
 
 
 def count_wrong(ctx: Context, key: str, limit: int) -> tuple[dict[str, Any], int]:
@@ -97,8 +102,10 @@ def on_code_timers(factor: str) -> dict[str, Action]:
 async def send_code(ctx: Context, factor: str) -> CodeSending:
     """Send a code for `factor` ("phone" or "email") to the account on file, if there is one.
 
-    The reply is the same whether or not the account exists; only a real account gets a code. The code goes
-    through the factor's channel: shown in the chat (`chat`), or as an SMS or email.
+    The reply, and the work done, are the same whether or not the account exists, has that factor, is paused or
+    has used up its hourly codes: in each of those cases a decoy is issued that is checked like a code but
+    reaches nobody. A real code goes through the factor's channel: shown in the chat (`chat`), or as an SMS or
+    email.
     """
     svc = services(ctx)
     sent_key = f"{factor}_sent_at"
@@ -107,16 +114,17 @@ async def send_code(ctx: Context, factor: str) -> CodeSending:
         retry = ctx.now.timestamp() - float(last)
         wait = int(COOLDOWN_SECONDS - retry) + 1
         return CodeSending(False, (text("codes.cooldown", seconds=wait),))
-    account_id = ctx.data.get("account_id")
-    account = await svc.directory.get(int(account_id)) if account_id is not None else None
+    account = await account_on_file(ctx)
     destination = None if account is None else (account.phone if factor == "phone" else account.email)
+    paused = await svc.failures.paused(account.id if account else None)
+    reachable = account is not None and destination is not None and not paused
     data: dict[str, Any] = {sent_key: ctx.now.timestamp(), f"{factor}_wrong": 0}
     minutes = int(svc.settings.code_ttl.total_seconds() // 60)
     said: tuple[Text, ...] = (text(f"codes.sent_{factor}", minutes=minutes),)
-    if account is None or destination is None:
-        return CodeSending(True, said, data)
-    issued = await svc.codes.issue(account.id, ctx.case.id if ctx.case else "", factor)
-    if isinstance(issued, Refused):  # answer as if sent: a different reply would show the account exists
+    case_id = ctx.case.id if ctx.case else ""
+    issued = await svc.codes.issue(account.id if reachable and account else None, case_id, factor,
+                                   ctx.event.sender.user_id)
+    if isinstance(issued, Refused) or issued.decoy or destination is None:  # the same reply: nothing tells
         return CodeSending(True, said, data)
     channel = svc.settings.code_channels.get(factor, "chat")
     if channel == "chat":
@@ -126,21 +134,70 @@ async def send_code(ctx: Context, factor: str) -> CodeSending:
     return CodeSending(True, said, data, (notice,))
 
 
+async def send_codes(ctx: Context, factors: tuple[str, ...]) -> CodeSending:
+    """One press, a code for each factor (stops at the first that may not be sent yet)."""
+    said: list[Text] = []
+    data: dict[str, Any] = {}
+    notices: list[Notice] = []
+    for factor in factors:
+        sending = await send_code(ctx, factor)
+        if not sending.sent:
+            return sending
+        said.extend(sending.say)
+        data.update(sending.data)
+        notices.extend(sending.notify)
+    return CodeSending(True, tuple(said), data, tuple(notices))
+
+
+async def account_on_file(ctx: Context) -> AccountView | None:
+    """The case's account; for an unknown email the same lookup runs and finds nothing."""
+    account_id = ctx.data.get("account_id")
+    return await services(ctx).directory.get(int(account_id) if account_id is not None else NO_ACCOUNT)
+
+
 def _mask(factor: str, destination: str) -> str:
     return mask_phone(destination) if factor == "phone" else mask_email(destination)
 
 
-async def check_code(ctx: Context, factor: str) -> tuple[str, int, dict[str, Any]]:
-    """Check the code the user typed: (status, tries left, data to store). Unknown accounts never match."""
+@dataclass(frozen=True)
+class CodeCheck:
+    """What checking a typed code came to, with what to add to the outcome when it failed."""
+
+    status: str
+    tries_left: int
+    notify: tuple[Notice, ...] = ()
+    audit: tuple[AuditLine, ...] = ()
+
+
+async def check_code(ctx: Context, factor: str) -> CodeCheck:
+    """Check the code the user typed against the case's newest code (a decoy for unknown accounts, which never
+    matches); a wrong one counts against the account's failed-check limit."""
     svc = services(ctx)
     account_id = ctx.data.get("account_id")
-    if account_id is not None and ctx.case is not None:
-        result = await svc.codes.check(ctx.case.id, factor, ctx.text)
-        return result.status, result.tries_left, {}
-    sent_at = ctx.data.get(f"{factor}_sent_at")
-    if sent_at is None:
-        return "missing", 0, {}
-    if ctx.now.timestamp() - float(sent_at) >= svc.settings.code_ttl.total_seconds():
-        return "expired", 0, {}
-    data, left = count_wrong(ctx, f"{factor}_wrong", MAX_WRONG_CODES)
-    return ("locked" if left == 0 else "wrong"), left, data
+    paused = await svc.failures.paused(int(account_id) if account_id is not None else None)
+    result = await svc.codes.check(ctx.case.id if ctx.case else "", factor, ctx.text, paused=paused)
+    if not result.failed:
+        return CodeCheck(result.status, result.tries_left)
+    notify, audit = await failed_check(ctx, factor)
+    return CodeCheck(result.status, result.tries_left, notify, audit)
+
+
+async def failed_check(ctx: Context, factor: str) -> tuple[tuple[Notice, ...], tuple[AuditLine, ...]]:
+    """Count a failed check against the case's account (if any). When it pauses the account's recovery, the
+    owner is told by email (never in this chat) and the pause is audited."""
+    account_id = ctx.data.get("account_id")
+    if account_id is None or ctx.case is None:
+        return (), ()
+    svc = services(ctx)
+    if not await svc.failures.record(int(account_id), factor, ctx.event.sender.user_id, ctx.case.id):
+        return (), ()
+    audit: AuditLine = ("account.recovery_paused", f"account:{account_id}", {"case": ctx.case.id, "factor": factor})
+    account = await svc.directory.get(int(account_id))
+    return owner_email(svc, account, "limits.paused_email"), (audit,)
+
+
+def owner_email(svc: Services, account: AccountView | None, key: str, **params: object) -> tuple[Notice, ...]:
+    """A notice to the address on file, where SMTP is set up: a channel the person in the chat may not control."""
+    if account is None or svc.settings.code_channels.get("email") != "smtp":
+        return ()
+    return (Notice("smtp", account.email, text(f"{key}_subject"), text(f"{key}_body", **params)),)

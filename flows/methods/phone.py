@@ -1,21 +1,36 @@
 """Method 1 — Switch to phone verification.
 
-For someone who lost the authenticator but still has the phone number on file: get a code by SMS, send it
-here, press Submit, and the account signs in with phone verification from now on.
+For someone who lost the authenticator but still has the phone number and the mailbox on file: one press sends a
+code by SMS and another by email, the user sends both here and presses Submit, and the account signs in with
+phone verification from now on. Two factors are needed because one alone (a SIM swap, or a stolen mailbox) must
+never replace another. On Submit withdrawals are locked for a while and the owner is told by email; nothing on
+the account changes before Submit.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flows.engine import Context
-from flows.methods.common import ask_email_step, check_code, code_timers, on_code_timers, send_code, services
+from flows.methods.common import (
+    account_on_file,
+    ask_email_step,
+    check_code,
+    code_timers,
+    lock_hours,
+    on_code_timers,
+    owner_email,
+    send_codes,
+    services,
+)
 from flows.model import Accepts, Choice, Flow, Goto, Outcome, Stay, Step, TimerSpec
 from flows.texts import text
 
 LOST_PHONE = Choice("lost_phone", "phone.lost_phone", to="reverify:warn")
-
-
+NO_EMAIL = Choice("no_email", "phone.no_email", to="reverify:warn")
+CODE_STEPS = ("enter_code", "email_code")
+FACTORS = ("phone", "email")
 LOCKOUT = timedelta(minutes=15)
 
 
@@ -24,24 +39,30 @@ async def get_code(ctx: Context) -> Outcome:
     if locked_until is not None and ctx.now.timestamp() < float(locked_until):
         when = datetime.fromtimestamp(float(locked_until), UTC)
         return Stay(say=(text("phone.still_locked", time=f"{when:%H:%M} UTC"),))
-    sending = await send_code(ctx, "phone")
+    sending = await send_codes(ctx, FACTORS)
     if not sending.sent:
         return Stay(say=sending.say)
-    return Goto("enter_code", say=sending.say, data=sending.data, notify=sending.notify,
-                timers=code_timers(ctx, ("enter_code",)))
+    forget = {"phone_verified": False, "email_verified": False}
+    return Goto("enter_code", say=sending.say, data={**sending.data, **forget}, notify=sending.notify,
+                timers=code_timers(ctx, CODE_STEPS))
 
 
-async def take_code(ctx: Context) -> Outcome:
-    status, left, data = await check_code(ctx, "phone")
-    if status == "ok":
-        return Goto("submit", say=(text("phone.code_ok"),), data={"phone_verified": True})
-    if status == "locked":
-        until = ctx.now + LOCKOUT
-        lockout_over = TimerSpec("lockout_end", until, at_steps=("locked", "get_code"), replace=True)
-        return Goto("locked", data={**data, "locked_until": until.timestamp()}, timers=(lockout_over,))
-    if status == "wrong":
-        return Stay(say=(text("codes.wrong", tries=left),), data=data)
-    return Stay(say=(text(f"codes.{status}"),))
+def _take_code(factor: str, next_step: str, said_when_right: str) -> Any:
+    async def take(ctx: Context) -> Outcome:
+        check = await check_code(ctx, factor)
+        if check.status == "ok":
+            return Goto(next_step, say=(text(said_when_right),), data={f"{factor}_verified": True})
+        if check.status == "locked":
+            until = ctx.now + LOCKOUT
+            lockout_over = TimerSpec("lockout_end", until, at_steps=("locked", "get_code"), replace=True)
+            return Goto("locked", data={"locked_until": until.timestamp()}, timers=(lockout_over,),
+                        notify=check.notify, audit=check.audit)
+        if check.status == "wrong":
+            return Stay(say=(text(f"phone.wrong_{factor}", tries=check.tries_left),), notify=check.notify,
+                        audit=check.audit)
+        return Stay(say=(text(f"codes.{check.status}"),))
+
+    return take
 
 
 async def lockout_over(ctx: Context) -> Outcome:
@@ -49,10 +70,22 @@ async def lockout_over(ctx: Context) -> Outcome:
 
 
 async def submit(ctx: Context) -> Outcome:
-    account_id = ctx.data.get("account_id")
-    if account_id is not None:
-        await services(ctx).directory.switch_to_phone(int(account_id))
-    return Goto("done")
+    """Both codes proved: switch to phone verification, lock withdrawals, tell the owner by email, audit it."""
+    if not (ctx.data.get("phone_verified") and ctx.data.get("email_verified")):
+        return Goto("get_code")
+    svc = services(ctx)
+    account = await account_on_file(ctx)
+    if account is None:  # cannot happen: an unknown email never passes a code
+        return Goto("get_code")
+    await svc.directory.switch_to_phone(account.id)
+    until = await svc.directory.lock_withdrawals(account.id, ctx.now + svc.settings.withdrawal_lock) or ctx.now
+    stamp = f"{until:%Y-%m-%d %H:%M} UTC"
+    detail = {"case": ctx.case.id if ctx.case else "", "withdrawals_locked_until": until.isoformat()}
+    emails = owner_email(svc, account, "phone.changed_email", until=stamp)
+    said = text("phone.switched_emailed" if emails else "phone.switched", until=stamp)
+    return Goto("done", say=(said,), timers=(TimerSpec("withdrawals_unlocked", until, detached=True),),
+                notify=emails,
+                audit=(("account.switched_to_phone", f"account:{account.id}", detail),))
 
 
 PHONE = Flow(
@@ -63,11 +96,16 @@ PHONE = Flow(
         ask_email_step("get_code"),
         Step("get_code", prompt="phone.get_code", on_timer={"lockout_end": lockout_over},
              choices=(Choice("get_code", "phone.btn_get_code", run=get_code, exits=("enter_code",)), LOST_PHONE)),
-        Step("enter_code", prompt="phone.enter_code", accepts=Accepts.TEXT, on_input=take_code, expects="code",
-             exits=("submit", "locked"), on_timer=on_code_timers("phone"),
-             choices=(Choice("resend", "codes.btn_new_code", run=get_code, exits=("enter_code",)), LOST_PHONE)),
-        Step("submit", prompt="phone.submit", choices=(Choice("submit", "phone.btn_submit", run=submit,
-                                                               exits=("done",)),)),
+        Step("enter_code", prompt="phone.enter_code", accepts=Accepts.TEXT, expects="code",
+             on_input=_take_code("phone", "email_code", "phone.sms_ok"), exits=("email_code", "locked"),
+             on_timer=on_code_timers("phone"),
+             choices=(Choice("resend", "codes.btn_new_codes", run=get_code, exits=("enter_code",)), LOST_PHONE)),
+        Step("email_code", prompt="phone.email_code", accepts=Accepts.TEXT, expects="code",
+             on_input=_take_code("email", "submit", "phone.both_ok"), exits=("submit", "locked"),
+             on_timer=on_code_timers("phone"),
+             choices=(Choice("resend", "codes.btn_new_codes", run=get_code, exits=("enter_code",)), NO_EMAIL)),
+        Step("submit", prompt="phone.submit", prompt_params=lock_hours,
+             choices=(Choice("submit", "phone.btn_submit", run=submit, exits=("done", "get_code")),)),
         Step("locked", prompt="phone.locked", on_timer={"lockout_end": lockout_over},
              choices=(Choice("reverify", "menu.reverify", to="reverify:warn"),
                       Choice("retry", "phone.btn_try_later", to="get_code"))),

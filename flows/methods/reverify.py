@@ -17,12 +17,14 @@ from flows.methods.common import (
     check_code,
     code_timers,
     count_wrong,
+    failed_check,
+    lock_hours,
     on_code_timers,
-    send_code,
+    send_codes,
     services,
 )
 from flows.methods.enrol import ENROL_STEPS
-from flows.model import Accepts, Choice, Flow, Goto, Notice, Outcome, Stay, Step, TimerSpec
+from flows.model import Accepts, Choice, Flow, Goto, Outcome, Stay, Step, TimerSpec
 from flows.review import review_card
 from flows.services import staff_chats
 from flows.texts import Text, text
@@ -31,10 +33,6 @@ RESTORABLE = ("totp", "phone", "email")
 CODE_STEPS = ("phone_code", "email_code")
 MAX_WRONG_ANSWERS = 3
 ID_TYPES = ("passport", "national_id", "driving_licence")
-
-
-def _hours(ctx: Context) -> dict[str, object]:
-    return {"hours": int(services(ctx).settings.withdrawal_lock.total_seconds() // 3600)}
 
 
 async def start(ctx: Context) -> Outcome:
@@ -60,30 +58,24 @@ async def confirm_restore(ctx: Context) -> Outcome:
 
 
 async def get_codes(ctx: Context) -> Outcome:
-    said: list[Text] = []
-    data: dict[str, Any] = {}
-    notices: list[Notice] = []
-    for factor in ("phone", "email"):
-        sending = await send_code(ctx, factor)
-        if not sending.sent:
-            return Stay(say=sending.say)
-        said.extend(sending.say)
-        data.update(sending.data)
-        notices.extend(sending.notify)
-    return Goto("phone_code", say=tuple(said), data=data, notify=tuple(notices),
+    sending = await send_codes(ctx, ("phone", "email"))
+    if not sending.sent:
+        return Stay(say=sending.say)
+    return Goto("phone_code", say=sending.say, data=sending.data, notify=sending.notify,
                 timers=code_timers(ctx, CODE_STEPS))
 
 
 def _take_code(factor: str, next_step: str) -> Any:
     async def take(ctx: Context) -> Outcome:
-        status, left, data = await check_code(ctx, factor)
-        if status == "ok":
+        check = await check_code(ctx, factor)
+        if check.status == "ok":
             return Goto(next_step, data={f"{factor}_verified": True})
-        if status == "wrong":
-            return Stay(say=(text(f"reverify.wrong_{factor}", tries=left),), data=data)
-        if status == "locked":
-            return Goto("codes_locked", data=data)
-        return Stay(say=(text(f"codes.{status}"),))
+        if check.status == "wrong":
+            return Stay(say=(text(f"reverify.wrong_{factor}", tries=check.tries_left),), notify=check.notify,
+                        audit=check.audit)
+        if check.status == "locked":
+            return Goto("codes_locked", notify=check.notify, audit=check.audit)
+        return Stay(say=(text(f"codes.{check.status}"),))
 
     return take
 
@@ -107,13 +99,16 @@ async def send(ctx: Context) -> Outcome:
 
 
 async def take_answer(ctx: Context) -> Outcome:
+    svc = services(ctx)
     account_id = int(ctx.data["account_id"])
-    if await services(ctx).directory.check_security_answer(account_id, ctx.text):
+    paused = await svc.failures.paused(account_id)
+    if await svc.directory.check_security_answer(account_id, ctx.text) and not paused:
         return Goto("documents", data={"answer_verified": True})
+    notify, audit = await failed_check(ctx, "answer")
     data, left = count_wrong(ctx, "answer_wrong", MAX_WRONG_ANSWERS)
     if left == 0:
-        return Goto("answer_locked", data=data)
-    return Stay(say=(text("reverify.wrong_answer", tries=left),), data=data)
+        return Goto("answer_locked", data=data, notify=notify, audit=audit)
+    return Stay(say=(text("reverify.wrong_answer", tries=left),), data=data, notify=notify, audit=audit)
 
 
 async def documents_next(ctx: Context) -> Outcome:
@@ -193,7 +188,7 @@ REVERIFY = Flow(
     title="menu.reverify",
     start="warn",
     steps=(
-        Step("warn", prompt="reverify.warn", prompt_params=_hours,
+        Step("warn", prompt="reverify.warn", prompt_params=lock_hours,
              choices=(Choice("continue", "reverify.btn_continue", run=start, exits=("restore", "ask_email")),)),
         ask_email_step("restore"),
         Step("restore", prompt="reverify.restore", columns=1,

@@ -113,12 +113,22 @@ class TimerRow(SQLModel, table=True):
 
 
 class CodeRow(SQLModel, table=True):
-    """A one-time verification code, kept only as a keyed hash."""
+    """A one-time verification code, kept only as a keyed hash.
+
+    A `decoy` is issued where no real code can be (an unknown email, no phone on file, a limit reached, a paused
+    account): it is stored and checked like a real one, so replies and timings do not tell the cases apart, but it
+    is never delivered and never matches.
+    """
 
     __tablename__ = "verification_codes"
-    __table_args__ = (Index("ix_codes_account_created", "account_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_codes_account_created", "account_id", "created_at"),
+        Index("ix_codes_account_user_created", "account_id", "user_id", "created_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
-    account_id: int = Field(foreign_key="accounts.id")
+    account_id: int | None = Field(default=None, foreign_key="accounts.id")
+    user_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    decoy: bool = Field(default=False)
     case_id: str = Field(max_length=16, index=True)
     factor: str = Field(max_length=16)
     code_hash: str = Field(max_length=128)
@@ -127,6 +137,22 @@ class CodeRow(SQLModel, table=True):
     wrong_tries: int = Field(default=0)
     used_at: datetime | None = _when(nullable=True)
     voided_at: datetime | None = _when(nullable=True)
+
+
+class FailedCheck(SQLModel, table=True):
+    """A failed check of an account's factor (a code, an authenticator code, the security answer), from any chat.
+
+    Counted per account over a rolling hour, so the limit holds across cases and Telegram users.
+    """
+
+    __tablename__ = "failed_checks"
+    __table_args__ = (Index("ix_failed_checks_account_at", "account_id", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="accounts.id")
+    factor: str = Field(max_length=16)
+    user_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    case_id: str = Field(max_length=16)
+    at: datetime = _when()
 
 
 class BroadcastRow(SQLModel, table=True):

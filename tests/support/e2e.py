@@ -11,9 +11,11 @@ import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.accounts_csv import import_accounts
@@ -54,7 +56,7 @@ class BotProcess:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
             "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": server.url, "DATABASE_URL": self.database_url,
             "SECRET_KEY": SECRET_KEY, "BOT_FRAMEWORK": framework, "SERVICE_NAME": "Acme", "LOG_LEVEL": "INFO",
-            "ADMIN_IDS": f"{ADMIN},{SILENT_ADMIN}",
+            "ADMIN_IDS": f"{ADMIN},{SILENT_ADMIN}", "CODE_DELIVERY": "chat",
             **env,
         }
         self.process: asyncio.subprocess.Process | None = None
@@ -153,3 +155,32 @@ class TgUser:
         """Wait until the bot polls again after the last action, plus a moment for deliveries."""
         await self.server.wait_for(lambda c: c.method == "getUpdates", timeout=15, since=self.mark, finished=False)
         await asyncio.sleep(0.5)
+
+
+FRAMEWORKS = ["ptb", "aiogram"]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[BotApiServer]:
+    async with BotApiServer(token=TOKEN, username="acme_desk_bot", first_name="Acme Desk") as api:
+        yield api
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def framework(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def bot(server: BotApiServer, framework: str, tmp_path: Path) -> AsyncIterator[BotProcess]:
+    process = BotProcess(server, framework, tmp_path)
+    await prepare_database(process.database_url)
+    await process.start()
+    yield process
+    if process.process is not None:
+        assert await process.stop() == 0, process.log.read_text()[-3000:]
+
+
+async def greet(user: TgUser) -> None:
+    user.send("/start")
+    await user.expect("Welcome to the official Acme account recovery desk.")

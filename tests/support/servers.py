@@ -1,9 +1,10 @@
-"""Real local servers for tests: an SMTP server (aiosmtpd) that keeps what it receives."""
+"""Real local servers for tests: an SMTP server (aiosmtpd) and an SMS gateway (aiohttp) that keep what they receive."""
 
 from __future__ import annotations
 
 import email
 import email.policy
+import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -50,7 +52,11 @@ class Mailbox:
 
     def only_message(self) -> EmailMessage:
         assert len(self.received) == 1
-        content = self.received[0].content
+        return self.message(0)
+
+    def message(self, index: int) -> EmailMessage:
+        """The message received at `index` (-1: the newest), parsed."""
+        content = self.received[index].content
         assert isinstance(content, bytes)
         parsed = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
@@ -66,3 +72,35 @@ def mailbox() -> Iterator[Mailbox]:
     server.start()
     yield box
     server.stop()
+
+
+class SmsGateway:
+    """A stand-in for the operator's SMS provider: a real HTTP server that keeps what it is asked to send."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.port = free_port()
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/sms", self.receive)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return f"http://127.0.0.1:{self.port}/sms"
+
+    async def receive(self, request: web.Request) -> web.Response:
+        self.received.append({"auth": request.headers.get("Authorization"), **await request.json()})
+        return web.json_response({"queued": True})
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+def mailed_code(mailbox: Mailbox) -> str:
+    body = mailbox.only_message().get_content()
+    found = re.search(r"code is (\d{6})", body)
+    assert found is not None, body
+    return found.group(1)
