@@ -188,6 +188,10 @@ class Directory:
         """No second factor ("none") until the user enrols again."""
         await self._update(account_id, two_factor="none", totp_secret_enc=None, totp_last_step=None)
 
+    async def remove_phone(self, account_id: int) -> None:
+        """Forget the phone number on file (the owner lost it); a new one is added in the service afterwards."""
+        await self._update(account_id, phone=None)
+
     async def set_totp_secret(self, account_id: int, secret_b32: str) -> None:
         """Enrol a new authenticator secret (normalised; ValueError if it is not a usable base32 key)."""
         encrypted = self._secrets.encrypt(normalize_key(secret_b32))

@@ -14,11 +14,11 @@ from typing import Any
 
 from flows.engine import Case, Context
 from flows.events import ButtonPressed, CommandReceived, Event
-from flows.methods.common import services
+from flows.methods.common import lock_hours, owner_email, services
 from flows.methods.enrol import new_authenticator
-from flows.model import Action, Close, Goto, Letter, Notice, OnCase, Outcome, Say, Stay, TimerSpec
+from flows.methods.reverify import RESTORABLE
+from flows.model import Action, Close, Goto, Letter, OnCase, Outcome, Say, Stay, TimerSpec
 from flows.review import PHOTO_SLOTS, age, pending_reviews, recent_audit, review_card
-from flows.services import Services
 from flows.stats import collect, funnel_chart, stats_lines
 from flows.texts import Text, text
 
@@ -102,32 +102,39 @@ def purge_later(ctx: Context) -> TimerSpec:
 
 
 async def approve(ctx: Context, case: Case) -> Outcome:
-    """Reset 2FA, lock withdrawals, tell the user (and their email), and start setting up a new authenticator."""
+    """Carry out what the user asked to restore, lock withdrawals, tell the user and the address on file.
+
+    The authenticator is reset (and a new one set up) only when it was asked for, or when the phone was and the
+    account signs in with it; a phone asked for is removed from the account; an email change is left to the
+    service's staff, who are told so.
+    """
     svc = services(ctx)
     account_id = int(case.data["account_id"])
     account = await svc.directory.get(account_id)
     assert account is not None
-    await svc.directory.reset_two_factor(account_id)
+    asked = [item for item in RESTORABLE if item in case.data.get("restore", [])]
+    reenrol = "totp" in asked or ("phone" in asked and account.two_factor == "phone")
+    if reenrol:
+        await svc.directory.reset_two_factor(account_id)
+    if "phone" in asked:
+        await svc.directory.remove_phone(account_id)
     until = await svc.directory.lock_withdrawals(account_id, ctx.now + svc.settings.withdrawal_lock) or ctx.now
-    fresh, letters = new_authenticator(ctx, case.chat_id, account.email)
-    hours = int(svc.settings.withdrawal_lock.total_seconds() // 3600)
+    stamp = f"{until:%Y-%m-%d %H:%M} UTC"
+    said = text("review.approved_user", hours=lock_hours(ctx)["hours"], until=stamp,
+                changes=tuple(text(f"review.changed_{item}") for item in asked))
+    data: dict[str, Any] = decision(ctx, "approved")
+    letters: tuple[Letter, ...] = ()
+    if reenrol:
+        fresh, letters = new_authenticator(ctx, case.chat_id, account.email)
+        data.update(fresh)
     outcome = Goto(
-        "reverify:enrol", say=(text("review.approved_user", hours=hours, until=f"{until:%Y-%m-%d %H:%M} UTC"),),
-        data={**decision(ctx, "approved"), **fresh},
+        "reverify:enrol" if reenrol else "reverify:restored", say=(said,), data=data,
         timers=(TimerSpec("withdrawals_unlocked", until, detached=True), purge_later(ctx)),
-        notify=reset_email(svc, account.email, until), letters=letters,
+        notify=owner_email(svc, account, "review.reset_email", until=stamp), letters=letters,
     )
-    detail = {"account_id": account_id, "withdrawals_locked_until": until.isoformat()}
-    return OnCase(outcome, tell=(text("review.approved_staff", case=case.id),),
-                  audit=(("review.approved", f"case:{case.id}", detail),))
-
-
-def reset_email(svc: Services, email: str, until: Any) -> tuple[Notice, ...]:
-    """Tell the address on file too, so a hijacked chat cannot hide a reset (when SMTP is set up)."""
-    if svc.settings.code_channels.get("email") != "smtp":
-        return ()
-    return (Notice("smtp", email, text("review.reset_email_subject"),
-                   text("review.reset_email_body", until=f"{until:%Y-%m-%d %H:%M} UTC")),)
+    detail = {"account_id": account_id, "restore": asked, "withdrawals_locked_until": until.isoformat()}
+    tell = text("review.approved_staff", case=case.id, changes=tuple(text(f"review.staff_{item}") for item in asked))
+    return OnCase(outcome, tell=(tell,), audit=(("review.approved", f"case:{case.id}", detail),))
 
 
 def pick_reason(ctx: Context, case: Case) -> Say:

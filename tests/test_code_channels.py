@@ -69,5 +69,6 @@ async def test_an_approved_reset_is_also_announced_by_email(
     import email.policy
 
     parsed = email.message_from_bytes(notice.content, policy=email.policy.default)  # type: ignore[arg-type]
-    assert parsed["To"] == "ben@example.com" and parsed["Subject"] == "Your Acme 2FA was reset"
+    assert parsed["To"] == "ben@example.com"
+    assert parsed["Subject"] == "The security settings of your Acme account were changed"
     assert "withdrawals are locked until 2026-01-07 12:00 UTC" in parsed.get_content()  # type: ignore[union-attr]

@@ -19,8 +19,8 @@ from tests.support.desk import SECRET_KEY, submit_for_review, totp_now
 ADMIN, OTHER_ADMIN = 900, 901
 
 
-async def submitted_case(desk: Bot, user: Chat) -> str:
-    await submit_for_review(user)
+async def submitted_case(desk: Bot, user: Chat, restore: str = "Authenticator app") -> str:
+    await submit_for_review(user, restore=restore)
     async with desk.db.connect() as conn:
         return str((await conn.execute(select(batch.cases.c.id).where(batch.cases.c.status == "review"))).scalar_one())
 
@@ -95,6 +95,30 @@ async def test_approve_resets_locks_and_reenrols(desk: Bot, db: AsyncEngine, clo
     await desk.runner.fire_due_timers()
     await desk.runner.settle()
     assert any("withdrawals are enabled again" in m for m in user.new_messages())
+
+
+async def test_approving_an_email_restore_leaves_the_2fa_alone(desk: Bot, db: AsyncEngine) -> None:
+    user, admin = desk.chat(user_id=42), desk.chat(user_id=ADMIN)
+    case_id = await submitted_case(desk, user, restore="Email address")
+    user.new_messages()
+    await admin.press(f"r:{case_id}:1:approve")
+    assert "email change requested" in admin.last
+    said = user.new_messages()
+    assert "support will contact you to change your email address" in said[0]
+    assert said[-1] == "That is all from here. Sign in to Acme as usual."
+    account = await ben(db)
+    assert account.two_factor == "totp" and account.totp_secret_enc is not None  # type: ignore[attr-defined]
+    assert account.withdrawals_locked_until is not None  # type: ignore[attr-defined]
+    assert not [r for r in desk.transport.log if isinstance(r, SendPhoto) and r.chat_id == 42]  # no new key
+
+
+async def test_approving_a_phone_restore_removes_the_phone_only(desk: Bot, db: AsyncEngine) -> None:
+    user, admin = desk.chat(user_id=42), desk.chat(user_id=ADMIN)
+    case_id = await submitted_case(desk, user, restore="Phone number")
+    await admin.press(f"r:{case_id}:1:approve")
+    account = await ben(db)
+    assert account.phone is None and account.two_factor == "totp"  # type: ignore[attr-defined]
+    assert "The phone number on file was removed" in user.messages[-2].text
 
 
 async def test_two_admins_at_once_one_decision_wins(desk: Bot) -> None:

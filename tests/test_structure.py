@@ -67,7 +67,7 @@ def test_no_step_is_a_dead_end(flow: Flow) -> None:
 
 
 def test_every_step_is_reachable() -> None:
-    entry_points = {"start:resume", "start:cancel_confirm", "reverify:enrol"}  # commands and staff decisions
+    entry_points = {"start:resume", "start:cancel_confirm", "reverify:enrol", "reverify:restored"}  # commands, staff
     reachable = {f"{flow.id}:{flow.start}" for flow in FLOWS} | entry_points
     for flow in FLOWS:
         for _, target in all_targets(flow):
@@ -97,7 +97,10 @@ def text_keys_in_flows() -> set[str]:
 def test_every_text_has_an_english_catalog_entry() -> None:
     built = {f"codes.{status}" for status in ("missing", "expired")}
     built |= {f"codes.{kind}_{factor}" for kind in ("sent", "chat") for factor in ("phone", "email")}
-    built |= {f"reverify.wrong_{factor}" for factor in ("phone", "email")}
+    built |= {f"{flow}.wrong_{factor}" for flow in ("reverify", "phone") for factor in ("phone", "email")}
+    built |= {f"review.{who}_{item}" for who in ("changed", "staff") for item in ("totp", "phone", "email")}
+    built |= {f"{key}_{part}" for key in ("limits.paused_email", "phone.changed_email", "review.reset_email")
+              for part in ("subject", "body")}
     built |= {f"desk.state_{state}" for state in ("open", "review")}
     built |= {f"engine.expects_{kind}" for kind in ("text", "file")}
     built |= {f"guard.{kind}" for kind in ("key", "code", "password")}

@@ -229,6 +229,7 @@ REVERIFY = Flow(
              choices=(Choice("submit", "reverify.btn_submit_review", run=submit_for_review, exits=("submitted",)),)),
         Step("submitted", prompt="reverify.submitted", final="review"),
         *ENROL_STEPS,
+        Step("restored", prompt="reverify.restored", final="approved"),
         Step("codes_locked", prompt="reverify.codes_locked", final="failed"),
         Step("answer_locked", prompt="reverify.answer_locked", final="failed"),
     ),

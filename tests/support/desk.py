@@ -92,11 +92,11 @@ async def request_codes(chat: Chat, email: str, restore: str = "Email address") 
     return await chat.tap("Get Code")
 
 
-async def submit_for_review(chat: Chat, email: str = "ben@example.com") -> None:
+async def submit_for_review(chat: Chat, email: str = "ben@example.com", restore: str = "Authenticator app") -> None:
     """Method 2 up to the review queue (Ben's account: verified, no security question, so a selfie will do)."""
     from flows.events import FileInfo
 
-    replies = await request_codes(chat, email, "Authenticator app")
+    replies = await request_codes(chat, email, restore)
     await chat.send(code_in(replies, "SMS"))
     await chat.send(code_in(replies, "Email"))
     await chat.tap("Send")
