@@ -10,8 +10,15 @@ from bot.config import Settings
 from flows.accounts_csv import import_accounts
 from flows.directory import Directory, mask_email, mask_phone
 
+EXIT_CONFIG = 2
+
 
 async def run_accounts(args: argparse.Namespace, settings: Settings) -> int:
+    if args.accounts_command == "import" and settings.secret_key is None:
+        # A generated local key would encrypt the secrets with a key that `run` does not have.
+        print("recovery-bot: SECRET_KEY is not set: the import encrypts authenticator secrets with it and `run` "
+              "needs the same key to read them; set it first (try: openssl rand -hex 32)", file=sys.stderr)
+        return EXIT_CONFIG
     app = await open_app(settings, local_secret_key(settings))
     try:
         if args.accounts_command == "import":

@@ -20,7 +20,15 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flows.directory import DecryptError, SecretBox, accounts, hash_answer, normalize_email, verify_answer
+from flows.directory import (
+    DecryptError,
+    SecretBox,
+    accounts,
+    hash_answer,
+    is_peppered,
+    normalize_email,
+    verify_answer,
+)
 from flows.otp import normalize_key
 
 REQUIRED_COLUMNS = ("email", "phone", "totp_secret", "security_question", "security_answer")
@@ -187,10 +195,14 @@ def _decrypted(secrets: SecretBox, encrypted: str | None) -> str | None:
         return "\0undecryptable"
 
 
-def _answer_hash(answer: str | None, stored: str | None) -> str | None:
+def _answer_hash(answer: str | None, stored: str | None, pepper: bytes) -> str | None:
+    """The stored hash while it is peppered and still matches; otherwise a new peppered one (so a re-import also
+    upgrades hashes made before the pepper)."""
     if answer is None:
         return None
-    return stored if stored is not None and verify_answer(answer, stored) else hash_answer(answer)
+    if stored is not None and is_peppered(stored) and verify_answer(answer, stored, pepper):
+        return stored
+    return hash_answer(answer, pepper)
 
 
 def _secret_columns(record: AccountRecord, current: Mapping[str, Any], secrets: SecretBox) -> dict[str, Any]:
@@ -207,7 +219,8 @@ def _values(record: AccountRecord, current: Mapping[str, Any], secrets: SecretBo
     return {
         "phone": record.phone,
         "security_question": record.security_question,
-        "security_answer_hash": _answer_hash(record.security_answer, current.get("security_answer_hash")),
+        "security_answer_hash": _answer_hash(record.security_answer, current.get("security_answer_hash"),
+                                             secrets.answer_pepper),
         "identity_verified": bool(current.get("identity_verified")) if verified is None else verified,
         "two_factor": record.two_factor,
         **_secret_columns(record, current, secrets),

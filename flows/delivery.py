@@ -19,11 +19,13 @@ from flows.clock import Clock
 from flows.replies import EditMessage, Notify, Reply, SendMessage, SendPhoto
 from flows.store import batch
 from flows.store.batch import Pending
+from flows.store.database import scrub_wal
 
 log = logging.getLogger(__name__)
 
 GROUP = 50
 MAX_BACKOFF = 60.0
+SCRUB_EVERY = 30.0  # seconds between write-ahead-log scrubs after redactions
 
 
 class RetryAfter(Exception):
@@ -63,6 +65,8 @@ class Lane:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._backoff = 0.0
+        self._scrubbed_at: float | None = None
+        self._scrub_later: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"outbox-{self.name}")
@@ -77,10 +81,11 @@ class Lane:
         await self._idle.wait()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._scrub_later):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._scrub_later = None
 
     async def _run(self) -> None:
         while True:
@@ -135,6 +140,26 @@ class Lane:
                 await batch.mark_delivered(conn, done, self.clock.now())
                 await batch.redact(conn, secrets)
                 await batch.schedule_deletions(conn, _to_delete(done, group), self.clock.now())
+            if secrets:
+                await self._scrub()
+
+    async def _scrub(self) -> None:
+        """After a redaction, leave no copy of what was redacted in the write-ahead log: at once, or (within
+        30 s of the last scrub) once more when that time is up."""
+        loop = asyncio.get_running_loop()
+        wait = 0.0 if self._scrubbed_at is None else self._scrubbed_at + SCRUB_EVERY - loop.time()
+        if wait <= 0:
+            self._scrubbed_at = loop.time()
+            await scrub_wal(self.db)
+        elif self._scrub_later is None or self._scrub_later.done():
+            self._scrub_later = asyncio.create_task(self._scrub_after(wait))
+
+    async def _scrub_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        try:
+            await self._scrub()
+        except Exception:
+            log.exception("%s: could not scrub the write-ahead log", self.name)
 
     async def _mark_blocked(self, chat_id: int) -> None:
         self.blocked.add(chat_id)

@@ -32,8 +32,9 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
 _SALT_BYTES = 16
 _HASH_BYTES = 32
-_HASH_FORMAT = re.compile(r"scrypt\$(?P<n>[0-9]{1,8})\$(?P<r>[1-9][0-9]{0,2})\$(?P<p>[0-9]{1,2})"
+_HASH_FORMAT = re.compile(r"(?P<kind>scrypt|scrypt-hmac)\$(?P<n>[0-9]{1,8})\$(?P<r>[1-9][0-9]{0,2})\$(?P<p>[0-9]{1,2})"
                           r"\$(?P<salt>[A-Za-z0-9+/=]+)\$(?P<hash>[A-Za-z0-9+/=]{22,})")
+PEPPERED = "scrypt-hmac"
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,13 @@ class DecryptError(ValueError):
 
 
 class SecretBox:
-    """Authenticated encryption of TOTP secrets, keyed from SECRET_KEY for this purpose only."""
+    """The directory's keys, derived from SECRET_KEY for these purposes only: authenticated encryption of TOTP
+    secrets, and the pepper in front of security-answer hashes (so a stolen database alone cannot be used to
+    guess answers offline)."""
 
     def __init__(self, secret_key: str) -> None:
         self._fernet = Fernet(base64.urlsafe_b64encode(derive_key(secret_key, "totp-at-rest")))
+        self.answer_pepper = derive_key(secret_key, "security-answer-pepper")
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode("ascii")
@@ -81,32 +85,42 @@ def normalize_answer(answer: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", answer).casefold().split())
 
 
-def _scrypt(answer: str, salt: bytes, n: int, r: int, p: int, length: int = _HASH_BYTES) -> bytes:
-    secret = normalize_answer(answer).encode()
+def _scrypt(secret: bytes, salt: bytes, n: int, r: int, p: int, length: int = _HASH_BYTES) -> bytes:
     return hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT_MAXMEM, dklen=length)
+
+
+def _peppered(answer: str, pepper: bytes) -> bytes:
+    return hmac.new(pepper, normalize_answer(answer).encode(), hashlib.sha256).digest()
 
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def hash_answer(answer: str) -> str:
-    """A salted scrypt hash of the normalised answer: "scrypt$n$r$p$salt_b64$hash_b64"."""
+def hash_answer(answer: str, pepper: bytes) -> str:
+    """A salted scrypt hash of the normalised answer keyed with the pepper (HMAC-SHA256 first):
+    "scrypt-hmac$n$r$p$salt_b64$hash_b64"."""
     salt = os.urandom(_SALT_BYTES)
-    digest = _scrypt(answer, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
-    return "$".join(["scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest)])
+    digest = _scrypt(_peppered(answer, pepper), salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    return "$".join([PEPPERED, str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest)])
 
 
-def verify_answer(answer: str, stored: str) -> bool:
-    """Whether `answer` matches a `hash_answer` result (False for anything malformed), in constant time."""
+def verify_answer(answer: str, stored: str, pepper: bytes) -> bool:
+    """Whether `answer` matches a `hash_answer` result, or an older unpeppered "scrypt$…" hash (False for anything
+    malformed), in constant time."""
     parsed = _parse_hash(stored)
     if parsed is None:
         return False
-    n, r, p, salt, expected = parsed
-    return hmac.compare_digest(_scrypt(answer, salt, n, r, p, len(expected)), expected)
+    kind, n, r, p, salt, expected = parsed
+    secret = _peppered(answer, pepper) if kind == PEPPERED else normalize_answer(answer).encode()
+    return hmac.compare_digest(_scrypt(secret, salt, n, r, p, len(expected)), expected)
 
 
-def _parse_hash(stored: str) -> tuple[int, int, int, bytes, bytes] | None:
+def is_peppered(stored: str) -> bool:
+    return stored.startswith(PEPPERED + "$")
+
+
+def _parse_hash(stored: str) -> tuple[str, int, int, int, bytes, bytes] | None:
     match = _HASH_FORMAT.fullmatch(stored)
     if match is None:
         return None
@@ -114,14 +128,15 @@ def _parse_hash(stored: str) -> tuple[int, int, int, bytes, bytes] | None:
     if n < 2 or n & (n - 1) or 128 * r * n > _SCRYPT_MAXMEM // 2 or not 1 <= p <= 16:
         return None
     try:
-        return n, r, p, base64.b64decode(match["salt"], validate=True), base64.b64decode(match["hash"], validate=True)
+        salt, digest = base64.b64decode(match["salt"], validate=True), base64.b64decode(match["hash"], validate=True)
     except ValueError:
         return None
+    return match["kind"], n, r, p, salt, digest
 
 
 @cache
-def _decoy_hash() -> str:
-    return hash_answer("")
+def _decoy_hash(pepper: bytes) -> str:
+    return hash_answer("", pepper)
 
 
 def mask_email(email: str) -> str:
@@ -177,7 +192,8 @@ class Directory:
     async def check_security_answer(self, account_id: int, answer: str) -> bool:
         """Whether `answer` matches the stored one; as slow for accounts without an answer as with one."""
         stored = await self._column(accounts.c.security_answer_hash, account_id)
-        matched = await asyncio.to_thread(verify_answer, answer, stored or _decoy_hash())
+        pepper = self._secrets.answer_pepper
+        matched = await asyncio.to_thread(verify_answer, answer, stored or _decoy_hash(pepper), pepper)
         return matched and stored is not None
 
     async def switch_to_phone(self, account_id: int) -> None:

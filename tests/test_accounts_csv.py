@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.accounts_csv import ImportReport, import_accounts, parse_accounts
 from flows.clock import FakeClock
-from flows.directory import AccountView, Directory, SecretBox
+from flows.directory import AccountView, Directory, SecretBox, accounts
 
 BOX = SecretBox("x" * 40)
 HEADER = "email,phone,totp_secret,security_question,security_answer,identity_verified"
@@ -55,6 +58,22 @@ async def test_the_same_file_twice_changes_nothing(db: AsyncEngine, clock: FakeC
     clock.advance(hours=1)
     assert await run_import(db, GOOD, clock) == ImportReport(unchanged=3)
     assert await raw_rows(db) == before
+
+
+async def test_a_reimport_peppers_an_answer_hashed_before_the_pepper(db: AsyncEngine, clock: FakeClock) -> None:
+    salt = b"0123456789abcdef"
+    digest = hashlib.scrypt(b"the cat", salt=salt, n=2**14, r=8, p=1, maxmem=64 * 1024 * 1024, dklen=32)
+    old = "$".join(["scrypt", "16384", "8", "1", base64.b64encode(salt).decode(), base64.b64encode(digest).decode()])
+    await run_import(db, GOOD, clock)
+    async with db.begin() as conn:
+        await conn.execute(update(accounts).where(accounts.c.email == "jane.doe@example.com")
+                           .values(security_answer_hash=old))
+    await run_import(db, GOOD, clock)
+    jane = (await views(db, clock))["jane.doe@example.com"]
+    async with db.connect() as conn:
+        stored = await conn.scalar(select(accounts.c.security_answer_hash).where(accounts.c.id == jane.id))
+        assert str(stored).startswith("scrypt-hmac$")
+        assert await Directory(conn, BOX, clock.now()).check_security_answer(jane.id, "The Cat")
 
 
 async def test_an_update_row_changes_only_its_account(db: AsyncEngine, clock: FakeClock) -> None:

@@ -46,6 +46,16 @@ def test_accounts_import_and_list(tmp_path: Path) -> None:
     assert "j•••@example.com" in listing.stdout and "jane@" not in listing.stdout
 
 
+def test_accounts_import_refuses_without_a_secret_key(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text("email,phone,totp_secret,security_question,security_answer\n"
+                    "jane@example.com,+15551234534,JBSWY3DPEHPK3PXP,Pet?,Rex\n")
+    result = cli("accounts", "import", str(good), env={"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/r.db"},
+                 cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "SECRET_KEY is not set" in result.stderr
+    assert not (tmp_path / "r.db").exists() and not (tmp_path / "console-secret-key").exists()
+
+
 def test_flows_diagram_prints_mermaid() -> None:
     result = cli("flows", "diagram")
     assert result.returncode == 0 and result.stdout.count("```mermaid") == 4

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -90,9 +92,10 @@ async def test_totp_step_never_moves_backwards(db: AsyncEngine, clock: FakeClock
         assert view is not None and view.totp_last_step == 100
 
 
-async def test_security_answers_are_hashed_and_normalised(db: AsyncEngine, clock: FakeClock) -> None:
-    stored = hash_answer("the cat")
-    assert stored.startswith("scrypt$16384$8$1$") and "cat" not in stored
+async def test_security_answers_are_hashed_with_a_pepper_and_normalised(db: AsyncEngine, clock: FakeClock) -> None:
+    stored = hash_answer("the cat", BOX.answer_pepper)
+    assert stored.startswith("scrypt-hmac$16384$8$1$") and "cat" not in stored
+    assert not verify_answer("the cat", stored, SecretBox("y" * 40).answer_pepper)  # the database alone is not enough
     async with db.begin() as conn:
         account_id = await add_account(conn, clock, "jane@example.com", security_question="Pet?",
                                        security_answer_hash=stored)
@@ -105,10 +108,19 @@ async def test_security_answers_are_hashed_and_normalised(db: AsyncEngine, clock
         assert not await directory.check_security_answer(account_id + 99, "the cat")
 
 
+def test_hashes_made_before_the_pepper_still_verify() -> None:
+    salt = b"0123456789abcdef"
+    digest = hashlib.scrypt(b"the cat", salt=salt, n=2**14, r=8, p=1, maxmem=64 * 1024 * 1024, dklen=32)
+    old = "$".join(["scrypt", "16384", "8", "1", base64.b64encode(salt).decode(), base64.b64encode(digest).decode()])
+    assert verify_answer("The Cat", old, BOX.answer_pepper)
+    assert not verify_answer("the dog", old, BOX.answer_pepper)
+
+
 @pytest.mark.parametrize("stored", ["", "scrypt$1$2$3", "bcrypt$16384$8$1$AAAA$AAAA", "scrypt$x$8$1$AAAA$AAAA",
-                                    "scrypt$16384$8$1$!!$AAAA", "scrypt$99999999999999999999999$8$1$AAAA$AAAA"])
+                                    "scrypt$16384$8$1$!!$AAAA", "scrypt$99999999999999999999999$8$1$AAAA$AAAA",
+                                    "scrypt-hmac$1$2$3"])
 def test_malformed_hashes_never_match(stored: str) -> None:
-    assert not verify_answer("", stored)
+    assert not verify_answer("", stored, BOX.answer_pepper)
 
 
 async def test_withdrawal_lock_is_never_shortened(db: AsyncEngine, clock: FakeClock) -> None:
