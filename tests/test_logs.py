@@ -18,13 +18,16 @@ REAL_SHAPED_TOKEN = "7123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 
 @pytest.fixture
 def output() -> Iterator[io.StringIO]:
-    """What a root handler of the process writes; the logger levels the test changes are put back after."""
+    """What a root handler of the process writes; the levels of the loggers involved start unset (an earlier
+    start_desk in this process may have set them) and are put back after."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     names = [*CHATTY_LOGGERS, "bot", "flows", "recovery_bot", "elsewhere"]
     levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.NOTSET)
     root_level = root.level
     root.addHandler(handler)
     yield stream
