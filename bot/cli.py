@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from bot.config import Settings, SettingsError, load_settings
+from bot.logs import configure_logging
 
 EXIT_CONFIG = 2
 
@@ -60,14 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"recovery-bot: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.log_level != "DEBUG":
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-    # httpx logs every request URL at INFO, and Bot API URLs contain the bot token.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
-    # At DEBUG, aiosqlite logs every statement with its parameters: outbox rows can hold codes.
-    logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    configure_logging(settings)
     return asyncio.run(_dispatch(args, settings))
 
 

@@ -8,6 +8,9 @@
 
 Your framework's own poller then delivers updates; it confirms them before they are handled, so a crash can
 lose the few in flight. `recovery-bot run` uses a poller that confirms only what is committed.
+
+`start_desk` also makes your logging safe for the desk's secrets without taking it over: see
+`bot.logs.guard_host_logging` for what it changes (it adds no handler).
 """
 
 from __future__ import annotations
@@ -15,15 +18,20 @@ from __future__ import annotations
 from bot.app import App, open_app
 from bot.config import Settings
 from bot.frontends.desk import TelegramDesk
+from bot.logs import SecretFilter, guard_host_logging
 from flows.delivery import Transport
 
 
 class MountedDesk(TelegramDesk):
-    """A desk started by `start_desk`; `close()` finishes the events in hand and closes the database."""
+    """A desk started by `start_desk`; `close()` finishes the events in hand and closes the database.
 
-    def __init__(self, app: App, transport: Transport) -> None:
+    `log_filter` redacts the desk's secrets: add it to any log handler of yours that is not on the root logger.
+    """
+
+    def __init__(self, app: App, transport: Transport, log_filter: SecretFilter) -> None:
         super().__init__(app.runner(transport), app.db)
         self.app = app
+        self.log_filter = log_filter
 
     async def close(self) -> None:
         await self.runner.stop()
@@ -31,12 +39,13 @@ class MountedDesk(TelegramDesk):
 
 
 async def start_desk(settings: Settings, transport: Transport) -> MountedDesk:
-    """Migrate the database, start the runner and return the desk to hand to `ptb_handlers`/`aiogram_router`."""
+    """Guard the logs, migrate the database, start the runner; returns the desk for `ptb_handlers`/`aiogram_router`."""
     if settings.secret_key is None:
         raise ValueError("SECRET_KEY must be set (at least 32 characters)")
     if problem := settings.code_delivery_problem():
         raise ValueError(problem)
+    log_filter = guard_host_logging(settings)
     app = await open_app(settings, settings.secret_key.get_secret_value())
-    desk = MountedDesk(app, transport)
+    desk = MountedDesk(app, transport, log_filter)
     await desk.runner.start()
     return desk

@@ -18,6 +18,7 @@ from bot.frontends.desk import TelegramDesk
 from bot.frontends.polling import Poller
 from bot.frontends.ptb import BadToken
 from bot.frontends.webhook import serve, webhook_app
+from bot.logs import hide
 from flows.delivery import Transport
 from flows.keys import derive_key
 from flows.store.batch import users
@@ -121,6 +122,7 @@ async def _serve(app: App, front: Front, username: str, webhook: Webhook | None)
 async def _serve_webhook(app: App, front: Front, desk: TelegramDesk, webhook: Webhook,
                          stopping: asyncio.Event) -> None:
     secret = derive_key(app.secret_key, "telegram-webhook", 24).hex()
+    hide(secret)
     path = urlparse(webhook.url).path or "/"
     server = await serve(webhook_app(path, secret, front.parse, front.process, desk), webhook.host, webhook.port)
     try:

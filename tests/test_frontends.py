@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aiogram
 import pytest
 import telegram
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiohttp import test_utils
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.frontends.aiogram import AiogramTransport
+from bot.frontends.desk import TelegramDesk
 from bot.frontends.ptb import PtbTransport
 from bot.frontends.render import split_text, utf16_length
 from bot.frontends.updates import MembershipChanged, translate_update
+from bot.frontends.webhook import SECRET_HEADER, webhook_app
 from flows import delivery
 from flows.clock import FakeClock
 from flows.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
@@ -172,3 +176,34 @@ async def test_network_errors_are_retried_and_nothing_is_lost(db: AsyncEngine, c
     await asyncio.wait_for(chat.send("/start"), timeout=10)
     assert [m.text for m in chat.messages] == ["What is your name?"]
     await bot.stop()
+
+
+async def test_refused_webhook_requests_are_logged_once_a_minute_with_a_count(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def never(update: Any) -> None:
+        raise AssertionError("a refused request was processed")
+
+    desk = cast(TelegramDesk, None)  # a refused request never reaches the desk
+    app = webhook_app("/hook", "right-secret", dict, never, desk, clock=clock)
+    async with test_utils.TestClient(test_utils.TestServer(app)) as http:
+        async def knock(secret: str = "wrong") -> None:
+            response = await http.post("/hook", json={"update_id": 1}, headers={SECRET_HEADER: secret})
+            assert response.status == 401
+
+        def lines() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "without the right secret token" in r.getMessage()]
+
+        with caplog.at_level(logging.WARNING, logger="bot.frontends.webhook"):
+            for _ in range(5):
+                await knock()
+            assert len(lines()) == 1 and "more" not in lines()[0]
+            clock.advance(seconds=59)
+            await knock()
+            assert len(lines()) == 1
+            clock.advance(seconds=2)
+            await knock()
+            assert len(lines()) == 2 and "and 5 more since the last such line" in lines()[1]
+            clock.advance(minutes=1)
+            await knock()
+            assert len(lines()) == 3 and "more" not in lines()[2]

@@ -1,6 +1,7 @@
 """Webhook mode: an aiohttp server that accepts Telegram's POSTs only with the secret token, and /healthz.
 
 An update is answered 200 only after it is committed; any failure answers 500, so Telegram sends it again.
+Requests without the secret token are logged at most once a minute, so a flood of them cannot fill the disk.
 """
 
 from __future__ import annotations
@@ -9,26 +10,52 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
 from bot.frontends.desk import TelegramDesk
+from flows.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 Parse = Callable[[dict[str, Any]], Any]
 Process = Callable[[Any], Awaitable[None]]
+REFUSAL_LOG_INTERVAL = timedelta(minutes=1)
 
 
-def webhook_app(path: str, secret: str, parse: Parse, process: Process, desk: TelegramDesk) -> web.Application:
+class RefusalLog:
+    """Logs refused requests at most once per `REFUSAL_LOG_INTERVAL`; the next line counts those left out."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.last_line: datetime | None = None
+        self.left_out = 0
+
+    def refused(self, remote: str | None) -> None:
+        now = self.clock.now()
+        if self.last_line is not None and timedelta(0) <= now - self.last_line < REFUSAL_LOG_INTERVAL:
+            self.left_out += 1
+            return
+        if self.left_out:
+            log.warning("webhook request without the right secret token from %s (and %d more since the last "
+                        "such line)", remote, self.left_out)
+        else:
+            log.warning("webhook request without the right secret token from %s", remote)
+        self.last_line, self.left_out = now, 0
+
+
+def webhook_app(path: str, secret: str, parse: Parse, process: Process, desk: TelegramDesk,
+                clock: Clock | None = None) -> web.Application:
     """The web application serving `POST path` (the updates) and `GET /healthz`."""
+    refusals = RefusalLog(clock or SystemClock())
 
     async def receive(request: web.Request) -> web.Response:
         given = request.headers.get(SECRET_HEADER, "")
         if not hmac.compare_digest(given.encode(), secret.encode()):
-            log.warning("webhook request without the right secret token from %s", request.remote)
+            refusals.refused(request.remote)
             return web.json_response({"ok": False, "error": "unauthorized"}, status=401)
         try:
             update = parse(json.loads(await request.text()))
