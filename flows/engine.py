@@ -27,6 +27,7 @@ from flows.model import (
     ANY_STEP,
     Accepts,
     Action,
+    Attachment,
     Begin,
     Choice,
     Close,
@@ -50,9 +51,10 @@ from flows.replies import (
     EditMessage,
     Notify,
     Reply,
+    SendCard,
+    SendFiles,
     SendMessage,
     SendPhoto,
-    SendPhotos,
 )
 from flows.texts import Text, plain_text, translate
 
@@ -65,6 +67,7 @@ BACK = "<back>"  # a Goto to BACK returns to the step saved in data["_return"] (
 Translator = Callable[..., str]
 Guard = Callable[[str, str | None], str | None]
 BUTTON_DATA = re.compile(r"^([A-Za-z0-9_-]{12}):(\d{1,9}):([a-z][a-z0-9_]{0,23})$")
+ALBUM_LIMIT = 10  # Telegram's sendMediaGroup takes 2-10 items
 
 
 class FlowError(RuntimeError):
@@ -532,14 +535,20 @@ class _Turn:
 
     def emit_letter(self, chat_id: int, letter: Letter) -> None:
         text = self.engine.say(letter.text, self.ctx.language)
-        if letter.photos:
-            self.emit(SendPhotos(chat_id, letter.photos))
+        albums = file_albums(chat_id, letter.files, letter.files_of)
+        for album in albums:
+            self.emit(album)
         if letter.png_base64 is not None:
             self.emit(SendPhoto(chat_id, letter.png_base64, text, sensitive=letter.sensitive,
                                 delete_after=letter.delete_after))
             return
         rows = tuple(tuple(Button(self.engine.say(Text(label), self.ctx.language), data) for label, data in row)
                      for row in letter.buttons)
+        if albums and rows:  # buttons only where the files they act on arrived
+            notice = self.engine.say(letter.if_files_fail, self.ctx.language) if letter.if_files_fail else ""
+            fallback = f"{text}\n\n{notice}" if notice else text
+            self.emit(SendCard(chat_id, text, rows, fallback, tuple(range(-len(albums), 0))))
+            return
         self.emit(SendMessage(chat_id, text, rows, sensitive=letter.sensitive, delete_after=letter.delete_after))
 
     def say_all(self, messages: tuple[Text, ...]) -> None:
@@ -564,3 +573,14 @@ class _Turn:
 
     def audit(self, action: str, case: Case, detail: Mapping[str, Any]) -> None:
         self.decision.audit.append(AuditEntry(f"user:{case.user_id}", action, f"case:{case.id}", detail))
+
+
+def file_albums(chat_id: int, files: tuple[Attachment, ...], case_id: str | None) -> list[SendFiles]:
+    """Photos together, documents together (Telegram groups documents only with documents), at most
+    ALBUM_LIMIT to an album; an album of one is sent as a single photo or document."""
+    albums = []
+    for media in ("photo", "document"):
+        ids = [f.file_id for f in files if f.kind == media]
+        for start in range(0, len(ids), ALBUM_LIMIT):
+            albums.append(SendFiles(chat_id, media, tuple(ids[start : start + ALBUM_LIMIT]), case_id=case_id))
+    return albums

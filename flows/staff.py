@@ -10,6 +10,7 @@ import asyncio
 import base64
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from flows.engine import Case, Context
@@ -191,7 +192,7 @@ async def case_command(ctx: Context) -> Outcome:
         return Say(say=(text("review.no_such_case"),))
     card = await review_card(services(ctx), case, (ctx.event.sender.chat_id,), ctx.now)
     if case.status != "review":
-        card = Letter(card.chat_ids, card.text, (), card.photos)
+        card = replace(card, buttons=())
         return Say(say=(text("review.not_waiting", case=case.id, state=text(f"desk.state_{case.status}")),),
                    letters=(card,))
     return Say(letters=(card,))

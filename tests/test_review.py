@@ -6,15 +6,24 @@ import asyncio
 import re
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flows import delivery
 from flows.clock import FakeClock
 from flows.directory import SecretBox, accounts
-from flows.replies import DeleteMessage, SendMessage, SendPhoto, SendPhotos
+from flows.replies import DeleteMessage, Reply, SendFiles, SendMessage, SendPhoto
 from flows.store import batch
 from tests.support.chat import Bot, Chat
-from tests.support.desk import SECRET_KEY, submit_for_review, totp_now
+from tests.support.desk import (
+    SECRET_KEY,
+    photo,
+    scan,
+    submit_documents_for_review,
+    submit_for_review,
+    totp_now,
+)
 
 ADMIN, OTHER_ADMIN = 900, 901
 
@@ -44,8 +53,89 @@ async def test_a_submitted_case_posts_a_card_with_photos_to_every_admin(desk: Bo
         assert "ben@example.com" in card.text and "authenticator app" in card.text
         assert "phone code ✓" in card.text and "email code ✓" in card.text
         assert [b.label for row in card.buttons for b in row] == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
-        albums = [r for r in desk.transport.log if isinstance(r, SendPhotos) and r.chat_id == admin]
-        assert albums[-1].file_ids == ("selfie-1",)
+        assert evidence_sent_to(desk, admin) == [("photo", ("selfie-1",))]
+
+
+def evidence_sent_to(desk: Bot, chat_id: int) -> list[tuple[str, tuple[str, ...]]]:
+    """The evidence the staff chat was sent: (photo or document, file ids), one entry per message or album."""
+    return [(r.media, r.file_ids) for r in desk.transport.log if isinstance(r, SendFiles) and r.chat_id == chat_id]
+
+
+def shown_in(desk: Bot, chat_id: int) -> list[str]:
+    return [m.text for m in desk.transport.chats.get(chat_id, [])]
+
+
+async def test_a_verified_account_sends_its_one_selfie_as_a_photo_then_the_card(desk: Bot) -> None:
+    case_id = await submitted_case(desk, desk.chat())
+    assert evidence_sent_to(desk, ADMIN) == [("photo", ("selfie-1",))]
+    assert shown_in(desk, ADMIN)[-2] == "[photo selfie-1]"
+    assert shown_in(desk, ADMIN)[-1].startswith(f"🗂 Review case {case_id}")
+    assert desk.chat(user_id=ADMIN).buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
+
+
+async def test_an_image_sent_as_a_file_goes_to_staff_as_a_document(desk: Bot) -> None:
+    await submit_for_review(desk.chat(), selfie=scan("selfie-file"))
+    assert evidence_sent_to(desk, ADMIN) == [("document", ("selfie-file",))]
+    assert desk.chat(user_id=ADMIN).buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
+
+
+async def test_front_back_and_selfie_photos_go_as_one_album(desk: Bot) -> None:
+    await submit_documents_for_review(desk.chat(), photo("front"), photo("back"), photo("selfie"))
+    assert evidence_sent_to(desk, ADMIN) == [("photo", ("front", "back", "selfie"))]
+    assert "Document: National ID card, Germany" in shown_in(desk, ADMIN)[-1]
+
+
+async def test_photos_and_documents_go_as_separate_albums(desk: Bot) -> None:
+    await submit_documents_for_review(desk.chat(), photo("front"), photo("back"), scan("selfie"))
+    assert evidence_sent_to(desk, ADMIN) == [("photo", ("front", "back")), ("document", ("selfie",))]
+    desk.transport.log.clear()
+    await submit_documents_for_review(desk.chat(user_id=43), scan("front"), scan("back"), photo("selfie"))
+    assert evidence_sent_to(desk, ADMIN) == [("photo", ("selfie",)), ("document", ("front", "back"))]
+    assert desk.chat(user_id=ADMIN).buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
+
+
+async def test_a_card_whose_evidence_failed_comes_without_buttons(desk: Bot) -> None:
+    desk.transport.refuses = lambda files: files.chat_id == ADMIN  # e.g. a file id Telegram will not send here
+    case_id = await submitted_case(desk, desk.chat())
+    admin = desk.chat(user_id=ADMIN)
+    assert admin.buttons == []
+    assert f"The identity evidence could not be shown in this chat, so this card has no buttons. Send /case {case_id}" \
+        in admin.last
+    assert desk.chat(user_id=OTHER_ADMIN).buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
+
+    desk.transport.refuses = None
+    await admin.send(f"/case {case_id}")
+    assert evidence_sent_to(desk, ADMIN)[-1] == ("photo", ("selfie-1",))
+    assert admin.buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
+
+
+async def test_the_buttons_stay_withheld_across_a_restart(desk: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "MAX_BACKOFF", 0.01)
+    deliver = desk.transport.deliver
+    network_down = True
+    card_attempts: list[SendMessage] = []
+    retried = asyncio.Event()
+
+    async def cards_fail(reply: Reply) -> delivery.Delivered:
+        if isinstance(reply, SendMessage) and reply.chat_id == ADMIN and "Review case" in reply.text and network_down:
+            card_attempts.append(reply)
+            if len(card_attempts) > 1:  # the first attempt's group, with the failed evidence, was recorded
+                retried.set()
+            raise ConnectionResetError("the network is down when the card's turn comes")
+        return await deliver(reply)
+
+    desk.transport.refuses = lambda files: files.chat_id == ADMIN
+    desk.transport.deliver = cards_fail  # type: ignore[method-assign]
+    user = desk.chat()
+    await submit_for_review(user, submit=False)
+    submitting = asyncio.create_task(user.tap("Submit for review"))
+    await asyncio.wait_for(retried.wait(), timeout=10)
+    submitting.cancel()
+    network_down = False
+    desk.transport.refuses = None
+    await desk.restart()
+    assert desk.chat(user_id=ADMIN).buttons == []
+    assert "could not be shown in this chat" in desk.chat(user_id=ADMIN).last
 
 
 async def test_approve_resets_locks_and_reenrols(desk: Bot, db: AsyncEngine, clock: FakeClock) -> None:

@@ -7,7 +7,7 @@ aiosqlite's thread: one statement per batch, not per event, is where the engine'
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flows.engine import ACTIVE, AuditEntry, Case, NewTimer
 from flows.events import Sender
-from flows.replies import Reply, reply_from_json, reply_to_json
+from flows.replies import Reply, SendCard, reply_from_json, reply_to_json
 from flows.store.tables import AuditRow, CaseRow, OutboxRow, ProcessedUpdate, TimerRow, User
 
 users = User.__table__  # type: ignore[attr-defined]
@@ -128,7 +128,36 @@ async def add_outbox(conn: AsyncConnection, replies: Sequence[Reply], now: datet
         return []
     rows = [{"chat_id": r.chat_id, "payload": reply_to_json(r), "created_at": now, "attempts": 0} for r in replies]
     result = await conn.execute(outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True), rows)
-    return [Pending(row_id, reply.chat_id, reply) for row_id, reply in zip(result.scalars(), replies, strict=True)]
+    ids = list(result.scalars())
+    queued = _evidence_by_id(replies, ids)
+    cards = [{"row_id": row_id, "body": reply_to_json(reply)} for row_id, reply, before in zip(ids, queued, replies,
+                                                                                                strict=True)
+             if reply is not before]
+    if cards:
+        statement = update(outbox).where(outbox.c.id == bindparam("row_id")).values(payload=bindparam("body"))
+        await conn.execute(statement, cards)
+    return [Pending(row_id, reply.chat_id, reply) for row_id, reply in zip(ids, queued, strict=True)]
+
+
+def _evidence_by_id(replies: Sequence[Reply], ids: Sequence[int]) -> list[Reply]:
+    """Cards name their evidence by offsets back in the batch until queued, then by outbox id (which survives a
+    restart). The evidence must be earlier replies to the same chat."""
+    queued: list[Reply] = []
+    for index, reply in enumerate(replies):
+        if isinstance(reply, SendCard) and any(offset < 0 for offset in reply.evidence):
+            for offset in reply.evidence:
+                assert offset >= 0 or replies[index + offset].chat_id == reply.chat_id, "evidence in another chat"
+            reply = replace(reply, evidence=tuple(ids[index + o] if o < 0 else o for o in reply.evidence))
+        queued.append(reply)
+    return queued
+
+
+async def outcomes(conn: AsyncConnection, row_ids: Sequence[int]) -> dict[int, str | None]:
+    """How these outbox entries went ("sent", "failed", ...; None while undelivered)."""
+    if not row_ids:
+        return {}
+    query = select(outbox.c.id, outbox.c.outcome).where(outbox.c.id.in_(row_ids))
+    return {row.id: row.outcome for row in await conn.execute(query)}
 
 
 async def pending_outbox(conn: AsyncConnection, limit: int = 10_000) -> list[Pending]:
