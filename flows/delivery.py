@@ -183,6 +183,7 @@ class Lane:
                                            self.clock.now())
                 await batch.redact(conn, secrets)
                 await batch.schedule_deletions(conn, _to_delete(done), self.clock.now())
+                await batch.record_evidence(conn, _evidence_shown(done), self.clock.now())
 
     async def _mark_blocked(self, chat_id: int) -> None:
         self.blocked.add(chat_id)
@@ -195,6 +196,12 @@ def _to_delete(done: list[Delivery]) -> list[tuple[int, int, int]]:
     return [(d.entry.chat_id, d.message_id, d.entry.reply.delete_after) for d in done
             if d.outcome == "sent" and d.message_id and isinstance(d.entry.reply, SendMessage | SendPhoto)
             and d.entry.reply.delete_after]
+
+
+def _evidence_shown(done: list[Delivery]) -> list[tuple[str, int, tuple[int, ...]]]:
+    """Delivered evidence of a case: (case id, chat id, message ids), so a purge can delete it."""
+    return [(d.entry.reply.case_id, d.entry.chat_id, d.message_ids) for d in done
+            if d.outcome == "sent" and isinstance(d.entry.reply, SendFiles) and d.entry.reply.case_id]
 
 
 class Dispatcher:

@@ -180,7 +180,10 @@ class Engine:
         targets: Callable[[Event], str | None] | None = None,
         idle_after: timedelta | None = None,
         abandon_after: timedelta | None = None,
+        on_close: Action | None = None,
     ) -> None:
+        """`on_close` runs, in the same event, for every case the event closes (that case is `ctx.target`); an
+        `OnCase` it returns is applied to that case on behalf of "system"."""
         self.flows = dict(flows)
         self.commands = dict(commands)
         self.text_defaults = dict(text_defaults or {})
@@ -191,6 +194,7 @@ class Engine:
         self.targets = targets
         self.idle_after = idle_after
         self.abandon_after = abandon_after
+        self.on_close = on_close
 
     def target_of(self, event: Event) -> str | None:
         """The id of the case an event is about when that is not the chat's own: a detached timer's case, or
@@ -223,6 +227,7 @@ class Engine:
             await turn.timer(event)
         else:
             await turn.message(event)
+        await turn.after_closing()
         if not isinstance(event, TimerFired):
             turn.watch_silence()
         return turn.decision
@@ -254,6 +259,7 @@ class _Turn:
         self.chat_id = ctx.event.sender.chat_id
         self.decision = Decision()
         self.pressed: ButtonPressed | None = None
+        self.closed: list[Case] = []
 
     # --- events -------------------------------------------------------------------------------------------
 
@@ -393,7 +399,18 @@ class _Turn:
         elif isinstance(outcome, Close):
             self.close(outcome)
 
-    async def on_case(self, outcome: OnCase) -> None:
+    async def after_closing(self) -> None:
+        """Run the engine's `on_close` hook for each case this event closed."""
+        hook = self.engine.on_close
+        while hook is not None and self.closed:
+            mine = self.ctx
+            self.ctx = replace(self.ctx, target=self.closed.pop(0))
+            outcome = await hook(self.ctx)
+            if isinstance(outcome, OnCase):
+                await self.on_case(outcome, who="system")
+            self.ctx = mine
+
+    async def on_case(self, outcome: OnCase, who: str | None = None) -> None:
         """A staff decision: the outcome lands on the target case and its chat; the staff member is told."""
         target, actor = self.ctx.target, self.ctx.event.sender
         if target is None:
@@ -404,7 +421,8 @@ class _Turn:
         await self.apply(outcome.outcome, allowed=None)
         self.case, self.chat_id, self.pressed, self.ctx = mine
         self.say_all(outcome.tell)
-        who = "system" if isinstance(self.ctx.event, TimerFired) else f"staff:{actor.user_id}"
+        if who is None:
+            who = "system" if isinstance(self.ctx.event, TimerFired) else f"staff:{actor.user_id}"
         for action, subject, detail in outcome.audit:
             self.decision.audit.append(AuditEntry(who, action, subject, detail))
 
@@ -494,6 +512,8 @@ class _Turn:
         case.closed_at = None if status in ACTIVE else self.ctx.now
         case.turn += 1
         self.touch(case)
+        if status not in ACTIVE:
+            self.closed.append(case)
         self.audit("case.closed", case, {"status": status, "flow": case.flow, "step": case.step})
 
     # --- output -------------------------------------------------------------------------------------------

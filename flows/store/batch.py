@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from flows.engine import ACTIVE, AuditEntry, Case, NewTimer
 from flows.events import Sender
 from flows.replies import Reply, SendCard, reply_from_json, reply_to_json
-from flows.store.tables import AuditRow, CaseRow, OutboxRow, ProcessedUpdate, TimerRow, User
+from flows.store.tables import AuditRow, CaseRow, EvidenceMessageRow, OutboxRow, ProcessedUpdate, TimerRow, User
 
 users = User.__table__  # type: ignore[attr-defined]
 cases = CaseRow.__table__  # type: ignore[attr-defined]
@@ -26,6 +26,7 @@ processed = ProcessedUpdate.__table__  # type: ignore[attr-defined]
 outbox = OutboxRow.__table__  # type: ignore[attr-defined]
 timers = TimerRow.__table__  # type: ignore[attr-defined]
 audit = AuditRow.__table__  # type: ignore[attr-defined]
+evidence_messages = EvidenceMessageRow.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,36 @@ async def schedule_deletions(conn: AsyncConnection, sent: Sequence[tuple[int, in
              "payload": {"chat_id": chat_id, "message_id": message_id}, "due_at": now + timedelta(seconds=after)}
             for chat_id, message_id, after in sent
         ])
+
+
+async def record_evidence(
+    conn: AsyncConnection, shown: Sequence[tuple[str, int, tuple[int, ...]]], now: datetime
+) -> None:
+    """Remember the messages that show a case's evidence: (case id, chat id, message ids). Those of a case whose
+    documents were purged meanwhile are deleted at once instead."""
+    if not shown:
+        return
+    case_ids = {case_id for case_id, _, _ in shown}
+    purged = set((await conn.execute(select(evidence_messages.c.case_id).where(
+        evidence_messages.c.case_id.in_(case_ids), evidence_messages.c.message_id.is_(None)))).scalars())
+    await schedule_deletions(conn, [(chat_id, message_id, 0) for case_id, chat_id, message_ids in shown
+                                    if case_id in purged for message_id in message_ids], now)
+    rows = [{"case_id": case_id, "chat_id": chat_id, "message_id": message_id, "created_at": now}
+            for case_id, chat_id, message_ids in shown if case_id not in purged for message_id in message_ids]
+    if rows:
+        await conn.execute(evidence_messages.insert(), rows)
+
+
+async def forget_evidence(conn: AsyncConnection, case_id: str, now: datetime) -> None:
+    """Delete the staff messages that showed a case's evidence (timers due now) and mark the case as purged, so
+    that evidence still on its way is deleted as soon as it is delivered."""
+    query = select(evidence_messages.c.chat_id, evidence_messages.c.message_id).where(
+        evidence_messages.c.case_id == case_id, evidence_messages.c.message_id.is_not(None))
+    shown = [(row.chat_id, row.message_id, 0) for row in await conn.execute(query)]
+    await schedule_deletions(conn, shown, now)
+    await conn.execute(evidence_messages.delete().where(evidence_messages.c.case_id == case_id))
+    await conn.execute(evidence_messages.insert(),
+                       [{"case_id": case_id, "chat_id": 0, "message_id": None, "created_at": now}])
 
 
 async def redact(conn: AsyncConnection, entries: Sequence[Pending]) -> None:
