@@ -1,8 +1,12 @@
 """Delivering the outbox: replies leave only after their event committed, in order, and none is dropped.
 
 A transport (one per front end) sends one reply and reports how it went by returning the platform's message id
-or raising one of the exceptions below. Anything else it raises counts as a passing network fault: the reply is
-retried with a growing delay.
+(the ids, for an album) or raising one of the exceptions below. Anything else it raises counts as a passing
+network fault: the reply is retried with a growing delay.
+
+A review card (`SendCard`) keeps its buttons only if every evidence reply it names was delivered to its chat.
+The evidence is queued before the card in the same chat lane, so its outcome is known by the time the card's
+turn comes: from this run, or recorded in the outbox before a restart.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import Clock
-from flows.replies import EditMessage, Notify, Reply, SendMessage, SendPhoto
+from flows.replies import EditMessage, Notify, Reply, SendCard, SendFiles, SendMessage, SendPhoto
 from flows.store import batch
 from flows.store.batch import Pending
 from flows.store.database import scrub_wal
@@ -26,6 +31,8 @@ log = logging.getLogger(__name__)
 GROUP = 50
 MAX_BACKOFF = 60.0
 SCRUB_EVERY = 30.0  # seconds between write-ahead-log scrubs after redactions
+REMEMBERED_EVIDENCE = 10_000
+Delivered = int | tuple[int, ...] | None
 
 
 class RetryAfter(Exception):
@@ -45,9 +52,28 @@ class Undeliverable(Exception):
 
 
 class Transport(Protocol):
-    async def deliver(self, reply: Reply) -> int | None:
-        """Send one reply; return the id of the message it created, if any."""
+    async def deliver(self, reply: Reply) -> Delivered:
+        """Send one reply; return the id of the message it created (the ids, for several), if any."""
         ...
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How one outbox entry went: sent, failed, blocked or skipped, and the messages it created."""
+
+    entry: Pending
+    outcome: str
+    message_ids: tuple[int, ...] = ()
+
+    @property
+    def message_id(self) -> int | None:
+        return self.message_ids[0] if self.message_ids else None
+
+
+def _ids(delivered: Delivered) -> tuple[int, ...]:
+    if delivered is None:
+        return ()
+    return (delivered,) if isinstance(delivered, int) else tuple(delivered)
 
 
 class Lane:
@@ -67,6 +93,7 @@ class Lane:
         self._backoff = 0.0
         self._scrubbed_at: float | None = None
         self._scrub_later: asyncio.Task[None] | None = None
+        self._evidence: dict[int, str] = {}  # outcomes of the latest evidence sent in this run
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"outbox-{self.name}")
@@ -97,30 +124,31 @@ class Lane:
             group = [self.queue.popleft() for _ in range(min(GROUP, len(self.queue)))]
             done, pause = await self._send_group(group)
             try:
-                await self._record(done, group)
+                await self._record(done)
             except Exception:  # the database failed: keep going; unrecorded replies go again after a restart
                 log.exception("%s: could not record %d deliveries", self.name, len(done))
                 pause = max(pause, 1.0)
             if pause:
                 await asyncio.sleep(pause)
 
-    async def _send_group(self, group: list[Pending]) -> tuple[list[tuple[int, str, int | None]], float]:
-        done: list[tuple[int, str, int | None]] = []
+    async def _send_group(self, group: list[Pending]) -> tuple[list[Delivery], float]:
+        done: list[Delivery] = []
         for index, entry in enumerate(group):
-            if entry.chat_id in self.blocked and isinstance(entry.reply, SendMessage | EditMessage):
-                done.append((entry.id, "skipped", None))
+            if entry.chat_id in self.blocked and isinstance(entry.reply, SendMessage | EditMessage | SendCard):
+                done.append(self._finished(entry, "skipped"))
                 continue
             try:
-                message_id = await self.transport.deliver(entry.reply)
+                reply = await self._card(entry.reply) if isinstance(entry.reply, SendCard) else entry.reply
+                delivered = await self.transport.deliver(reply)
             except RetryAfter as wait:
                 self.queue.extendleft(reversed(group[index:]))
                 return done, wait.seconds
             except RecipientBlocked:
                 await self._mark_blocked(entry.chat_id)
-                done.append((entry.id, "blocked", None))
+                done.append(self._finished(entry, "blocked"))
             except Undeliverable as error:
                 log.warning("reply %d (%s) dropped: %s", entry.id, self.name, error)
-                done.append((entry.id, "failed", None))
+                done.append(self._finished(entry, "failed"))
             except Exception as error:  # a network fault: keep the entry, wait, try again
                 self._backoff = min(MAX_BACKOFF, max(0.5, self._backoff * 2))
                 log.warning("%s delivery failed (%s); retrying in %.1f s", self.name, type(error).__name__,
@@ -129,17 +157,38 @@ class Lane:
                 return done, self._backoff
             else:
                 self._backoff = 0.0
-                done.append((entry.id, "sent", message_id))
+                done.append(self._finished(entry, "sent", _ids(delivered)))
         return done, 0.0
 
-    async def _record(self, done: list[tuple[int, str, int | None]], group: list[Pending]) -> None:
+    def _finished(self, entry: Pending, outcome: str, message_ids: tuple[int, ...] = ()) -> Delivery:
+        if isinstance(entry.reply, SendFiles):
+            self._evidence[entry.id] = outcome
+            while len(self._evidence) > REMEMBERED_EVIDENCE:
+                del self._evidence[next(iter(self._evidence))]
+        return Delivery(entry, outcome, message_ids)
+
+    async def _card(self, card: SendCard) -> SendMessage:
+        """The card with its buttons if all its evidence reached this chat, else its fallback without them."""
+        outcomes: dict[int, str | None] = {row: self._evidence[row] for row in card.evidence if row in self._evidence}
+        earlier = [row for row in card.evidence if row not in outcomes]
+        if earlier:  # delivered before a restart
+            async with self.db.connect() as conn:
+                outcomes.update(await batch.outcomes(conn, earlier))
+        delivered = all(outcomes.get(row) == "sent" for row in card.evidence)
+        if not delivered:
+            log.warning("a card to chat %d goes without its buttons: its evidence was not delivered (%s)",
+                        card.chat_id, ", ".join(f"{row}: {outcomes.get(row)}" for row in card.evidence))
+        return card.message(delivered)
+
+    async def _record(self, done: list[Delivery]) -> None:
         if done:
-            finished = {row_id for row_id, _, _ in done}
-            secrets = [e for e in group if e.id in finished and getattr(e.reply, "sensitive", False)]
+            secrets = [d.entry for d in done if getattr(d.entry.reply, "sensitive", False)]
             async with self.db.begin() as conn:
-                await batch.mark_delivered(conn, done, self.clock.now())
+                await batch.mark_delivered(conn, [(d.entry.id, d.outcome, d.message_id) for d in done],
+                                           self.clock.now())
                 await batch.redact(conn, secrets)
-                await batch.schedule_deletions(conn, _to_delete(done, group), self.clock.now())
+                await batch.schedule_deletions(conn, _to_delete(done), self.clock.now())
+                await batch.record_evidence(conn, _evidence_shown(done), self.clock.now())
             if secrets:
                 await self._scrub()
 
@@ -167,11 +216,17 @@ class Lane:
             await batch.set_blocked(conn, chat_id, True)
 
 
-def _to_delete(done: list[tuple[int, str, int | None]], group: list[Pending]) -> list[tuple[int, int, int]]:
+def _to_delete(done: list[Delivery]) -> list[tuple[int, int, int]]:
     """Delivered messages that asked to be deleted later: (chat id, message id, after seconds)."""
-    sent = {row_id: message_id for row_id, outcome, message_id in done if outcome == "sent" and message_id}
-    return [(e.chat_id, sent[e.id], e.reply.delete_after) for e in group
-            if e.id in sent and isinstance(e.reply, SendMessage | SendPhoto) and e.reply.delete_after]
+    return [(d.entry.chat_id, d.message_id, d.entry.reply.delete_after) for d in done
+            if d.outcome == "sent" and d.message_id and isinstance(d.entry.reply, SendMessage | SendPhoto)
+            and d.entry.reply.delete_after]
+
+
+def _evidence_shown(done: list[Delivery]) -> list[tuple[str, int, tuple[int, ...]]]:
+    """Delivered evidence of a case: (case id, chat id, message ids), so a purge can delete it."""
+    return [(d.entry.reply.case_id, d.entry.chat_id, d.message_ids) for d in done
+            if d.outcome == "sent" and isinstance(d.entry.reply, SendFiles) and d.entry.reply.case_id]
 
 
 class Dispatcher:
@@ -220,5 +275,5 @@ class Dispatcher:
 class _NoChannels:
     """Used when no SMTP or SMS channel is configured: nothing should be routed here."""
 
-    async def deliver(self, reply: Reply) -> int | None:
+    async def deliver(self, reply: Reply) -> Delivered:
         raise Undeliverable("no out-of-band channel is configured")

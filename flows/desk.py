@@ -15,7 +15,7 @@ from flows.methods.phone import PHONE
 from flows.methods.reverify import REVERIFY
 from flows.model import Action, Begin, Choice, Close, Flow, Goto, Outcome, Say, Step
 from flows.services import FlowSettings, staff_chats
-from flows.staff import STAFF_TIMERS, review_button, staff_commands, staff_target
+from flows.staff import STAFF_TIMERS, purge_undecided, review_button, staff_commands, staff_target
 from flows.texts import Text, text
 
 METHODS = (PHONE, REVERIFY, BACKUP)
@@ -172,5 +172,5 @@ def build_engine(settings: FlowSettings) -> Engine:
     staff = staff_commands({"broadcast": broadcast_command, "broadcast_cancel": broadcast_cancel_command})
     return Engine(flows, {**COMMANDS, **staff}, text_defaults={"service": settings.service_name},
                   guard=secret_kind, timer_handlers=TIMER_HANDLERS, idle_after=settings.idle_reminder,
-                  abandon_after=settings.case_timeout, targets=staff_target,
+                  abandon_after=settings.case_timeout, targets=staff_target, on_close=purge_undecided,
                   button_routes={"r": review_button, "b": broadcast_button})

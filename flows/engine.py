@@ -27,6 +27,7 @@ from flows.model import (
     ANY_STEP,
     Accepts,
     Action,
+    Attachment,
     AuditLine,
     Begin,
     Choice,
@@ -51,9 +52,10 @@ from flows.replies import (
     EditMessage,
     Notify,
     Reply,
+    SendCard,
+    SendFiles,
     SendMessage,
     SendPhoto,
-    SendPhotos,
 )
 from flows.texts import Text, plain_text, translate
 
@@ -66,6 +68,7 @@ BACK = "<back>"  # a Goto to BACK returns to the step saved in data["_return"] (
 Translator = Callable[..., str]
 Guard = Callable[[str, str | None], str | None]
 BUTTON_DATA = re.compile(r"^([A-Za-z0-9_-]{12}):(\d{1,9}):([a-z][a-z0-9_]{0,23})$")
+ALBUM_LIMIT = 10  # Telegram's sendMediaGroup takes 2-10 items
 
 
 class FlowError(RuntimeError):
@@ -178,7 +181,10 @@ class Engine:
         targets: Callable[[Event], str | None] | None = None,
         idle_after: timedelta | None = None,
         abandon_after: timedelta | None = None,
+        on_close: Action | None = None,
     ) -> None:
+        """`on_close` runs, in the same event, for every case the event closes (that case is `ctx.target`); an
+        `OnCase` it returns is applied to that case on behalf of "system"."""
         self.flows = dict(flows)
         self.commands = dict(commands)
         self.text_defaults = dict(text_defaults or {})
@@ -189,6 +195,7 @@ class Engine:
         self.targets = targets
         self.idle_after = idle_after
         self.abandon_after = abandon_after
+        self.on_close = on_close
 
     def target_of(self, event: Event) -> str | None:
         """The id of the case an event is about when that is not the chat's own: a detached timer's case, or
@@ -221,6 +228,7 @@ class Engine:
             await turn.timer(event)
         else:
             await turn.message(event)
+        await turn.after_closing()
         if not isinstance(event, TimerFired):
             turn.watch_silence()
         return turn.decision
@@ -252,6 +260,7 @@ class _Turn:
         self.chat_id = ctx.event.sender.chat_id
         self.decision = Decision()
         self.pressed: ButtonPressed | None = None
+        self.closed: list[Case] = []
 
     # --- events -------------------------------------------------------------------------------------------
 
@@ -391,7 +400,18 @@ class _Turn:
         elif isinstance(outcome, Close):
             self.close(outcome)
 
-    async def on_case(self, outcome: OnCase) -> None:
+    async def after_closing(self) -> None:
+        """Run the engine's `on_close` hook for each case this event closed."""
+        hook = self.engine.on_close
+        while hook is not None and self.closed:
+            mine = self.ctx
+            self.ctx = replace(self.ctx, target=self.closed.pop(0))
+            outcome = await hook(self.ctx)
+            if isinstance(outcome, OnCase):
+                await self.on_case(outcome, who="system")
+            self.ctx = mine
+
+    async def on_case(self, outcome: OnCase, who: str | None = None) -> None:
         """A staff decision: the outcome lands on the target case and its chat; the staff member is told."""
         target, actor = self.ctx.target, self.ctx.event.sender
         if target is None:
@@ -402,7 +422,8 @@ class _Turn:
         await self.apply(outcome.outcome, allowed=None)
         self.case, self.chat_id, self.pressed, self.ctx = mine
         self.say_all(outcome.tell)
-        who = "system" if isinstance(self.ctx.event, TimerFired) else f"staff:{actor.user_id}"
+        if who is None:
+            who = "system" if isinstance(self.ctx.event, TimerFired) else f"staff:{actor.user_id}"
         for action, subject, detail in outcome.audit:
             self.decision.audit.append(AuditEntry(who, action, subject, detail))
 
@@ -494,6 +515,8 @@ class _Turn:
         case.closed_at = None if status in ACTIVE else self.ctx.now
         case.turn += 1
         self.touch(case)
+        if status not in ACTIVE:
+            self.closed.append(case)
         self.audit("case.closed", case, {"status": status, "flow": case.flow, "step": case.step})
 
     # --- output -------------------------------------------------------------------------------------------
@@ -535,14 +558,20 @@ class _Turn:
 
     def emit_letter(self, chat_id: int, letter: Letter) -> None:
         text = self.engine.say(letter.text, self.ctx.language)
-        if letter.photos:
-            self.emit(SendPhotos(chat_id, letter.photos))
+        albums = file_albums(chat_id, letter.files, letter.files_of)
+        for album in albums:
+            self.emit(album)
         if letter.png_base64 is not None:
             self.emit(SendPhoto(chat_id, letter.png_base64, text, sensitive=letter.sensitive,
                                 delete_after=letter.delete_after))
             return
         rows = tuple(tuple(Button(self.engine.say(Text(label), self.ctx.language), data) for label, data in row)
                      for row in letter.buttons)
+        if albums and rows:  # buttons only where the files they act on arrived
+            notice = self.engine.say(letter.if_files_fail, self.ctx.language) if letter.if_files_fail else ""
+            fallback = f"{text}\n\n{notice}" if notice else text
+            self.emit(SendCard(chat_id, text, rows, fallback, tuple(range(-len(albums), 0))))
+            return
         self.emit(SendMessage(chat_id, text, rows, sensitive=letter.sensitive, delete_after=letter.delete_after))
 
     def say_all(self, messages: tuple[Text, ...]) -> None:
@@ -571,3 +600,14 @@ class _Turn:
 
     def audit(self, action: str, case: Case, detail: Mapping[str, Any]) -> None:
         self.decision.audit.append(AuditEntry(f"user:{case.user_id}", action, f"case:{case.id}", detail))
+
+
+def file_albums(chat_id: int, files: tuple[Attachment, ...], case_id: str | None) -> list[SendFiles]:
+    """Photos together, documents together (Telegram groups documents only with documents), at most
+    ALBUM_LIMIT to an album; an album of one is sent as a single photo or document."""
+    albums = []
+    for media in ("photo", "document"):
+        ids = [f.file_id for f in files if f.kind == media]
+        for start in range(0, len(ids), ALBUM_LIMIT):
+            albums.append(SendFiles(chat_id, media, tuple(ids[start : start + ALBUM_LIMIT]), case_id=case_id))
+    return albums

@@ -67,18 +67,30 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file the platform already has: its id, and whether it arrived as a "photo" or a "document"."""
+
+    file_id: str
+    kind: str = "photo"
+
+
+@dataclass(frozen=True)
 class Letter:
     """A message to chats other than the event's own (staff cards, the user of a reviewed case).
 
-    `buttons` hold (label key, callback data) pairs; `photos` (file ids) go first as an album; `png_base64`
-    sends a picture with `text` as its caption. A `sensitive` letter is blanked in the outbox once delivered,
-    and one with `delete_after` (seconds) is deleted from the chat that long after it arrived.
+    `buttons` hold (label key, callback data) pairs; `files` go first, photos and documents each in albums of
+    their own (`files_of` names the case whose evidence they are). A letter with files and buttons shows its
+    buttons only where every file was delivered; elsewhere it says `if_files_fail` instead. `png_base64` sends a
+    picture with `text` as its caption. A `sensitive` letter is blanked in the outbox once delivered, and one
+    with `delete_after` (seconds) is deleted from the chat that long after it arrived.
     """
 
     chat_ids: tuple[int, ...]
     text: Text
     buttons: tuple[tuple[tuple[str, str], ...], ...] = ()
-    photos: tuple[str, ...] = ()
+    files: tuple[Attachment, ...] = ()
+    files_of: str | None = None
+    if_files_fail: Text | None = None
     png_base64: str | None = None
     sensitive: bool = False
     delete_after: int | None = None

@@ -58,12 +58,37 @@ class CopyMessage:
 
 
 @dataclass(frozen=True)
-class SendPhotos:
-    """Photos the platform already has (by file id), as one album."""
+class SendFiles:
+    """Files the platform already has (by file id), all of one `media` kind ("photo" or "document"): one file
+    goes on its own, 2–10 as an album. `case_id` marks a case's identity evidence: its messages are recorded so
+    that purging the case's documents deletes them too."""
 
     chat_id: int
+    media: str
     file_ids: tuple[str, ...]
     caption: str = ""
+    case_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SendCard:
+    """A message whose buttons act on files sent just before it (a review card). It goes out with its buttons
+    only if every reply in `evidence` was delivered to this chat; otherwise as `fallback`, without buttons.
+
+    `evidence` holds outbox ids; until the card is queued, offsets back from it (-1: the reply just before).
+    """
+
+    chat_id: int
+    text: str
+    buttons: tuple[tuple[Button, ...], ...]
+    fallback: str
+    evidence: tuple[int, ...]
+
+    def message(self, evidence_delivered: bool) -> SendMessage:
+        """What to send, once the outcome of the evidence is known."""
+        if evidence_delivered:
+            return SendMessage(self.chat_id, self.text, self.buttons)
+        return SendMessage(self.chat_id, self.fallback)
 
 
 @dataclass(frozen=True)
@@ -92,7 +117,8 @@ class Notify:
     sensitive: bool = True
 
 
-Reply = SendMessage | EditMessage | DeleteMessage | AnswerButton | CopyMessage | SendPhotos | SendPhoto | Notify
+Reply = (SendMessage | EditMessage | DeleteMessage | AnswerButton | CopyMessage | SendFiles | SendCard | SendPhoto
+         | Notify)
 
 _KINDS: dict[str, type[Reply]] = {
     "send": SendMessage,
@@ -100,7 +126,8 @@ _KINDS: dict[str, type[Reply]] = {
     "delete": DeleteMessage,
     "answer": AnswerButton,
     "copy": CopyMessage,
-    "photos": SendPhotos,
+    "files": SendFiles,
+    "card": SendCard,
     "photo": SendPhoto,
     "notify": Notify,
 }
@@ -118,9 +145,13 @@ def reply_to_json(reply: Reply) -> dict[str, Any]:
 def reply_from_json(body: dict[str, Any]) -> Reply:
     """The inverse of `reply_to_json`."""
     fields = dict(body)
-    cls = _KINDS[fields.pop("kind")]
+    kind = fields.pop("kind")
+    if kind == "photos":  # an album queued before files carried their kind
+        kind, fields["media"] = "files", "photo"
+    cls = _KINDS[kind]
     if "buttons" in fields:
         fields["buttons"] = tuple(tuple(Button(label, data) for label, data in row) for row in fields["buttons"])
-    if "file_ids" in fields:
-        fields["file_ids"] = tuple(fields["file_ids"])
+    for name in ("file_ids", "evidence"):
+        if name in fields:
+            fields[name] = tuple(fields[name])
     return cls(**fields)

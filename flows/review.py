@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from flows import countries
 from flows.engine import Case
-from flows.model import Letter
+from flows.model import Attachment, Letter
 from flows.services import Services
 from flows.stats import format_duration
 from flows.store import batch
@@ -26,7 +26,7 @@ def review_buttons(case_id: str, review_round: int) -> tuple[tuple[tuple[str, st
 
 
 async def review_card(svc: Services, case: Case, chat_ids: tuple[int, ...], now: datetime) -> Letter:
-    """The review card: account, restore items, checks passed, document, photos, and the decision buttons."""
+    """The review card: account, restore items, checks passed, document, the evidence, and the decision buttons."""
     account_id = case.data.get("account_id")
     account = await svc.directory.get(int(account_id)) if account_id is not None else None
     data = case.data
@@ -42,8 +42,14 @@ async def review_card(svc: Services, case: Case, chat_ids: tuple[int, ...], now:
         country=countries.name_of(str(country)) if country else "—",
         id_type=text(f"reverify.id_{data['id_type']}") if data.get("id_type") else "—",
     )
-    photos = tuple(str(data[slot]["file_id"]) for slot in PHOTO_SLOTS if isinstance(data.get(slot), dict))
-    return Letter(chat_ids, card, review_buttons(case.id, int(data.get("review_round", 0))), photos=photos)
+    return Letter(chat_ids, card, review_buttons(case.id, int(data.get("review_round", 0))), files=evidence(case),
+                  files_of=case.id, if_files_fail=text("review.evidence_failed", case=case.id))
+
+
+def evidence(case: Case) -> tuple[Attachment, ...]:
+    """The identity document and selfie the case still holds, each as the kind of file it arrived as."""
+    held = (case.data[slot] for slot in PHOTO_SLOTS if isinstance(case.data.get(slot), dict))
+    return tuple(Attachment(str(file["file_id"]), str(file.get("kind") or "photo")) for file in held)
 
 
 def _joined(items: tuple[Text, ...]) -> tuple[Text, ...] | Text:

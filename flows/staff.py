@@ -10,6 +10,7 @@ import asyncio
 import base64
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from flows.engine import Case, Context
@@ -20,11 +21,13 @@ from flows.methods.reverify import RESTORABLE
 from flows.model import Action, Close, Goto, Letter, OnCase, Outcome, Say, Stay, TimerSpec
 from flows.review import PHOTO_SLOTS, age, pending_reviews, recent_audit, review_card
 from flows.stats import collect, funnel_chart, stats_lines
+from flows.store import batch
 from flows.texts import Text, text
 
 REVIEW_DATA = re.compile(r"^r:([A-Za-z0-9_-]{12}):(\d{1,4}):([a-z_]{1,16})$")
 CASE_ID = re.compile(r"^[A-Za-z0-9_-]{12}$")
 REASONS = ("docs", "mismatch", "fraud")
+DECIDED = ("approved", "rejected")
 TARGETED_COMMANDS = ("case", "reject")
 
 
@@ -173,12 +176,22 @@ async def reject_command(ctx: Context) -> Outcome:
 
 
 async def purge_documents(ctx: Context) -> Outcome:
-    """DOCUMENT_RETENTION_DAYS after a decision, forget the references to the identity documents."""
+    """Forget the references to the identity documents and delete the staff messages that showed them."""
     case = ctx.target
-    if case is None or not any(slot in case.data for slot in PHOTO_SLOTS):
+    if case is None or not any(isinstance(case.data.get(slot), dict) for slot in PHOTO_SLOTS):
         return Say()
+    await batch.forget_evidence(services(ctx).conn, case.id, ctx.now)
     forget = {slot: None for slot in PHOTO_SLOTS if slot in case.data}
     return OnCase(Stay(data=forget, show_prompt=False), audit=(("documents.purged", f"case:{case.id}", {}),))
+
+
+async def purge_undecided(ctx: Context) -> Outcome:
+    """A case closed without a review decision keeps no documents; a decided one keeps them for
+    DOCUMENT_RETENTION_DAYS (its purge timer was set with the decision)."""
+    case = ctx.target
+    if case is None or case.data.get("decision") in DECIDED:
+        return Say()
+    return await purge_documents(ctx)
 
 
 # --- admin commands -----------------------------------------------------------------------------------------
@@ -198,7 +211,7 @@ async def case_command(ctx: Context) -> Outcome:
         return Say(say=(text("review.no_such_case"),))
     card = await review_card(services(ctx), case, (ctx.event.sender.chat_id,), ctx.now)
     if case.status != "review":
-        card = Letter(card.chat_ids, card.text, (), card.photos)
+        card = replace(card, buttons=())
         return Say(say=(text("review.not_waiting", case=case.id, state=text(f"desk.state_{case.status}")),),
                    letters=(card,))
     return Say(letters=(card,))

@@ -391,7 +391,7 @@ async def test_aiogram_uploads(aio: aiogram.Bot, server: BotApiServer) -> None:
     album = await aio.send_media_group(
         USER,
         media=[
-            aio_types.InputMediaPhoto(media=aio_types.BufferedInputFile(b"A", filename="a.jpg")),
+            aio_types.InputMediaDocument(media=aio_types.BufferedInputFile(b"A", filename="a.pdf")),
             aio_types.InputMediaDocument(media=aio_types.BufferedInputFile(b"B", filename="b.txt")),
         ],
     )
@@ -401,6 +401,32 @@ async def test_aiogram_uploads(aio: aiogram.Bot, server: BotApiServer) -> None:
     assert file.file_path is not None
     downloaded = await aio.download_file(file.file_path)
     assert downloaded is not None and downloaded.read() == b"PNG"
+
+
+async def test_albums_and_file_kinds_are_refused_like_telegram(
+    ptb: telegram.Bot, aio: aiogram.Bot, server: BotApiServer
+) -> None:
+    photo = server.user_sends_photo(USER, file_id="PHOTO-1")["message"]["photo"][-1]["file_id"]
+    scan = server.user_sends_document(USER, file_id="DOC-1", file_name="scan.jpg")["message"]["document"]["file_id"]
+    with pytest.raises(ptb_error.BadRequest, match="2-10"):
+        await ptb.send_media_group(USER, [telegram.InputMediaPhoto(photo)])
+    with pytest.raises(TelegramBadRequest, match="2-10"):
+        await aio.send_media_group(USER, media=[aio_types.InputMediaPhoto(media=photo)] * 11)
+    with pytest.raises(ptb_error.BadRequest, match="only with documents"):
+        await ptb.send_media_group(USER, [telegram.InputMediaPhoto(photo), telegram.InputMediaDocument(scan)])
+    with pytest.raises(ptb_error.BadRequest, match=r"(?i)can.t use file of type document as photo"):
+        await ptb.send_photo(USER, scan)
+    with pytest.raises(TelegramBadRequest, match=r"(?i)can.t use file of type document as photo"):
+        await aio.send_photo(USER, scan)
+    with pytest.raises(TelegramBadRequest, match='message #2 with the error message "wrong file identifier'):
+        await aio.send_media_group(USER, media=[aio_types.InputMediaPhoto(media=photo),
+                                                aio_types.InputMediaPhoto(media=scan)])
+    shown = len(server.chat_messages(USER))
+    assert (await ptb.send_document(USER, scan)).document.file_id == scan  # type: ignore[union-attr]
+    album = await aio.send_media_group(USER, media=[aio_types.InputMediaDocument(media=scan)] * 2)
+    assert [m.document.file_id for m in album if m.document] == [scan, scan]
+    assert (await ptb.send_photo(USER, photo)).photo[-1].file_id == photo
+    assert len(server.chat_messages(USER)) == shown + 4  # nothing refused was stored
 
 
 async def test_aiogram_webhook(aio: aiogram.Bot, server: BotApiServer, receiver: Receiver) -> None:

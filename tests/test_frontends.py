@@ -27,7 +27,7 @@ from bot.frontends.webhook import SECRET_HEADER, webhook_app
 from flows import delivery
 from flows.clock import FakeClock
 from flows.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
-from flows.replies import AnswerButton, Button, CopyMessage, EditMessage, Reply, SendMessage, SendPhoto, SendPhotos
+from flows.replies import AnswerButton, Button, CopyMessage, EditMessage, Reply, SendFiles, SendMessage, SendPhoto
 from tests.engine_flow import make_engine
 from tests.support.botapi import BotApiServer
 from tests.support.chat import Bot, RecordingTransport
@@ -133,8 +133,15 @@ async def test_transports_map_telegram_errors_for_the_outbox(server: BotApiServe
     assert server.chat_messages(9)[-1].text == "Hi & welcome" and copied == server.chat_messages(9)[-1].message_id
     server.user_sends_photo(7, file_id="ID-FRONT")
     server.user_sends_photo(7, file_id="ID-BACK")
-    await transport.deliver(SendPhotos(9, ("ID-FRONT", "ID-BACK"), "<b>case</b> 1"))
+    album = await transport.deliver(SendFiles(9, "photo", ("ID-FRONT", "ID-BACK"), "<b>case</b> 1"))
     assert [m.raw["photo"][-1]["file_id"] for m in server.chat_messages(9)[-2:]] == ["ID-FRONT", "ID-BACK"]
+    assert album == tuple(m.message_id for m in server.chat_messages(9)[-2:])
+    server.user_sends_document(7, file_id="ID-SCAN", file_name="scan.png")
+    [scan] = await transport.deliver(SendFiles(9, "document", ("ID-SCAN",)))  # type: ignore[misc]
+    assert server.chat_messages(9)[-1].raw["document"]["file_id"] == "ID-SCAN" == server.calls[-1].params["document"]
+    assert scan == server.chat_messages(9)[-1].message_id
+    with pytest.raises(delivery.Undeliverable):
+        await transport.deliver(SendFiles(9, "photo", ("ID-SCAN",)))
     png = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
     await transport.deliver(SendPhoto(9, png, "scan me"))
     assert server.chat_messages(9)[-1].text == "scan me"
@@ -158,7 +165,7 @@ class FlakyTransport(RecordingTransport):
         super().__init__()
         self.failures = failures
 
-    async def deliver(self, reply: Reply) -> int | None:
+    async def deliver(self, reply: Reply) -> delivery.Delivered:
         if self.failures:
             self.failures -= 1
             raise ConnectionResetError("connection reset by peer")

@@ -6,15 +6,24 @@ import asyncio
 import re
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flows import delivery
 from flows.clock import FakeClock
 from flows.directory import SecretBox, accounts
-from flows.replies import DeleteMessage, SendMessage, SendPhoto, SendPhotos
+from flows.replies import DeleteMessage, Reply, SendFiles, SendMessage, SendPhoto
 from flows.store import batch
 from tests.support.chat import Bot, Chat
-from tests.support.desk import SECRET_KEY, submit_for_review, totp_now
+from tests.support.desk import (
+    SECRET_KEY,
+    photo,
+    scan,
+    submit_documents_for_review,
+    submit_for_review,
+    totp_now,
+)
 
 ADMIN, OTHER_ADMIN = 900, 901
 
@@ -44,8 +53,151 @@ async def test_a_submitted_case_posts_a_card_with_photos_to_every_admin(desk: Bo
         assert "ben@example.com" in card.text and "authenticator app" in card.text
         assert "phone code ✓" in card.text and "email code ✓" in card.text
         assert [b.label for row in card.buttons for b in row] == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
-        albums = [r for r in desk.transport.log if isinstance(r, SendPhotos) and r.chat_id == admin]
-        assert albums[-1].file_ids == ("selfie-1",)
+        assert evidence_sent_to(desk, admin) == [("photo", ("selfie-1",))]
+
+
+def evidence_sent_to(desk: Bot, chat_id: int) -> list[tuple[str, tuple[str, ...]]]:
+    """The evidence the staff chat was sent: (photo or document, file ids), one entry per message or album."""
+    return [(r.media, r.file_ids) for r in desk.transport.log if isinstance(r, SendFiles) and r.chat_id == chat_id]
+
+
+def shown_in(desk: Bot, chat_id: int) -> list[str]:
+    return [m.text for m in desk.transport.chats.get(chat_id, [])]
+
+
+async def case_data(db: AsyncEngine, case_id: str) -> dict[str, object]:
+    async with db.connect() as conn:
+        return dict((await conn.execute(select(batch.cases.c.data).where(batch.cases.c.id == case_id))).scalar_one())
+
+
+async def purges(db: AsyncEngine) -> list[tuple[str, str]]:
+    async with db.connect() as conn:
+        query = select(batch.audit.c.actor, batch.audit.c.subject).where(batch.audit.c.action == "documents.purged")
+        return [(row.actor, row.subject) for row in await conn.execute(query)]
+
+
+async def pass_time(desk: Bot, clock: FakeClock, **delta: float) -> None:
+    clock.advance(**delta)
+    await desk.runner.fire_due_timers()
+    await desk.runner.settle()
+
+
+async def test_a_verified_account_sends_its_one_selfie_as_a_photo_then_the_card(desk: Bot) -> None:
+    case_id = await submitted_case(desk, desk.chat())
+    assert evidence_sent_to(desk, ADMIN) == [("photo", ("selfie-1",))]
+    assert shown_in(desk, ADMIN)[-2] == "[photo selfie-1]"
+    assert shown_in(desk, ADMIN)[-1].startswith(f"🗂 Review case {case_id}")
+    assert desk.chat(user_id=ADMIN).buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
+
+
+async def test_an_image_sent_as_a_file_goes_to_staff_as_a_document(desk: Bot) -> None:
+    await submit_for_review(desk.chat(), selfie=scan("selfie-file"))
+    assert evidence_sent_to(desk, ADMIN) == [("document", ("selfie-file",))]
+    assert desk.chat(user_id=ADMIN).buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
+
+
+async def test_front_back_and_selfie_photos_go_as_one_album(desk: Bot) -> None:
+    await submit_documents_for_review(desk.chat(), photo("front"), photo("back"), photo("selfie"))
+    assert evidence_sent_to(desk, ADMIN) == [("photo", ("front", "back", "selfie"))]
+    assert "Document: National ID card, Germany" in shown_in(desk, ADMIN)[-1]
+
+
+async def test_photos_and_documents_go_as_separate_albums(desk: Bot) -> None:
+    await submit_documents_for_review(desk.chat(), photo("front"), photo("back"), scan("selfie"))
+    assert evidence_sent_to(desk, ADMIN) == [("photo", ("front", "back")), ("document", ("selfie",))]
+    desk.transport.log.clear()
+    await submit_documents_for_review(desk.chat(user_id=43), scan("front"), scan("back"), photo("selfie"))
+    assert evidence_sent_to(desk, ADMIN) == [("photo", ("selfie",)), ("document", ("front", "back"))]
+    assert desk.chat(user_id=ADMIN).buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
+
+
+async def test_a_card_whose_evidence_failed_comes_without_buttons(desk: Bot) -> None:
+    desk.transport.refuses = lambda files: files.chat_id == ADMIN  # e.g. a file id Telegram will not send here
+    case_id = await submitted_case(desk, desk.chat())
+    admin = desk.chat(user_id=ADMIN)
+    assert admin.buttons == []
+    assert f"The identity evidence could not be shown in this chat, so this card has no buttons. Send /case {case_id}" \
+        in admin.last
+    assert desk.chat(user_id=OTHER_ADMIN).buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
+
+    desk.transport.refuses = None
+    await admin.send(f"/case {case_id}")
+    assert evidence_sent_to(desk, ADMIN)[-1] == ("photo", ("selfie-1",))
+    assert admin.buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
+
+
+async def test_the_buttons_stay_withheld_across_a_restart(desk: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "MAX_BACKOFF", 0.01)
+    deliver = desk.transport.deliver
+    network_down = True
+    card_attempts: list[SendMessage] = []
+    retried = asyncio.Event()
+
+    async def cards_fail(reply: Reply) -> delivery.Delivered:
+        if isinstance(reply, SendMessage) and reply.chat_id == ADMIN and "Review case" in reply.text and network_down:
+            card_attempts.append(reply)
+            if len(card_attempts) > 1:  # the first attempt's group, with the failed evidence, was recorded
+                retried.set()
+            raise ConnectionResetError("the network is down when the card's turn comes")
+        return await deliver(reply)
+
+    desk.transport.refuses = lambda files: files.chat_id == ADMIN
+    desk.transport.deliver = cards_fail  # type: ignore[method-assign]
+    user = desk.chat()
+    await submit_for_review(user, submit=False)
+    submitting = asyncio.create_task(user.tap("Submit for review"))
+    await asyncio.wait_for(retried.wait(), timeout=10)
+    submitting.cancel()
+    network_down = False
+    desk.transport.refuses = None
+    await desk.restart()
+    assert desk.chat(user_id=ADMIN).buttons == []
+    assert "could not be shown in this chat" in desk.chat(user_id=ADMIN).last
+
+
+async def test_a_cancelled_case_forgets_its_documents_and_deletes_the_evidence(
+    desk: Bot, db: AsyncEngine, clock: FakeClock
+) -> None:
+    user = desk.chat()
+    case_id = await submitted_case(desk, user)
+    assert "[photo selfie-1]" in shown_in(desk, ADMIN) and "[photo selfie-1]" in shown_in(desk, OTHER_ADMIN)
+    await user.send("/cancel")
+    assert (await case_data(db, case_id))["photo_selfie"] is None
+    assert await purges(db) == [("system", f"case:{case_id}")]
+    await pass_time(desk, clock, seconds=1)
+    for admin in (ADMIN, OTHER_ADMIN):
+        assert "[photo selfie-1]" not in shown_in(desk, admin)
+        assert shown_in(desk, admin)[-1].startswith(f"🗂 Review case {case_id}")  # the card itself stays
+    clock.advance(days=30)
+    await desk.runner.fire_due_timers()
+    assert len(await purges(db)) == 1
+
+
+async def test_an_abandoned_case_forgets_its_documents_and_deletes_the_evidence(
+    desk: Bot, db: AsyncEngine, clock: FakeClock
+) -> None:
+    user, admin = desk.chat(), desk.chat(user_id=ADMIN)
+    case_id = await submitted_case(desk, user)
+    await admin.press(f"r:{case_id}:1:more")  # back to the document step, with the old selfie still on file
+    await pass_time(desk, clock, hours=25)
+    assert user.last.startswith("Your recovery was closed after a day without activity.")
+    async with db.connect() as conn:
+        status = (await conn.execute(select(batch.cases.c.status).where(batch.cases.c.id == case_id))).scalar_one()
+    assert status == "abandoned"
+    assert (await case_data(db, case_id))["photo_selfie"] is None
+    await pass_time(desk, clock, seconds=1)
+    assert "[photo selfie-1]" not in shown_in(desk, ADMIN)
+
+
+async def test_a_replaced_case_forgets_its_documents(desk: Bot, db: AsyncEngine) -> None:
+    user = desk.chat()
+    await submit_for_review(user, submit=False)
+    async with db.connect() as conn:
+        case_id = (await conn.execute(select(batch.cases.c.id).where(batch.cases.c.status == "open"))).scalar_one()
+    await user.send("/start")
+    await user.tap("Start over")
+    assert (await case_data(db, case_id))["photo_selfie"] is None
+    assert await purges(db) == [("system", f"case:{case_id}")]
 
 
 async def test_approve_resets_locks_and_reenrols(desk: Bot, db: AsyncEngine, clock: FakeClock) -> None:
@@ -217,3 +369,16 @@ async def test_stats_for_admins_as_text_and_a_chart(desk: Bot) -> None:
     charts = [r for r in desk.transport.log if isinstance(r, SendPhoto) and r.chat_id == ADMIN]
     assert len(charts) == (1 if importlib.util.find_spec("matplotlib") else 0)
     assert await desk.chat(user_id=5).send("/stats") == ["I don't know that command. Send /help to see what I can do."]
+
+
+async def test_evidence_that_arrives_after_the_purge_is_deleted_at_once(db: AsyncEngine, clock: FakeClock) -> None:
+    case_id = "A" * 12
+    async with db.begin() as conn:  # the case was cancelled while its evidence was still on its way
+        await batch.forget_evidence(conn, case_id, clock.now())
+        await batch.record_evidence(conn, [(case_id, ADMIN, (7, 8))], clock.now())
+    async with db.connect() as conn:
+        due = (await conn.execute(select(batch.timers.c.kind, batch.timers.c.payload))).all()
+        kept = (await conn.execute(select(batch.evidence_messages.c.message_id))).scalars().all()
+    assert due == [("delete_message", {"chat_id": ADMIN, "message_id": 7}),
+                   ("delete_message", {"chat_id": ADMIN, "message_id": 8})]
+    assert kept == [None]

@@ -76,12 +76,23 @@ async def test_method_three_backup_key(bot: BotProcess, server: BotApiServer) ->
 
 
 async def walk_method_two_to_country(user: TgUser) -> None:
+    await walk_method_two_through_the_codes(user, "ada@example.com")
+    await user.expect("the security question")
+    user.tap("Start answering questions")
+    await user.expect("What was your first pet's name?")
+    user.send("rex")
+    await user.expect("check your identity")
+    user.tap("Next")
+    await user.expect("Which country issued your document?")
+
+
+async def walk_method_two_through_the_codes(user: TgUser, email: str) -> None:
     await greet(user)
     user.tap("Security Check Not Available")
     await user.expect("withdrawals will be disabled for 48 hours")
     user.tap("Continue")
     await user.expect("Which email address")
-    user.send("ada@example.com")
+    user.send(email)
     await user.expect("Select what you need to restore")
     user.tap("☐ Authenticator app")
     await user.answered()
@@ -95,13 +106,6 @@ async def walk_method_two_to_country(user: TgUser) -> None:
     user.send(user.last_code("Email"))
     await user.expect("Both codes are right.")
     user.tap("Send")
-    await user.expect("the security question")
-    user.tap("Start answering questions")
-    await user.expect("What was your first pet's name?")
-    user.send("rex")
-    await user.expect("check your identity")
-    user.tap("Next")
-    await user.expect("Which country issued your document?")
 
 
 async def test_method_two_to_review_with_photos(bot: BotProcess, server: BotApiServer) -> None:
@@ -150,6 +154,49 @@ async def test_staff_approve_and_reenrolment_over_telegram(bot: BotProcess, serv
     secret = key_text.split("Or type this key: ", 1)[1].split("\n", 1)[0].replace(" ", "")
     user.send(totp_now(secret, datetime.now(UTC)))
     await user.expect("Your new authenticator works.")
+
+
+async def submit_ben_with_a_selfie(admin: TgUser, user: TgUser) -> None:
+    """Ben's account is verified and has no security question: after the codes, only a selfie is asked."""
+    admin.send("/start")
+    await admin.expect("Welcome")
+    await walk_method_two_through_the_codes(user, "ben@example.com")
+    await user.expect("check your identity")
+    user.tap("Next")
+    await user.expect("selfie")
+    user.send_photo()
+    await user.expect("Everything is ready.")
+    admin.mark = len(user.server.calls)
+    user.tap("Submit for review")
+    await user.expect("Your request is now with our staff")
+
+
+async def test_a_lone_selfie_reaches_staff_as_a_photo_before_the_card(bot: BotProcess, server: BotApiServer) -> None:
+    admin, user = TgUser(server, ADMIN), TgUser(server, 112)
+    await submit_ben_with_a_selfie(admin, user)
+    await server.wait_for(lambda c: c.method == "sendPhoto" and c.ok and str(c.params["chat_id"]) == "900",
+                          since=admin.mark)
+    await admin.expect("Review case")
+    selfie, card = server.chat_messages(ADMIN)[-2:]
+    assert "photo" in selfie.raw and "ben@example.com" in card.text
+    assert card.labels() == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
+    assert not [c for c in server.calls_of("sendMediaGroup") if str(c.params.get("chat_id")) == "900"]
+
+
+async def test_refused_evidence_brings_the_card_without_approve(bot: BotProcess, server: BotApiServer) -> None:
+    admin, user = TgUser(server, ADMIN), TgUser(server, 113)
+    server.fail_next("sendPhoto", status=400, description="Bad Request: wrong file identifier/HTTP URL specified")
+    await submit_ben_with_a_selfie(admin, user)
+    card_text = await admin.expect("Review case")
+    assert "The identity evidence could not be shown in this chat" in card_text
+    card = server.last_bot_message(ADMIN)
+    assert card.keyboard == () and "photo" not in server.chat_messages(ADMIN)[-2].raw
+    case_id = card_text.split("Review case ", 1)[1].split()[0]
+    admin.send(f"/case {case_id}")  # staff fetch it again: now the selfie comes through, and the buttons with it
+    await server.wait_for(lambda c: c.method == "sendPhoto" and c.ok and str(c.params["chat_id"]) == "900",
+                          since=admin.mark)
+    await admin.expect("Review case")
+    assert server.last_bot_message(ADMIN).labels() == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
 
 
 async def test_a_stale_button_has_expired(bot: BotProcess, server: BotApiServer) -> None:

@@ -16,6 +16,7 @@ from telegram import (
     BotCommandScopeChat,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputMediaDocument,
     InputMediaPhoto,
     Update,
 )
@@ -43,9 +44,9 @@ from flows.replies import (
     DeleteMessage,
     EditMessage,
     Reply,
+    SendFiles,
     SendMessage,
     SendPhoto,
-    SendPhotos,
 )
 from flows.texts import plain_text
 
@@ -75,7 +76,7 @@ class PtbTransport:
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
 
-    async def deliver(self, reply: Reply) -> int | None:
+    async def deliver(self, reply: Reply) -> delivery.Delivered:
         try:
             return await self._send(reply)
         except RetryAfter as error:
@@ -89,7 +90,7 @@ class PtbTransport:
         except ChatMigrated as error:  # a group became a supergroup: the old id is gone for good
             raise delivery.Undeliverable(f"chat migrated to {error.new_chat_id}") from None
 
-    async def _send(self, reply: Reply) -> int | None:
+    async def _send(self, reply: Reply) -> delivery.Delivered:
         if isinstance(reply, SendMessage):
             return await self._send_message(reply)
         if isinstance(reply, EditMessage):
@@ -101,10 +102,8 @@ class PtbTransport:
             await self.bot.answer_callback_query(reply.callback_id, text=reply.text or None)
         elif isinstance(reply, CopyMessage):
             return (await self.bot.copy_message(reply.chat_id, reply.from_chat_id, reply.message_id)).message_id
-        elif isinstance(reply, SendPhotos):
-            media = [InputMediaPhoto(file_id, caption=reply.caption if i == 0 and reply.caption else None,
-                                     parse_mode=ParseMode.HTML) for i, file_id in enumerate(reply.file_ids)]
-            return (await self.bot.send_media_group(reply.chat_id, media))[0].message_id
+        elif isinstance(reply, SendFiles):
+            return await self._send_files(reply)
         elif isinstance(reply, SendPhoto):
             sent = await self.bot.send_photo(reply.chat_id, base64.b64decode(reply.png_base64),
                                              caption=reply.caption or None, parse_mode=ParseMode.HTML)
@@ -112,6 +111,18 @@ class PtbTransport:
         else:
             raise delivery.Undeliverable(f"{type(reply).__name__} does not go to Telegram")
         return None
+
+    async def _send_files(self, reply: SendFiles) -> tuple[int, ...]:
+        """One file as a photo or a document (Telegram's albums take 2-10), several as an album of that kind."""
+        caption = reply.caption or None
+        if len(reply.file_ids) == 1:
+            send = self.bot.send_document if reply.media == "document" else self.bot.send_photo
+            return ((await send(reply.chat_id, reply.file_ids[0], caption=caption,
+                                parse_mode=ParseMode.HTML)).message_id,)
+        kind = InputMediaDocument if reply.media == "document" else InputMediaPhoto
+        media = [kind(file_id, caption=caption if i == 0 else None, parse_mode=ParseMode.HTML)
+                 for i, file_id in enumerate(reply.file_ids)]
+        return tuple(sent.message_id for sent in await self.bot.send_media_group(reply.chat_id, media))
 
     async def _send_message(self, reply: SendMessage) -> int:
         async def send(piece: str, last: bool) -> int:

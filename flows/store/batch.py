@@ -7,7 +7,7 @@ aiosqlite's thread: one statement per batch, not per event, is where the engine'
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flows.engine import ACTIVE, AuditEntry, Case, NewTimer
 from flows.events import Sender
-from flows.replies import Reply, reply_from_json, reply_to_json
-from flows.store.tables import AuditRow, CaseRow, OutboxRow, ProcessedUpdate, TimerRow, User
+from flows.replies import Reply, SendCard, reply_from_json, reply_to_json
+from flows.store.tables import AuditRow, CaseRow, EvidenceMessageRow, OutboxRow, ProcessedUpdate, TimerRow, User
 
 users = User.__table__  # type: ignore[attr-defined]
 cases = CaseRow.__table__  # type: ignore[attr-defined]
@@ -26,6 +26,7 @@ processed = ProcessedUpdate.__table__  # type: ignore[attr-defined]
 outbox = OutboxRow.__table__  # type: ignore[attr-defined]
 timers = TimerRow.__table__  # type: ignore[attr-defined]
 audit = AuditRow.__table__  # type: ignore[attr-defined]
+evidence_messages = EvidenceMessageRow.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,26 @@ async def add_outbox(conn: AsyncConnection, replies: Sequence[Reply], now: datet
     """Queue replies for delivery; returns them with their ids, in order."""
     if not replies:
         return []
-    rows = [{"chat_id": r.chat_id, "payload": reply_to_json(r), "created_at": now, "attempts": 0} for r in replies]
     if conn.dialect.name == "sqlite":
-        ids = await _next_ids(conn, outbox, len(rows))
-        await conn.execute(outbox.insert(), [{"id": row_id, **row} for row_id, row in zip(ids, rows, strict=True)])
-    else:
-        result = await conn.execute(outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True), rows)
-        ids = list(result.scalars())
-    return [Pending(row_id, reply.chat_id, reply) for row_id, reply in zip(ids, replies, strict=True)]
+        ids = await _next_ids(conn, outbox, len(replies))
+        queued = _evidence_by_id(replies, ids)
+        await conn.execute(outbox.insert(), [_outbox_row(reply, now) | {"id": row_id}
+                                             for row_id, reply in zip(ids, queued, strict=True)])
+        return [Pending(row_id, reply.chat_id, reply) for row_id, reply in zip(ids, queued, strict=True)]
+    rows = [_outbox_row(reply, now) for reply in replies]
+    result = await conn.execute(outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True), rows)
+    ids = list(result.scalars())
+    queued = _evidence_by_id(replies, ids)
+    cards = [{"row_id": row_id, "body": reply_to_json(reply)}
+             for row_id, reply, before in zip(ids, queued, replies, strict=True) if reply is not before]
+    if cards:
+        statement = update(outbox).where(outbox.c.id == bindparam("row_id")).values(payload=bindparam("body"))
+        await conn.execute(statement, cards)
+    return [Pending(row_id, reply.chat_id, reply) for row_id, reply in zip(ids, queued, strict=True)]
+
+
+def _outbox_row(reply: Reply, now: datetime) -> dict[str, Any]:
+    return {"chat_id": reply.chat_id, "payload": reply_to_json(reply), "created_at": now, "attempts": 0}
 
 
 async def _next_ids(conn: AsyncConnection, table: Table, count: int) -> list[int]:
@@ -143,6 +156,27 @@ async def _next_ids(conn: AsyncConnection, table: Table, count: int) -> list[int
     last = await conn.scalar(select(func.max(table.c.id)))
     start = int(last or 0) + 1
     return list(range(start, start + count))
+
+
+def _evidence_by_id(replies: Sequence[Reply], ids: Sequence[int]) -> list[Reply]:
+    """Cards name their evidence by offsets back in the batch until queued, then by outbox id (which survives a
+    restart). The evidence must be earlier replies to the same chat."""
+    queued: list[Reply] = []
+    for index, reply in enumerate(replies):
+        if isinstance(reply, SendCard) and any(offset < 0 for offset in reply.evidence):
+            for offset in reply.evidence:
+                assert offset >= 0 or replies[index + offset].chat_id == reply.chat_id, "evidence in another chat"
+            reply = replace(reply, evidence=tuple(ids[index + o] if o < 0 else o for o in reply.evidence))
+        queued.append(reply)
+    return queued
+
+
+async def outcomes(conn: AsyncConnection, row_ids: Sequence[int]) -> dict[int, str | None]:
+    """How these outbox entries went ("sent", "failed", ...; None while undelivered)."""
+    if not row_ids:
+        return {}
+    query = select(outbox.c.id, outbox.c.outcome).where(outbox.c.id.in_(row_ids))
+    return {row.id: row.outcome for row in await conn.execute(query)}
 
 
 async def pending_outbox(conn: AsyncConnection, limit: int = 10_000) -> list[Pending]:
@@ -177,6 +211,36 @@ async def schedule_deletions(conn: AsyncConnection, sent: Sequence[tuple[int, in
              "payload": {"chat_id": chat_id, "message_id": message_id}, "due_at": now + timedelta(seconds=after)}
             for chat_id, message_id, after in sent
         ])
+
+
+async def record_evidence(
+    conn: AsyncConnection, shown: Sequence[tuple[str, int, tuple[int, ...]]], now: datetime
+) -> None:
+    """Remember the messages that show a case's evidence: (case id, chat id, message ids). Those of a case whose
+    documents were purged meanwhile are deleted at once instead."""
+    if not shown:
+        return
+    case_ids = {case_id for case_id, _, _ in shown}
+    purged = set((await conn.execute(select(evidence_messages.c.case_id).where(
+        evidence_messages.c.case_id.in_(case_ids), evidence_messages.c.message_id.is_(None)))).scalars())
+    await schedule_deletions(conn, [(chat_id, message_id, 0) for case_id, chat_id, message_ids in shown
+                                    if case_id in purged for message_id in message_ids], now)
+    rows = [{"case_id": case_id, "chat_id": chat_id, "message_id": message_id, "created_at": now}
+            for case_id, chat_id, message_ids in shown if case_id not in purged for message_id in message_ids]
+    if rows:
+        await conn.execute(evidence_messages.insert(), rows)
+
+
+async def forget_evidence(conn: AsyncConnection, case_id: str, now: datetime) -> None:
+    """Delete the staff messages that showed a case's evidence (timers due now) and mark the case as purged, so
+    that evidence still on its way is deleted as soon as it is delivered."""
+    query = select(evidence_messages.c.chat_id, evidence_messages.c.message_id).where(
+        evidence_messages.c.case_id == case_id, evidence_messages.c.message_id.is_not(None))
+    shown = [(row.chat_id, row.message_id, 0) for row in await conn.execute(query)]
+    await schedule_deletions(conn, shown, now)
+    await conn.execute(evidence_messages.delete().where(evidence_messages.c.case_id == case_id))
+    await conn.execute(evidence_messages.insert(),
+                       [{"case_id": case_id, "chat_id": 0, "message_id": None, "created_at": now}])
 
 
 async def redact(conn: AsyncConnection, entries: Sequence[Pending]) -> None:

@@ -93,6 +93,20 @@ class OutboxRow(SQLModel, table=True):
     sent_message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
+class EvidenceMessageRow(SQLModel, table=True):
+    """A message in a staff chat that shows a case's identity evidence, deleted when the case's documents are purged.
+
+    A row with no `message_id` marks a purged case: its evidence delivered after the purge is deleted at once.
+    """
+
+    __tablename__ = "evidence_messages"
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(max_length=16, index=True)
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    created_at: datetime = _when()
+
+
 class TimerRow(SQLModel, table=True):
     """A durable timer: fires once at `due_at`, while its case is still at `step` (or, with no step, regardless)."""
 

@@ -14,6 +14,7 @@ OS) that python-telegram-bot and aiogram run unmodified against it, with no netw
 What it does like Telegram: per-chat message ids, full ``Message`` objects in answers, HTML
 ``parse_mode`` turned into plain text plus entities (and malformed HTML refused with Telegram's
 "can't parse entities" errors), "message is not modified", callback data over 64 bytes refused,
+albums of 2-10 items only, documents grouped only with documents, a document's file_id refused as a photo,
 long-polling ``getUpdates`` with offset confirmation, 409 while a webhook is set or when a second poll
 supersedes the first, Telegram's error bodies for 401/403/404/429.
 
@@ -58,6 +59,9 @@ NOT_MODIFIED = (
     "as a current content and reply markup of the message"
 )
 WRONG_FILE = "wrong file identifier/HTTP URL specified"
+DOCUMENT_AS_PHOTO = "can't use file of type Document as Photo"
+ALBUM_SIZE = "media must be an array of 2-10 InputMedia objects"
+ALBUM_MIXED = "documents can be grouped in an album only with documents"
 _ERROR_DESCRIPTIONS = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -166,6 +170,7 @@ class StoredFile:
     mime_type: str | None = None
     width: int = 1280
     height: int = 720
+    kind: str = "document"  # "photo" or "document": Telegram will not send a document's file_id as a photo
 
     def as_file(self) -> Json:
         return {
@@ -721,8 +726,10 @@ class BotApiServer:
         mime_type: str | None = None,
         width: int = 1280,
         height: int = 720,
+        kind: str = "document",
     ) -> StoredFile:
-        """Register a file the bot can fetch with getFile and download, or send by ``file_id``."""
+        """Register a file (a "document" unless ``kind`` says "photo") the bot can fetch with getFile and
+        download, or send by ``file_id``."""
         number = next(self._ids)
         stored = StoredFile(
             file_id=file_id,
@@ -733,6 +740,7 @@ class BotApiServer:
             mime_type=mime_type,
             width=width,
             height=height,
+            kind=kind,
         )
         self._files[file_id] = stored
         return stored
@@ -751,7 +759,8 @@ class BotApiServer:
         suffix = f".{file_name.rsplit('.', 1)[-1]}" if file_name and "." in file_name else ""
         path = f"{folder}/file_{number}{suffix}"
         file_id = file_id or f"{prefix}{number:08d}"
-        return self.add_file(file_id, content, path=path, file_name=file_name, **extra)
+        kind = "photo" if folder == "photos" else "document"
+        return self.add_file(file_id, content, path=path, file_name=file_name, kind=kind, **extra)
 
     def _store_upload(self, upload: Upload, folder: str) -> StoredFile:
         mime = mimetypes.guess_type(upload.filename)[0] or upload.content_type or "application/octet-stream"
@@ -1031,6 +1040,8 @@ class BotApiServer:
 
     async def _send_photo(self, params: Json, uploads: Uploads) -> Json:
         stored = self._input_file(params.get("photo"), uploads, "photos")
+        if stored.kind != "photo":
+            raise bad_request(DOCUMENT_AS_PHOTO)
         return self._post(params, {"photo": [stored.as_photo_size()], **self._caption_content(params)})
 
     async def _send_document(self, params: Json, uploads: Uploads) -> Json:
@@ -1040,16 +1051,25 @@ class BotApiServer:
     async def _send_media_group(self, params: Json, uploads: Uploads) -> list[Json]:
         media = params.get("media")
         if not isinstance(media, list) or not 2 <= len(media) <= 10:
-            raise bad_request("media must be an array of 2-10 InputMedia objects")
+            raise bad_request(ALBUM_SIZE)
+        kinds = {item.get("type") if isinstance(item, dict) else None for item in media}
+        if "document" in kinds and len(kinds) > 1:
+            raise bad_request(ALBUM_MIXED)
+        items = [self._album_item(number, item, uploads) for number, item in enumerate(media, start=1)]
         group_id = str(next(self._ids))
-        return [self._post(params, {**self._album_item(item, uploads), "media_group_id": group_id}) for item in media]
+        return [self._post(params, {**item, "media_group_id": group_id}) for item in items]
 
-    def _album_item(self, item: Any, uploads: Uploads) -> Json:
+    def _album_item(self, number: int, item: Any, uploads: Uploads) -> Json:
         kind = item.get("type") if isinstance(item, dict) else None
         if kind not in ("photo", "document"):
             raise bad_request(f"this test server only supports photo and document albums, not {kind!r}")
         folder = "photos" if kind == "photo" else "documents"
-        stored = self._input_file(item.get("media"), uploads, folder)
+        try:
+            stored = self._input_file(item.get("media"), uploads, folder)
+        except ApiError:
+            raise bad_request(f'Failed to send message #{number} with the error message "{WRONG_FILE}"') from None
+        if kind == "photo" and stored.kind != "photo":
+            raise bad_request(f'Failed to send message #{number} with the error message "{WRONG_FILE}"')
         body = [stored.as_photo_size()] if kind == "photo" else stored.as_document()
         return {kind: body, **self._caption_content(item)}
 

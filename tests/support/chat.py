@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import FakeClock
-from flows.delivery import Transport
+from flows.delivery import Delivered, Transport, Undeliverable
 from flows.engine import Engine
 from flows.events import ButtonPressed, CommandReceived, FileInfo, FileReceived, Sender, TextReceived
 from flows.replies import (
@@ -20,9 +21,9 @@ from flows.replies import (
     DeleteMessage,
     EditMessage,
     Reply,
+    SendFiles,
     SendMessage,
     SendPhoto,
-    SendPhotos,
 )
 from flows.runner import Runner, ServicesFactory
 from flows.texts import plain_text
@@ -49,11 +50,18 @@ class RecordingTransport:
     log: list[Reply] = field(default_factory=list)
     chats: dict[int, list[Shown]] = field(default_factory=dict)
     answers: list[AnswerButton] = field(default_factory=list)
+    refuses: Callable[[SendFiles], bool] | None = None  # files the platform will not send (a bad file id)
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
 
-    async def deliver(self, reply: Reply) -> int | None:
+    async def deliver(self, reply: Reply) -> Delivered:
         self.log.append(reply)
         messages = self.chats.setdefault(reply.chat_id, [])
+        if isinstance(reply, SendFiles):
+            if self.refuses is not None and self.refuses(reply):
+                raise Undeliverable("wrong file identifier/HTTP URL specified")
+            shown_files = [Shown(next(self._ids), f"[{reply.media} {file_id}]") for file_id in reply.file_ids]
+            messages.extend(shown_files)
+            return tuple(shown.message_id for shown in shown_files)
         if isinstance(reply, SendMessage):
             shown = Shown(next(self._ids), plain_text(reply.text), reply.buttons)
             messages.append(shown)
@@ -66,7 +74,7 @@ class RecordingTransport:
             messages[:] = [m for m in messages if m.message_id != reply.message_id]
         elif isinstance(reply, AnswerButton):
             self.answers.append(reply)
-        elif isinstance(reply, SendPhoto | SendPhotos | CopyMessage):
+        elif isinstance(reply, SendPhoto | CopyMessage):
             shown = Shown(next(self._ids), plain_text(getattr(reply, "caption", "")))
             messages.append(shown)
             return shown.message_id

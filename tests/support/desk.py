@@ -13,6 +13,7 @@ from flows.clock import FakeClock
 from flows.delivery import Transport
 from flows.desk import build_engine
 from flows.directory import accounts
+from flows.events import FileInfo
 from flows.services import FlowSettings, ServiceFactory
 from tests.support.chat import Bot, Chat
 
@@ -92,14 +93,42 @@ async def request_codes(chat: Chat, email: str, restore: str = "Email address") 
     return await chat.tap("Get Code")
 
 
-async def submit_for_review(chat: Chat, email: str = "ben@example.com", restore: str = "Authenticator app") -> None:
-    """Method 2 up to the review queue (Ben's account: verified, no security question, so a selfie will do)."""
-    from flows.events import FileInfo
-
+async def submit_for_review(
+    chat: Chat, email: str = "ben@example.com", selfie: FileInfo | None = None, submit: bool = True,
+    restore: str = "Authenticator app",
+) -> None:
+    """Method 2 up to the review queue (Ben's account: verified, no security question, so a selfie will do);
+    with `submit=False`, up to the Submit button."""
     replies = await request_codes(chat, email, restore)
     await chat.send(code_in(replies, "SMS"))
     await chat.send(code_in(replies, "Email"))
     await chat.tap("Send")
     await chat.tap("Next")
-    await chat.send_file(FileInfo("selfie-1", "u-selfie-1", "photo", 1000))
+    await chat.send_file(selfie or FileInfo("selfie-1", "u-selfie-1", "photo", 1000))
+    if submit:
+        await chat.tap("Submit for review")
+
+
+async def submit_documents_for_review(chat: Chat, front: FileInfo, back: FileInfo, selfie: FileInfo) -> None:
+    """Method 2 for Ada (security question, not verified): a national ID card's front and back, then a selfie."""
+    replies = await request_codes(chat, "ada@example.com", "Authenticator app")
+    await chat.send(code_in(replies, "SMS"))
+    await chat.send(code_in(replies, "Email"))
+    await chat.tap("Send")
+    await chat.tap("Start answering questions")
+    await chat.send("Rex")
+    await chat.tap("Next")
+    await chat.send("germany")
+    await chat.tap("National ID card")
+    for file in (front, back, selfie):
+        await chat.send_file(file)
     await chat.tap("Submit for review")
+
+
+def photo(file_id: str) -> FileInfo:
+    return FileInfo(file_id, f"u-{file_id}", "photo", 1000, "image/jpeg")
+
+
+def scan(file_id: str) -> FileInfo:
+    """An image sent as a file (a document), as people do to avoid compression."""
+    return FileInfo(file_id, f"u-{file_id}", "document", 1000, "image/png")
