@@ -22,7 +22,7 @@ class MountedDesk(TelegramDesk):
     """A desk started by `start_desk`; `close()` finishes the events in hand and closes the database."""
 
     def __init__(self, app: App, transport: Transport) -> None:
-        super().__init__(app.runner(transport), app.db)
+        super().__init__(app.runner(transport), app.db, app.inbound_limiter())
         self.app = app
 
     async def close(self) -> None:
