@@ -55,6 +55,7 @@ class BotProcess:
             "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": server.url, "DATABASE_URL": self.database_url,
             "SECRET_KEY": SECRET_KEY, "BOT_FRAMEWORK": framework, "SERVICE_NAME": "Acme", "LOG_LEVEL": "INFO",
             "ADMIN_IDS": f"{ADMIN},{SILENT_ADMIN}",
+            "CODE_DELIVERY": "chat",
             **env,
         }
         self.process: asyncio.subprocess.Process | None = None
