@@ -300,7 +300,7 @@ async def test_webhook_mode_needs_the_secret(server: BotApiServer, framework: st
 
 
 FLOOD = 500
-# Measured behind 500 messages on a loaded 2-core machine: 8-10 s (ptb) and 8 s to over 15 s (aiogram) before
+# Measured behind 500 messages on a loaded 2-core machine: 8-14 s (ptb) and 8 s to over 15 s (aiogram) before
 # the inbound limit, 0.5-1.2 s (ptb) and 1.0-3.4 s (aiogram) with it: what is left is the frameworks' own
 # parsing and dispatch of the dropped updates (about 1.4 ms each on aiogram) and the flooder's admitted replies.
 OTHERS_WAIT_BOUND = 5.0
