@@ -25,6 +25,7 @@ from flows.clock import Clock, SystemClock
 from flows.delivery import Transport
 from flows.desk import build_engine
 from flows.engine import Engine
+from flows.inbound import InboundLimiter
 from flows.runner import Runner
 from flows.services import FlowSettings, ServiceFactory
 from flows.store.database import open_database, sqlite_file
@@ -49,6 +50,11 @@ class App:
                         companions=[broadcasts])
         broadcasts.on_blocked = runner.dispatcher.block
         return runner
+
+    def inbound_limiter(self) -> InboundLimiter:
+        """The per-user shield in front of the runner (staff get a higher limit; see flows.inbound)."""
+        window = timedelta(seconds=self.settings.inbound_window_seconds)
+        return InboundLimiter(self.clock, self.settings.inbound_limit, window, self.settings.admin_ids)
 
     async def close(self) -> None:
         await self.channels.close()

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     withdrawal_lock_hours: int = Field(default=48, ge=1, le=24 * 30)
     case_timeout_hours: int = Field(default=24, ge=2, le=24 * 30)
     review_sla_hours: int = Field(default=24, ge=1, le=24 * 30)
+    inbound_limit: int = Field(default=20, ge=1, le=10_000)
+    inbound_window_seconds: float = Field(default=10.0, gt=0, le=3600)
     secret_key: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     smtp_host: str | None = None

@@ -95,7 +95,7 @@ async def run_telegram(settings: Settings, webhook: Webhook | None) -> int:
 
 async def _serve(app: App, front: Front, username: str, webhook: Webhook | None) -> None:
     runner = app.runner(front.transport)
-    desk = TelegramDesk(runner, app.db)
+    desk = TelegramDesk(runner, app.db, app.inbound_limiter())
     front.attach(desk)
     await runner.start()
     await front.set_commands([(name, translate(f"commands.{name}")) for name in USER_COMMANDS])

@@ -67,6 +67,7 @@ class Runner:
         self.clock = clock
         self.services: ServicesFactory = services or (lambda conn, now: conn)
         self.batch_limit = batch_limit
+        self.transport = transport
         self.dispatcher = Dispatcher(db, transport, clock, channels)
         self.effects = dict(effects or {})
         self.companions = list(companions)

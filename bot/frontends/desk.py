@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.frontends.updates import MembershipChanged, translate_update
+from flows.events import ButtonPressed, Event
+from flows.inbound import InboundLimiter, Verdict
+from flows.replies import AnswerButton, Reply, SendMessage
 from flows.runner import Runner
 from flows.store import batch
+from flows.texts import translate
 
 log = logging.getLogger(__name__)
+
+Notice = SendMessage | AnswerButton
 
 
 class TelegramDesk:
@@ -19,23 +27,49 @@ class TelegramDesk:
 
     Update ids whose handling failed are kept in `failed`, so a poller can leave them unconfirmed and get them
     again, whatever the framework in between did with the exception.
+
+    Each user's messages and button presses pass the inbound `limiter` first: the excess is dropped and counts
+    as handled (the poller confirms it, the webhook answers 200), so a flooding user cannot fill the writer queue
+    that every chat shares. Block/unblock updates are not limited: they bypass the writer queue, a person makes
+    each one by hand in the app, and dropping one would leave the chat's blocked flag wrong.
     """
 
-    def __init__(self, runner: Runner, db: AsyncEngine) -> None:
+    def __init__(self, runner: Runner, db: AsyncEngine, limiter: InboundLimiter | None = None) -> None:
         self.runner = runner
         self.db = db
+        self.limiter = limiter or InboundLimiter(runner.clock)
         self.failed: set[int] = set()
+        self._notices: set[asyncio.Task[None]] = set()
 
     async def handle(self, update: Any) -> None:
         try:
             translated = translate_update(update)
             if isinstance(translated, MembershipChanged):
                 await self._membership(translated)
-            elif translated is not None:
+            elif translated is not None and self._admitted(translated):
                 await self.runner.handle(translated)
         except Exception:
             self.failed.add(update.update_id)
             raise
+
+    def _admitted(self, event: Event) -> bool:
+        verdict = self.limiter.check(event.sender.user_id)
+        if verdict is Verdict.DROP_AND_WARN:
+            log.info("user %d is over the inbound limit; dropping their updates for now", event.sender.user_id)
+            self._notify(_slow_down(event))
+        return verdict.admitted
+
+    def _notify(self, notice: Notice) -> None:
+        """Send the slow-down notice straight through the transport, in the background, best effort.
+
+        Not through the outbox: that would write to the database for every flood, the very thing the limit
+        shields, and the notice is advice, not a reply anyone relies on — if it is lost to a crash, a 429 or a
+        network fault, the user just sends again and is told again in the next window. In the background so
+        that a slow Telegram never holds up the poller or the webhook's answer.
+        """
+        task = asyncio.create_task(_deliver_quietly(self.runner.transport.deliver, notice))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
 
     async def _membership(self, change: MembershipChanged) -> None:
         async with self.db.begin() as conn:
@@ -45,6 +79,22 @@ class TelegramDesk:
         else:
             self.runner.dispatcher.unblock(change.chat_id)
         log.info("chat %d %s the bot", change.chat_id, "blocked" if change.blocked else "unblocked")
+
+
+def _slow_down(event: Event) -> Notice:
+    """The notice for the first dropped update of a flood: a press's own answer (it also stops the spinner on
+    that button; later dropped presses stay unanswered, to spend no API call on a flood), else a message."""
+    text = translate("inbound.slow_down", event.sender.language)
+    if isinstance(event, ButtonPressed) and event.callback_id:
+        return AnswerButton(event.sender.chat_id, event.callback_id, text)
+    return SendMessage(event.sender.chat_id, text)
+
+
+async def _deliver_quietly(deliver: Callable[[Reply], Awaitable[int | None]], notice: Notice) -> None:
+    try:
+        await deliver(notice)
+    except Exception as error:
+        log.info("slow-down notice to chat %d not sent (%s)", notice.chat_id, type(error).__name__)
 
 
 def chat_of(update: Any) -> int:
