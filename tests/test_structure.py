@@ -143,3 +143,20 @@ def test_every_setting_is_in_env_example_and_the_readme() -> None:
     for name in Settings.model_fields:
         assert f"\n{name.upper()}=" in env_example, f"{name.upper()} is missing from .env.example"
         assert f"`{name.upper()}`" in readme, f"{name.upper()} is missing from the README's settings"
+
+
+def test_every_defence_in_the_security_page_names_a_test_that_exists() -> None:
+    page = (ROOT / "docs" / "SECURITY.md").read_text()
+    header, defences = "", []
+    for line in page.splitlines():
+        if not line.startswith("|"):
+            header = ""
+        elif not header:
+            header = line
+        elif "shown by" in header and not set(line) <= set("|- "):
+            defences.append(line)
+    assert defences and all("::test_" in row for row in defences), [row for row in defences if "::test_" not in row]
+    named = re.findall(r"`(test_[a-z0-9_]+\.py)::(test_[a-z0-9_]+)`", page)
+    missing = [f"{file}::{name}" for file, name in named
+               if not re.search(rf"^(async )?def {name}\(", (ROOT / "tests" / file).read_text(), flags=re.M)]
+    assert not missing
