@@ -66,7 +66,13 @@ class Settings(BaseSettings):
         CODE_DELIVERY=chat allows that (demos and tests). None when nothing is missing."""
         wanted = {"phone": "SMS_WEBHOOK_URL", "email": "SMTP_HOST"}
         missing = [wanted[factor] for factor, channel in self.code_channels().items() if channel == "chat"]
-        if not missing or self.code_delivery == "chat":
+        if not missing:
+            return None
+        if self.code_delivery == "chat" and len(missing) == 1:  # the other factor alone would then pass Method 1
+            have = next(name for name in wanted.values() if name not in missing)
+            return (f"CODE_DELIVERY=chat with only {have} set would show the other codes in the chat, so one factor "
+                    f"alone could change another; set {missing[0]} too, or neither for a demo")
+        if self.code_delivery == "chat":
             return None
         return (f"{' and '.join(missing)} not set: verification codes would be shown in the chat, which proves "
                 "nothing about the phone or mailbox on file; set it, or CODE_DELIVERY=chat for a demo")

@@ -28,7 +28,7 @@ HOUR = timedelta(hours=1)
 
 @dataclass(frozen=True)
 class CodePolicy:
-    """How codes are limited. Sends are counted per account and per (account, Telegram user), so that one
+    """How codes are limited. Sends are counted per account and per (account, Telegram user, factor), so that one
     stranger cannot spend the whole account's hourly quota and starve the owner."""
 
     ttl: timedelta = timedelta(minutes=30)
@@ -89,7 +89,7 @@ class Codes:
         decoy: the same statements run and the same reply follows, but nothing may be delivered.
         """
         cooldown = await self._cooldown(case_id, factor)
-        over_limit = await self._over_hourly_limits(account_id or NO_ACCOUNT, user_id)
+        over_limit = await self._over_hourly_limits(account_id or NO_ACCOUNT, user_id, factor)
         if cooldown is not None:
             return cooldown
         await self._conn.execute(
@@ -177,13 +177,13 @@ class Codes:
             return None
         return Refused("cooldown", last + self._policy.resend_cooldown)
 
-    async def _over_hourly_limits(self, account_id: int, user_id: int) -> bool:
+    async def _over_hourly_limits(self, account_id: int, user_id: int, factor: str) -> bool:
         """Whether real codes sent to this account in the last hour reached the account's limit, or this
-        requester's (decoys do not count: they reach nobody)."""
+        requester's for this factor (decoys do not count: they reach nobody)."""
         c = codes_table.c
         recent = (c.account_id == account_id, c.decoy.is_(False), c.created_at > self._now - HOUR)
         per_account = select(func.count()).where(*recent)
-        per_requester = per_account.where(c.user_id == user_id)
+        per_requester = per_account.where(c.user_id == user_id, c.factor == factor)
         sent = await self._conn.scalar(per_account)
         sent_to_requester = await self._conn.scalar(per_requester)
         return (sent or 0) >= self._policy.per_account_per_hour or (

@@ -153,11 +153,12 @@ async def test_a_fourth_code_in_an_hour_to_one_requester_is_a_decoy(
     db: AsyncEngine, clock: FakeClock, account_id: int
 ) -> None:
     first = clock.now()
-    for case_id, factor in [("a", "phone"), ("a", "email"), ("b", "phone")]:
-        assert not (await issued(db, clock.advance(minutes=1), account_id, case_id, factor)).decoy
-    assert (await issued(db, clock.advance(minutes=1), account_id, "c", "phone")).decoy
-    assert not (await issued(db, clock.now(), account_id, "c", "email", user_id=8)).decoy  # another requester
-    assert not (await issued(db, first + timedelta(minutes=61), account_id, "d")).decoy
+    for case_id in ("a", "b", "c"):
+        assert not (await issued(db, clock.advance(minutes=1), account_id, case_id, "phone")).decoy
+    assert (await issued(db, clock.advance(minutes=1), account_id, "d", "phone")).decoy
+    assert not (await issued(db, clock.now(), account_id, "d", "email")).decoy  # counted per factor
+    assert not (await issued(db, clock.now(), account_id, "e", "phone", user_id=8)).decoy  # another requester
+    assert not (await issued(db, first + timedelta(minutes=61), account_id, "f")).decoy
 
 
 async def test_an_eleventh_code_in_an_hour_to_one_account_is_a_decoy(

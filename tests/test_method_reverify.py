@@ -162,6 +162,21 @@ async def test_restore_choices_narrow_to_what_the_account_has_after_the_codes(de
     assert replies[0] == "Note: this account has no phone number on file, so there is none to restore."
 
 
+async def test_with_nothing_left_to_restore_the_user_chooses_again(desk: Bot, db: AsyncEngine) -> None:
+    async with db.begin() as conn:
+        await conn.execute(update(accounts).where(accounts.c.email == "ada@example.com").values(phone=None))
+    chat = desk.chat()
+    replies = await request_codes(chat, "ada@example.com", "Phone number")
+    await chat.tap("I can't receive SMS")
+    await chat.send(code_in(replies, "Email"))
+    said = await chat.tap("Send")
+    assert said[1].startswith("Nothing you chose is on this account.")
+    await chat.tap("Email address")
+    await chat.tap("Confirm Restore")  # no new codes: they were proven
+    await chat.tap("Send")
+    assert "security question" in chat.last
+
+
 async def test_too_many_wrong_phone_codes_stop_the_recovery(desk: Bot) -> None:
     chat = desk.chat()
     replies = await request_codes(chat, "ada@example.com", "Email address")

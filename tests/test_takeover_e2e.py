@@ -81,6 +81,10 @@ async def test_run_refuses_to_show_codes_in_the_chat_unless_told(
                       SMTP_FROM="desk@acme.test")
     code, output = await half.run_once()
     assert code == 2 and "SMS_WEBHOOK_URL not set" in output and "SMTP_HOST" not in output
+    demo_with_mail = BotProcess(server, framework, tmp_path, CODE_DELIVERY="chat", SMTP_HOST="127.0.0.1",
+                                SMTP_FROM="desk@acme.test")
+    code, output = await demo_with_mail.run_once()  # the mailbox alone would pass Method 1
+    assert code == 2 and "CODE_DELIVERY=chat with only SMTP_HOST set" in output
     assert not server.calls_of("getMe")  # refused before it spoke to Telegram
 
 

@@ -147,7 +147,7 @@ async def test_staff_approve_and_reenrolment_over_telegram(bot: BotProcess, serv
     card = await admin.expect("Review case")
     assert "ada@example.com" in card
     admin.tap("✅ Approve")
-    await admin.expect("approved: 2FA reset")
+    await admin.expect("approved, withdrawals locked")
     await server.wait_for(lambda c: c.method == "sendPhoto" and c.ok and str(c.params["chat_id"]) == "111")
     key_text = await user.expect("Or type this key")
     user.mark = len(server.calls)

@@ -6,6 +6,7 @@ the key (typed or scanned), and send the 6-digit code the app now shows. The key
 
 from __future__ import annotations
 
+from flows.codes import NO_ACCOUNT
 from flows.engine import Context
 from flows.methods.common import account_on_file, ask_email_step, count_wrong, failed_check, services
 from flows.model import Accepts, Choice, Flow, Goto, Outcome, Stay, Step
@@ -34,7 +35,7 @@ async def _code_matches(ctx: Context) -> bool:
     account are checked against a throwaway key, so every answer takes the same work and none matches."""
     svc = services(ctx)
     account = await account_on_file(ctx)
-    secret = await svc.directory.totp_secret(account.id) if account is not None else None
+    secret = await svc.directory.totp_secret(account.id if account is not None else NO_ACCOUNT)
     paused = await svc.failures.paused(account.id if account else None)
     step = check_totp(secret or DECOY_KEY, ctx.text, ctx.now, account.totp_last_step if account else None)
     if step is None or account is None or secret is None or paused:

@@ -183,16 +183,17 @@ async def check_code(ctx: Context, factor: str) -> CodeCheck:
 
 
 async def failed_check(ctx: Context, factor: str) -> tuple[tuple[Notice, ...], tuple[AuditLine, ...]]:
-    """Count a failed check against the case's account (if any). When it pauses the account's recovery, the
-    owner is told by email (never in this chat) and the pause is audited."""
-    account_id = ctx.data.get("account_id")
-    if account_id is None or ctx.case is None:
+    """Count a failed check against the case's account (for an unknown email, the same work, counted for nobody).
+    When it pauses the account's recovery, the owner is told by email (never in this chat) and it is audited."""
+    if ctx.case is None:
         return (), ()
     svc = services(ctx)
-    if not await svc.failures.record(int(account_id), factor, ctx.event.sender.user_id, ctx.case.id):
+    account_id = ctx.data.get("account_id")
+    known = int(account_id) if account_id is not None else None
+    if not await svc.failures.record(known, factor, ctx.event.sender.user_id, ctx.case.id):
         return (), ()
-    audit: AuditLine = ("account.recovery_paused", f"account:{account_id}", {"case": ctx.case.id, "factor": factor})
-    account = await svc.directory.get(int(account_id))
+    audit: AuditLine = ("account.recovery_paused", f"account:{known}", {"case": ctx.case.id, "factor": factor})
+    account = await svc.directory.get(known or NO_ACCOUNT)
     return owner_email(svc, account, "limits.paused_email"), (audit,)
 
 

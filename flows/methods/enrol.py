@@ -54,7 +54,9 @@ async def confirm(ctx: Context) -> Outcome:
     step = check_totp(secret, ctx.text, ctx.now, None)
     if step is None:
         data, left = count_wrong(ctx, "enrol_wrong", MAX_WRONG)
-        return Stay(say=(text("enrol.wrong", tries=left),), data=data) if left else Goto("enrol_failed", data=data)
+        if left:
+            return Stay(say=(text("enrol.wrong", tries=left),), data=data)
+        return Goto("enrol_failed", data={**data, "pending_totp_enc": None})  # the key is of no use any more
     account_id = int(ctx.data["account_id"])
     await svc.directory.set_totp_secret(account_id, secret)
     await svc.directory.record_totp_step(account_id, step)

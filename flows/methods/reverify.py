@@ -54,7 +54,7 @@ def _toggle(item: str) -> Choice:
 async def confirm_restore(ctx: Context) -> Outcome:
     if not ctx.data.get("restore"):
         return Stay(say=(text("reverify.pick_one"),))
-    return Goto("get_codes")
+    return Goto("send" if ctx.data.get("codes_passed") else "get_codes")
 
 
 async def get_codes(ctx: Context) -> Outcome:
@@ -95,6 +95,8 @@ async def send(ctx: Context) -> Outcome:
     dropped = [item for item in ctx.data.get("restore", []) if not offered[item]]
     data = {"question": account.security_question, "verified": account.identity_verified, "restore": restore}
     said = tuple(text(f"reverify.not_on_account_{item}") for item in dropped)
+    if not restore:  # nothing chosen is on the account: choose again (the codes stay proven)
+        return Goto("restore", say=(*said, text("reverify.choose_again")), data={**data, "codes_passed": True})
     return Goto("question" if account.security_question else "documents", say=said, data=data)
 
 
@@ -194,7 +196,7 @@ REVERIFY = Flow(
         Step("restore", prompt="reverify.restore", columns=1,
              choices=(*(_toggle(item) for item in RESTORABLE),
                       Choice("confirm", "reverify.btn_confirm_restore", run=confirm_restore,
-                             exits=("get_codes",)))),
+                             exits=("get_codes", "send")))),
         Step("get_codes", prompt="reverify.get_codes",
              choices=(Choice("get_code", "phone.btn_get_code", run=get_codes, exits=("phone_code",)),)),
         Step("phone_code", prompt="reverify.phone_code", accepts=Accepts.TEXT, expects="code",
@@ -208,7 +210,7 @@ REVERIFY = Flow(
              choices=(Choice("resend", "codes.btn_new_codes", run=get_codes, exits=("phone_code",)),)),
         Step("send", prompt="reverify.send",
              choices=(Choice("send", "reverify.btn_send", run=send,
-                             exits=("question", "documents", "codes_locked")),)),
+                             exits=("question", "documents", "codes_locked", "restore")),)),
         Step("question", prompt="reverify.question",
              choices=(Choice("start", "reverify.btn_start_questions", to="answer"),)),
         Step("answer", prompt="reverify.answer", accepts=Accepts.TEXT, on_input=take_answer, expects="answer",

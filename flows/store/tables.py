@@ -156,13 +156,13 @@ class CodeRow(SQLModel, table=True):
 class FailedCheck(SQLModel, table=True):
     """A failed check of an account's factor (a code, an authenticator code, the security answer), from any chat.
 
-    Counted per account over a rolling hour, so the limit holds across cases and Telegram users.
+    Counted per account over a rolling hour and day, so the limit holds across cases and Telegram users.
     """
 
     __tablename__ = "failed_checks"
     __table_args__ = (Index("ix_failed_checks_account_at", "account_id", "at"),)
     id: int | None = Field(default=None, primary_key=True)
-    account_id: int = Field(foreign_key="accounts.id")
+    account_id: int | None = Field(default=None, foreign_key="accounts.id")  # None: an email that is no account
     factor: str = Field(max_length=16)
     user_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     case_id: str = Field(max_length=16)
