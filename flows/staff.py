@@ -41,7 +41,7 @@ def staff_target(event: Event) -> str | None:
         match = REVIEW_DATA.match(event.data)
         return match.group(1) if match else None
     if isinstance(event, CommandReceived) and event.name in TARGETED_COMMANDS:
-        first = event.args.split(maxsplit=1)[0] if event.args else ""
+        first = next(iter(event.args.split(maxsplit=1)), "")
         return first if CASE_ID.match(first) else None
     return None
 
