@@ -386,7 +386,10 @@ class DeskMachine(RuleBasedStateMachine):
                 continue
             why = allowed.get(account_id)
             assert why is not None, f"account {account_id}'s 2FA changed without a legitimate path: {old} -> {new}"
-            assert why.startswith("approve:") or new_lock == old_lock, f"withdrawals lock changed by {why}"
+            assert why.startswith("approve:") or why == "proven" or new_lock == old_lock, \
+                f"withdrawals lock changed by {why}"
+            if why == "proven" and old.two_factor != new.two_factor:  # Method 1's switch always locks withdrawals
+                assert new_lock is not None and new_lock != old_lock, "2FA switched without a withdrawal lock"
 
     def note_approvals(self, allowed: dict[int, str], after: dict[str, CaseView]) -> None:
         """An admin's approve press that took the case out of review approved it."""
