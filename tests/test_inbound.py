@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import SettingsError, load_settings
-from bot.frontends.desk import TelegramDesk
+from bot.frontends.desk import NOTICES_IN_FLIGHT, TelegramDesk
 from flows.clock import FakeClock
 from flows.inbound import InboundLimiter, Verdict
 from flows.replies import AnswerButton, SendMessage
@@ -161,3 +161,35 @@ async def test_a_dropped_press_that_warns_is_answered_with_the_notice(
     await asyncio.sleep(0.05)
     assert [(a.callback_id, a.text) for a in transport.answers] == [("q-1", SLOW_DOWN)]
     assert notices(transport) == []  # the toast is the notice: no message as well
+
+
+class HeldNotices(RecordingTransport):
+    """Holds slow-down notices until released, as a slow Telegram would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.started = 0
+
+    async def deliver(self, reply: Any) -> int | None:
+        if SLOW_DOWN in getattr(reply, "text", ""):
+            self.started += 1
+            await self.release.wait()
+        return await super().deliver(reply)
+
+
+async def test_many_flooders_at_once_get_a_bounded_number_of_notices(db: AsyncEngine, clock: FakeClock) -> None:
+    transport = HeldNotices()
+    runner = Runner(db, make_engine(), transport, clock)
+    await runner.start()
+    try:
+        desk = TelegramDesk(runner, db, limiter(clock))
+        for user_id in range(500, 520):  # twenty users, each one over the limit of 3
+            for index in range(4):
+                await desk.handle(text_from(user_id, f"hello {index}"))
+        await asyncio.sleep(0.05)
+        assert transport.started == NOTICES_IN_FLIGHT
+        transport.release.set()
+        await eventually(lambda: len(notices(transport)) == NOTICES_IN_FLIGHT)
+    finally:
+        await runner.stop()

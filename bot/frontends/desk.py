@@ -20,6 +20,7 @@ from flows.texts import translate
 log = logging.getLogger(__name__)
 
 Notice = SendMessage | AnswerButton
+NOTICES_IN_FLIGHT = 5  # many flooders at once must not spend the bot's send allowance on notices
 
 
 class TelegramDesk:
@@ -67,6 +68,10 @@ class TelegramDesk:
         network fault, the user just sends again and is told again in the next window. In the background so
         that a slow Telegram never holds up the poller or the webhook's answer.
         """
+        if len(self._notices) >= NOTICES_IN_FLIGHT:
+            log.info("slow-down notice to chat %d skipped: %d already on their way", notice.chat_id,
+                     len(self._notices))
+            return
         task = asyncio.create_task(_deliver_quietly(self.runner.transport.deliver, notice))
         self._notices.add(task)
         task.add_done_callback(self._notices.discard)
