@@ -13,18 +13,20 @@ from pathlib import Path
 
 from tests.support.botapi import BotApiServer
 from tests.support.desk import BEN_TOTP, totp_now
-from tests.support.e2e import ADMIN, TOKEN, BotProcess, TgUser, greet, prepare_database
+from tests.support.e2e import (
+    ADMIN,
+    TOKEN,
+    BotProcess,
+    TgUser,
+    prepare_database,
+    walk_backup_key_to_the_code,
+    walk_phone_switch_to_the_codes,
+)
 from tests.test_telegram_e2e import walk_method_two_to_country
 
 
 async def method_one(user: TgUser) -> list[str]:
-    await greet(user)
-    user.tap("Switch to phone verification")
-    await user.expect("Which email address")
-    user.send("ada@example.com")
-    await user.expect("Press Get Code")
-    user.tap("Get Code")
-    await user.expect("Send me the 6-digit code from the SMS")
+    await walk_phone_switch_to_the_codes(user)
     codes = [user.last_code("SMS"), user.last_code("Email")]
     user.send(codes[0])
     await user.expect("from the email")
@@ -36,15 +38,7 @@ async def method_one(user: TgUser) -> list[str]:
 
 
 async def method_three(user: TgUser) -> list[str]:
-    await greet(user)
-    user.tap("Reset with my backup key")
-    await user.expect("Which email address")
-    user.send("ben@example.com")
-    await user.expect("install the authenticator app again")
-    user.tap("The app is installed")
-    await user.expect("Never send this key to anyone")
-    user.tap("I added it")
-    await user.expect("send me the 6-digit code")
+    await walk_backup_key_to_the_code(user, "ben@example.com")
     code = totp_now(BEN_TOTP, datetime.now(UTC))
     user.send(code)
     await user.expect("The code matches")

@@ -15,7 +15,7 @@ from flows.directory import accounts
 from flows.store.database import open_database
 from tests.support.botapi import BotApiServer
 from tests.support.desk import ADA_TOTP, totp_now
-from tests.support.e2e import BotProcess, TgUser, greet
+from tests.support.e2e import BotProcess, TgUser, walk_backup_key_to_the_code, walk_phone_switch_to_the_codes
 
 
 async def ada(bot: BotProcess) -> object:
@@ -33,13 +33,7 @@ def other(code: str) -> str:
 
 async def test_a_sim_swapper_cannot_switch_ada_to_phone(bot: BotProcess, server: BotApiServer) -> None:
     attacker = TgUser(server, 301)
-    await greet(attacker)
-    attacker.tap("Switch to phone verification")
-    await attacker.expect("Which email address")
-    attacker.send("ada@example.com")
-    await attacker.expect("Press Get Code")
-    attacker.tap("Get Code")
-    await attacker.expect("Send me the 6-digit code from the SMS")
+    await walk_phone_switch_to_the_codes(attacker)
     attacker.send(attacker.last_code("SMS"))  # the swapped SIM receives this one
     await attacker.expect("Now send me the 6-digit code from the email")
     for _ in range(5):  # but not the mailbox
@@ -53,13 +47,7 @@ async def test_a_sim_swapper_cannot_switch_ada_to_phone(bot: BotProcess, server:
 
 async def test_switching_with_both_codes_locks_withdrawals(bot: BotProcess, server: BotApiServer) -> None:
     owner = TgUser(server, 302)
-    await greet(owner)
-    owner.tap("Switch to phone verification")
-    await owner.expect("Which email address")
-    owner.send("ada@example.com")
-    await owner.expect("Press Get Code")
-    owner.tap("Get Code")
-    await owner.expect("from the SMS")
+    await walk_phone_switch_to_the_codes(owner)
     owner.send(owner.last_code("SMS"))
     await owner.expect("from the email")
     owner.send(owner.last_code("Email"))
@@ -94,29 +82,13 @@ async def test_guessing_totp_from_many_chats_stops_at_the_account_limit(
     guesses = 0
     for user_id in range(310, 313):  # three Telegram users, four wrong codes each
         guesser = TgUser(server, user_id)
-        await greet(guesser)
-        guesser.tap("Reset with my backup key")
-        await guesser.expect("Which email address")
-        guesser.send("ada@example.com")
-        await guesser.expect("install the authenticator app again")
-        guesser.tap("The app is installed")
-        await guesser.expect("Never send this key")
-        guesser.tap("I added it")
-        await guesser.expect("send me the 6-digit code")
+        await walk_backup_key_to_the_code(guesser)
         for _ in range(4):
             guesser.send(other(totp_now(ADA_TOTP, datetime.now(UTC))))
             await guesser.expect("tries left")
             guesses += 1
     assert guesses == 12
     owner = TgUser(server, 319)  # even the right code is now refused, as for an unknown email
-    await greet(owner)
-    owner.tap("Reset with my backup key")
-    await owner.expect("Which email address")
-    owner.send("ada@example.com")
-    await owner.expect("install the authenticator app again")
-    owner.tap("The app is installed")
-    await owner.expect("Never send this key")
-    owner.tap("I added it")
-    await owner.expect("send me the 6-digit code")
+    await walk_backup_key_to_the_code(owner)
     owner.send(totp_now(ADA_TOTP, datetime.now(UTC)))
     await owner.expect("That code does not match")

@@ -19,7 +19,7 @@ from flows.store import batch
 from flows.store.database import open_database
 from tests.support.botapi import SECRET_HEADER, BotApiServer
 from tests.support.desk import ADA_TOTP, totp_now
-from tests.support.e2e import ADMIN, TOKEN, BotProcess, TgUser, greet, prepare_database
+from tests.support.e2e import ADMIN, TOKEN, BotProcess, TgUser, greet, prepare_database, walk_backup_key_to_the_code
 from tests.support.servers import free_port
 
 
@@ -62,15 +62,7 @@ async def test_method_one_switch_to_phone(bot: BotProcess, server: BotApiServer)
 
 async def test_method_three_backup_key(bot: BotProcess, server: BotApiServer) -> None:
     user = TgUser(server, 103)
-    await greet(user)
-    user.tap("Reset with my backup key")
-    await user.expect("Which email address")
-    user.send("ada@example.com")
-    await user.expect("install the authenticator app again")
-    user.tap("The app is installed")
-    await user.expect("Never send this key to anyone, this bot included.")
-    user.tap("I added it")
-    await user.expect("send me the 6-digit code")
+    await walk_backup_key_to_the_code(user)
     user.send(totp_now(ADA_TOTP, datetime.now(UTC)))
     await user.expect("The code matches")
 

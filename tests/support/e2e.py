@@ -184,3 +184,27 @@ async def bot(server: BotApiServer, framework: str, tmp_path: Path) -> AsyncIter
 async def greet(user: TgUser) -> None:
     user.send("/start")
     await user.expect("Welcome to the official Acme account recovery desk.")
+
+
+async def walk_backup_key_to_the_code(user: TgUser, email: str = "ada@example.com") -> None:
+    """Method 3 from /start to the step that asks for the authenticator's code."""
+    await greet(user)
+    user.tap("Reset with my backup key")
+    await user.expect("Which email address")
+    user.send(email)
+    await user.expect("install the authenticator app again")
+    user.tap("The app is installed")
+    await user.expect("Never send this key to anyone, this bot included.")
+    user.tap("I added it")
+    await user.expect("send me the 6-digit code")
+
+
+async def walk_phone_switch_to_the_codes(user: TgUser, email: str = "ada@example.com") -> None:
+    """Method 1 from /start until both codes were sent (the SMS code is asked for first)."""
+    await greet(user)
+    user.tap("Switch to phone verification")
+    await user.expect("Which email address")
+    user.send(email)
+    await user.expect("Press Get Code")
+    user.tap("Get Code")
+    await user.expect("Send me the 6-digit code from the SMS")
