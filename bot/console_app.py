@@ -59,6 +59,7 @@ async def run_console(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO
         transport = ConsoleTransport(out)
         runner = app.runner(transport)
         await runner.start()
+        runner.start_timers()
 
         async def handle(line: str) -> None:
             try:

@@ -39,7 +39,8 @@ class MountedDesk(TelegramDesk):
 
 
 async def start_desk(settings: Settings, transport: Transport) -> MountedDesk:
-    """Guard the logs, migrate the database, start the runner; returns the desk for `ptb_handlers`/`aiogram_router`."""
+    """Guard the logs, migrate the database, start the runner and its timers; returns the desk for
+    `ptb_handlers`/`aiogram_router`."""
     if settings.secret_key is None:
         raise ValueError("SECRET_KEY must be set (at least 32 characters)")
     if problem := settings.code_delivery_problem():
@@ -48,4 +49,5 @@ async def start_desk(settings: Settings, transport: Transport) -> MountedDesk:
     app = await open_app(settings, settings.secret_key.get_secret_value())
     desk = MountedDesk(app, transport, log_filter)
     await desk.runner.start()
+    desk.runner.start_timers()
     return desk

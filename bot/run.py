@@ -104,7 +104,7 @@ async def _serve(app: App, front: Front, username: str, webhook: Webhook | None)
     warn_about_chat_channels(app.settings)
     await warn_about_silent_admins(app)
     stopping = _stop_on_signals()
-    timers = asyncio.create_task(runner.run_timers(stopping))
+    runner.start_timers()
     log.info("@%s is serving on %s (%s)", username, front.name, "webhook" if webhook else "long polling")
     try:
         if webhook is None:
@@ -115,7 +115,6 @@ async def _serve(app: App, front: Front, username: str, webhook: Webhook | None)
     finally:
         log.info("stopping: finishing the events in hand")
         stopping.set()
-        await timers
         await runner.stop()
 
 

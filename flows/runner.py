@@ -75,6 +75,8 @@ class Runner:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._timers_changed = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._timers_stopping = asyncio.Event()
+        self._timer_loop: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Deliver what an earlier run left in the outbox, then accept events (and resume companions)."""
@@ -83,8 +85,18 @@ class Runner:
         for companion in self.companions:
             await companion.resume()
 
+    def start_timers(self) -> None:
+        """Fire timers as they fall due, in the background, until `stop()` (every entry point does this, so a
+        key message deletes itself and a lockout ends wherever the desk runs)."""
+        self._timers_stopping.clear()
+        self._timer_loop = asyncio.create_task(self.run_timers(self._timers_stopping), name="timers")
+
     async def stop(self) -> None:
-        """Finish the events already queued, then stop writing and delivering."""
+        """Stop firing timers, finish the events already queued, then stop writing and delivering."""
+        if self._timer_loop is not None:
+            self._timers_stopping.set()
+            await asyncio.gather(self._timer_loop, return_exceptions=True)
+            self._timer_loop = None
         if self._writer is not None:
             await self._queue.join()
             self._writer.cancel()

@@ -19,7 +19,7 @@ from bot.frontends.ptb import PtbTransport, ptb_handlers
 from bot.library import start_desk
 from tests.support.botapi import BotApiServer
 from tests.support.desk import SECRET_KEY
-from tests.support.e2e import TOKEN, TgUser
+from tests.support.e2e import TOKEN, TgUser, schedule_deletion_now
 
 
 @pytest.fixture
@@ -71,3 +71,16 @@ async def test_aiogram_dispatcher_with_the_desk_router(server: BotApiServer, tmp
         await polling
         await desk.close()
         await bot.session.close()
+
+
+async def test_a_mounted_desk_fires_its_timers(server: BotApiServer, tmp_path: Path) -> None:
+    application = (ApplicationBuilder().token(TOKEN).base_url(f"{server.url}/bot")
+                   .base_file_url(f"{server.url}/file/bot").build())
+    async with application:
+        desk = await start_desk(settings_for(tmp_path), PtbTransport(application.bot))
+        try:
+            await schedule_deletion_now(desk.app.db, 203, 7)
+            call = await server.wait_for(lambda c: c.method == "deleteMessage", timeout=10)
+            assert str(call.params["chat_id"]) == "203" and str(call.params["message_id"]) == "7"
+        finally:
+            await desk.close()

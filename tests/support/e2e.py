@@ -208,3 +208,17 @@ async def walk_phone_switch_to_the_codes(user: TgUser, email: str = "ada@example
     await user.expect("Press Get Code")
     user.tap("Get Code")
     await user.expect("Send me the 6-digit code from the SMS")
+
+
+async def schedule_deletion_now(db: AsyncEngine, chat_id: int, message_id: int) -> None:
+    """A timer, due at once, that deletes one message (as the new-key message's timer does after 10 minutes)."""
+    from datetime import UTC, datetime
+
+    from flows.engine import DELETE_MESSAGE, NewTimer
+    from flows.model import TimerSpec
+    from flows.store import batch
+
+    spec = TimerSpec(DELETE_MESSAGE, datetime.now(UTC), payload={"chat_id": chat_id, "message_id": message_id},
+                     detached=True)
+    async with db.begin() as conn:
+        await batch.add_timers(conn, [NewTimer("timer-test-1", chat_id, chat_id, None, spec)])
