@@ -313,6 +313,35 @@ async def test_ask_for_more_reopens_the_document_step(desk: Bot) -> None:
     assert (await admin.press(f"r:{case_id}:2:approve"))[0].startswith(f"✅ Case {case_id} approved")
 
 
+async def test_photos_of_an_earlier_round_do_not_reach_the_new_card(desk: Bot) -> None:
+    from flows.events import FileInfo
+    from flows.replies import SendFiles
+    from tests.support.desk import code_in, request_codes
+
+    admin, user = desk.chat(user_id=ADMIN), desk.chat(user_id=42)
+    replies = await request_codes(user, "ada@example.com", "Authenticator app")
+    await user.send(code_in(replies, "SMS"))
+    await user.send(code_in(replies, "Email"))
+    await user.tap("Send")
+    await user.tap("Start answering questions")
+    await user.send("Rex")
+    for round_, id_type, slots in ((1, "National ID card", ("front", "back", "selfie")), (2, "Passport",
+                                                                                        ("front", "selfie"))):
+        await user.tap("Next")
+        await user.send("germany")
+        await user.tap(id_type)
+        for slot in slots:
+            await user.send_file(FileInfo(f"{slot}-{round_}", f"u-{slot}-{round_}", "photo", 1000))
+        await user.tap("Submit for review")
+        if round_ == 1:
+            async with desk.db.connect() as conn:
+                query = select(batch.cases.c.id).where(batch.cases.c.status == "review")
+                case_id = str((await conn.execute(query)).scalar_one())
+            await admin.press(f"r:{case_id}:1:more")
+    albums = [r for r in desk.transport.log if isinstance(r, SendFiles) and r.chat_id == ADMIN]
+    assert albums[-1].file_ids == ("front-2", "selfie-2")  # no back of the earlier ID card
+
+
 async def test_non_admins_get_the_unknown_command_reply_and_are_audited(desk: Bot, db: AsyncEngine) -> None:
     mallory = desk.chat(user_id=666)
     case_id = await submitted_case(desk, desk.chat())

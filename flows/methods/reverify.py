@@ -25,7 +25,7 @@ from flows.methods.common import (
 )
 from flows.methods.enrol import ENROL_STEPS
 from flows.model import Accepts, Choice, Flow, Goto, Outcome, Stay, Step, TimerSpec
-from flows.review import review_card
+from flows.review import PHOTO_SLOTS, review_card
 from flows.services import staff_chats
 from flows.texts import Text, text
 
@@ -114,7 +114,10 @@ async def take_answer(ctx: Context) -> Outcome:
 
 
 async def documents_next(ctx: Context) -> Outcome:
-    return Goto("selfie" if ctx.data.get("verified") else "country")
+    """Start the documents afresh: after "Ask for more", a photo of an earlier round (say the back of an ID card
+    when a passport follows) must not reach staff beside the new ones."""
+    earlier = {slot: None for slot in PHOTO_SLOTS if ctx.data.get(slot) is not None}
+    return Goto("selfie" if ctx.data.get("verified") else "country", data=earlier)
 
 
 def _country_choice(code: str) -> Choice:
