@@ -121,7 +121,7 @@ class Lane:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            group = [self.queue.popleft() for _ in range(min(GROUP, len(self.queue)))]
+            group = self._next_group()
             done, pause = await self._send_group(group)
             try:
                 await self._record(done)
@@ -130,6 +130,14 @@ class Lane:
                 pause = max(pause, 1.0)
             if pause:
                 await asyncio.sleep(pause)
+
+    def _next_group(self) -> list[Pending]:
+        """Up to GROUP entries; a review card starts a group of its own, so the evidence before it is recorded
+        (and an Approve pressed on it finds the evidence shown) before the card goes out."""
+        group = [self.queue.popleft()]
+        while self.queue and len(group) < GROUP and not isinstance(self.queue[0].reply, SendCard):
+            group.append(self.queue.popleft())
+        return group
 
     async def _send_group(self, group: list[Pending]) -> tuple[list[Delivery], float]:
         done: list[Delivery] = []

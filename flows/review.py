@@ -72,3 +72,13 @@ async def recent_audit(svc: Services, limit: int = 20) -> Sequence[Any]:
     """The latest audit lines, newest first."""
     query = select(batch.audit).order_by(batch.audit.c.id.desc()).limit(limit)
     return list(await svc.conn.execute(query))
+
+
+async def evidence_shown(svc: Services, case: Case, chat_id: int) -> bool:
+    """Whether this submission's identity evidence reached `chat_id` (recorded as it is delivered), so a decision
+    made there was made with it in view."""
+    rows = batch.evidence_messages.c
+    query = select(rows.id).where(rows.case_id == case.id, rows.chat_id == chat_id, rows.message_id.is_not(None))
+    if case.updated_at is not None:  # while in review, the time of the submission
+        query = query.where(rows.created_at >= case.updated_at)
+    return (await svc.conn.execute(query.limit(1))).first() is not None

@@ -19,7 +19,7 @@ from flows.methods.common import lock_hours, owner_email, services
 from flows.methods.enrol import new_authenticator
 from flows.methods.reverify import RESTORABLE
 from flows.model import Action, Close, Goto, Letter, OnCase, Outcome, Say, Stay, TimerSpec
-from flows.review import PHOTO_SLOTS, age, pending_reviews, recent_audit, review_card
+from flows.review import PHOTO_SLOTS, age, evidence_shown, pending_reviews, recent_audit, review_card
 from flows.stats import collect, funnel_chart, stats_lines
 from flows.store import batch
 from flows.texts import Text, text
@@ -75,6 +75,8 @@ async def review_button(ctx: Context) -> Outcome:
     if int(match.group(2)) != case.data.get("review_round"):  # a card from an earlier submission
         return Say(say=(text("review.old_card", case=case.id),))
     if action == "approve":
+        if not await evidence_shown(services(ctx), case, ctx.event.sender.chat_id):  # e.g. forged button data
+            return Say(say=(text("review.evidence_first", case=case.id),))
         return await approve(ctx, case)
     if action == "more":
         return ask_for_more(ctx, case)

@@ -120,10 +120,14 @@ async def test_a_card_whose_evidence_failed_comes_without_buttons(desk: Bot) -> 
         in admin.last
     assert desk.chat(user_id=OTHER_ADMIN).buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
 
+    said = await admin.press(f"r:{case_id}:1:approve")  # forged: the card had no buttons here
+    assert said[0].startswith(f"Case {case_id} cannot be approved from here: its identity evidence has not reached")
+
     desk.transport.refuses = None
     await admin.send(f"/case {case_id}")
     assert evidence_sent_to(desk, ADMIN)[-1] == ("photo", ("selfie-1",))
     assert admin.buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
+    assert (await admin.press(f"r:{case_id}:1:approve"))[0].startswith(f"✅ Case {case_id} approved")
 
 
 async def test_the_buttons_stay_withheld_across_a_restart(desk: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
