@@ -17,6 +17,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flows.directory import NO_ACCOUNT
 from flows.otp import normalize_code
 from flows.store.tables import CodeRow
 
@@ -66,9 +67,6 @@ class CheckResult:
     status: Literal["ok", "wrong", "expired", "locked", "missing"]
     tries_left: int
     failed: bool = False
-
-
-NO_ACCOUNT = 0  # ids start at 1: the queries for an unknown account run the same work and match nothing
 
 
 class Codes:

@@ -27,6 +27,7 @@ from flows.otp import normalize_key
 from flows.store.tables import Account
 
 accounts = Account.__table__  # type: ignore[attr-defined]
+NO_ACCOUNT = 0  # ids start at 1: the statements for an unknown email run with it, the same work, matching nothing
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024

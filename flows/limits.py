@@ -17,12 +17,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flows.directory import NO_ACCOUNT
 from flows.store.tables import FailedCheck
 
 failed_checks = FailedCheck.__table__  # type: ignore[attr-defined]
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
-NO_ACCOUNT = 0  # ids start at 1: an unknown account runs the same query and matches nothing
 TOLD = "owner_told"  # a marker row: when the owner was last told of a pause (not a failed check)
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from flows.codes import NO_ACCOUNT, Refused
-from flows.directory import AccountView, mask_email, mask_phone
+from flows.codes import Refused
+from flows.directory import NO_ACCOUNT, AccountView, mask_email, mask_phone
 from flows.engine import Context
 from flows.model import Accepts, Action, AuditLine, Goto, Notice, Outcome, Stay, Step, TimerSpec
 from flows.services import Services
