@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import func, select
 
 from flows.clock import SystemClock
-from flows.engine import Context, Engine
-from flows.model import Flow, Outcome, Say, Step
+from flows.engine import Engine
+from flows.model import Context, Flow, Outcome, Say, Step
 from flows.replies import Reply
 from flows.runner import Runner
 from flows.store import batch

@@ -23,10 +23,9 @@ from flows.broadcast import (
     load_broadcast,
     set_draft_audience,
 )
-from flows.engine import Context
 from flows.events import ButtonPressed, CommandReceived
 from flows.methods.common import services
-from flows.model import Effect, Letter, Outcome, Say
+from flows.model import Context, Effect, Letter, Outcome, Say
 from flows.runner import EffectHandler
 from flows.texts import Text, text
 

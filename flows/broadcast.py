@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flows.clock import Clock
 from flows.delivery import RecipientBlocked, RetryAfter, Transport, Undeliverable
-from flows.engine import ACTIVE
+from flows.records import ACTIVE
 from flows.replies import CopyMessage, EditMessage, Reply, SendMessage
 from flows.store import batch
 from flows.store.tables import BroadcastDeliveryRow, BroadcastRow

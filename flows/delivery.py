@@ -21,9 +21,9 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import Clock
+from flows.records import Pending
 from flows.replies import EditMessage, Notify, Reply, SendCard, SendFiles, SendMessage, SendPhoto
 from flows.store import batch
-from flows.store.batch import Pending
 from flows.store.database import scrub_wal
 
 log = logging.getLogger(__name__)

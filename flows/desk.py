@@ -6,14 +6,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from flows.announce import broadcast_button, broadcast_cancel_command, broadcast_command
-from flows.engine import BACK, Context, Engine
+from flows.engine import BACK, Engine
 from flows.events import TimerFired
 from flows.guard import secret_kind
 from flows.methods.backup_key import BACKUP
 from flows.methods.common import services
 from flows.methods.phone import PHONE
 from flows.methods.reverify import REVERIFY
-from flows.model import Action, Begin, Choice, Close, Flow, Goto, Outcome, Say, Step
+from flows.model import Action, Begin, Choice, Close, Context, Flow, Goto, Outcome, Say, Step
 from flows.services import FlowSettings, staff_chats
 from flows.staff import STAFF_TIMERS, purge_undecided, review_button, staff_commands, staff_target
 from flows.texts import Text, text

@@ -9,16 +9,14 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from types import MappingProxyType
 from typing import Any
 
 from flows.events import (
     ButtonPressed,
     CommandReceived,
     Event,
-    FileInfo,
     FileReceived,
     TextReceived,
     TimerFired,
@@ -32,7 +30,7 @@ from flows.model import (
     Begin,
     Choice,
     Close,
-    Effect,
+    Context,
     Flow,
     Goto,
     Letter,
@@ -45,6 +43,7 @@ from flows.model import (
     TimerSpec,
     qualify,
 )
+from flows.records import ACTIVE, AuditEntry, Case, Decision, NewTimer
 from flows.replies import (
     AnswerButton,
     Button,
@@ -59,7 +58,6 @@ from flows.replies import (
 )
 from flows.texts import Text, plain_text, translate
 
-ACTIVE = ("open", "review")
 IDLE_REMINDER = "idle_reminder"
 DELETE_MESSAGE = "delete_message"
 CASE_TIMEOUT = "case_timeout"
@@ -73,85 +71,6 @@ ALBUM_LIMIT = 10  # Telegram's sendMediaGroup takes 2-10 items
 
 class FlowError(RuntimeError):
     """A flow broke its own declaration (e.g. went to a step it does not list as an exit)."""
-
-
-@dataclass
-class Case:
-    """One recovery attempt as stored: where it stands and what it has collected so far."""
-
-    id: str
-    user_id: int
-    chat_id: int
-    flow: str
-    step: str
-    data: dict[str, Any] = field(default_factory=dict)
-    status: str = "open"
-    turn: int = 0
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-    closed_at: datetime | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.status in ACTIVE
-
-
-@dataclass(frozen=True)
-class NewTimer:
-    case_id: str
-    user_id: int
-    chat_id: int
-    step: str | None
-    spec: TimerSpec
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    actor: str
-    action: str
-    subject: str
-    detail: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Decision:
-    """Everything one event changes: the case(s) to save, replies for the outbox, timers and audit lines."""
-
-    cases: list[Case] = field(default_factory=list)
-    replies: list[Reply] = field(default_factory=list)
-    timers: list[NewTimer] = field(default_factory=list)
-    audit: list[AuditEntry] = field(default_factory=list)
-    effects: list[Effect] = field(default_factory=list)
-
-    @property
-    def case(self) -> Case | None:
-        """The chat's case after the event (the last one touched)."""
-        return self.cases[-1] if self.cases else None
-
-
-@dataclass(frozen=True)
-class Context:
-    """What an action sees: the event, the time, the case (read-only data) and the app's services."""
-
-    event: Event
-    now: datetime
-    case: Case | None
-    services: Any
-    language: str | None
-    choice: Choice | None = None
-    target: Case | None = None
-
-    @property
-    def data(self) -> Mapping[str, Any]:
-        return MappingProxyType(self.case.data if self.case else {})
-
-    @property
-    def text(self) -> str:
-        return self.event.text if isinstance(self.event, TextReceived) else ""
-
-    @property
-    def file(self) -> FileInfo | None:
-        return self.event.file if isinstance(self.event, FileReceived) else None
 
 
 async def _show_again(ctx: Context) -> Outcome:

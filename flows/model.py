@@ -11,12 +11,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import Any
 
+from flows.events import Event, FileInfo, FileReceived, TextReceived
+from flows.records import ANY_STEP as ANY_STEP  # re-exported: the vocabulary flows are written in
+from flows.records import Case
+from flows.records import Effect as Effect
+from flows.records import TimerSpec as TimerSpec
 from flows.texts import Text
-
-if TYPE_CHECKING:
-    from flows.engine import Context
 
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,23}$")
 
@@ -27,33 +30,6 @@ class Accepts(Enum):
     NOTHING = "nothing"
     TEXT = "text"
     FILE = "file"
-
-
-ANY_STEP = "*"
-
-
-@dataclass(frozen=True)
-class TimerSpec:
-    """Ask the engine to fire `kind` at `due` for this case.
-
-    By default the timer applies only while the case is still at the step that set it; `at_steps` names the steps
-    where it still applies (`(ANY_STEP,)`: any step while the case is open). A `detached` timer fires whatever
-    became of the case (for notices such as "withdrawals are enabled again"); the engine's `timer_handlers`
-    handle it. `replace` drops the case's earlier unfired timers of the same kind.
-    """
-
-    kind: str
-    due: datetime
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    at_steps: tuple[str, ...] = ()
-    detached: bool = False
-    replace: bool = False
-
-    def binding(self, current_step: str) -> str | None:
-        """What the timers table stores: the steps it applies at, "*" for any, None when detached."""
-        if self.detached:
-            return None
-        return ",".join(self.at_steps or (current_step,))
 
 
 @dataclass(frozen=True)
@@ -147,15 +123,6 @@ class Close:
 
 
 @dataclass(frozen=True)
-class Effect:
-    """Something to do after the event commits, outside the transaction (e.g. start a broadcast). At most once:
-    a crash between the commit and the effect loses it, so effects are for things the user can simply retry."""
-
-    name: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Say:
     """Only reply (to the event's chat, or to `to_chats`); nothing about the case changes."""
 
@@ -177,6 +144,33 @@ class OnCase:
 
 
 Outcome = Goto | Stay | Begin | Close | Say | OnCase
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an action sees: the event, the time, the case (read-only data) and the app's services."""
+
+    event: Event
+    now: datetime
+    case: Case | None
+    services: Any
+    language: str | None
+    choice: Choice | None = None
+    target: Case | None = None
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        return MappingProxyType(self.case.data if self.case else {})
+
+    @property
+    def text(self) -> str:
+        return self.event.text if isinstance(self.event, TextReceived) else ""
+
+    @property
+    def file(self) -> FileInfo | None:
+        return self.event.file if isinstance(self.event, FileReceived) else None
+
+
 Action = Callable[["Context"], Awaitable[Outcome]]
 Params = Callable[["Context"], Mapping[str, object]]
 

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import select
 
 from flows import countries
-from flows.engine import Case
 from flows.model import Attachment, Letter
+from flows.records import Case
 from flows.services import Services
 from flows.stats import format_duration
 from flows.store import batch

@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flows.clock import Clock
 from flows.delivery import Dispatcher, Transport
-from flows.engine import Case, Decision, Engine
+from flows.engine import Engine
 from flows.events import Event, Sender, TimerFired
 from flows.model import Effect
+from flows.records import Case, Decision, Pending
 from flows.replies import SendMessage
 from flows.store import batch
 from flows.texts import Text
@@ -237,7 +238,7 @@ class Runner:
 
     async def _save(
         self, conn: AsyncConnection, decisions: Sequence[Decision], fired: Sequence[int], now: datetime
-    ) -> list[batch.Pending]:
+    ) -> list[Pending]:
         changed = {case.id: case for d in decisions for case in d.cases}
         await batch.save_cases(conn, list(changed.values()))
         await batch.add_timers(conn, [t for d in decisions for t in d.timers])

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from flows.engine import Case, Context
 from flows.events import ButtonPressed, CommandReceived, Event
 from flows.methods.common import lock_hours, owner_email, services
 from flows.methods.enrol import new_authenticator
 from flows.methods.reverify import RESTORABLE
-from flows.model import Action, Close, Goto, Letter, OnCase, Outcome, Say, Stay, TimerSpec
+from flows.model import Action, Close, Context, Goto, Letter, OnCase, Outcome, Say, Stay, TimerSpec
+from flows.records import Case
 from flows.review import PHOTO_SLOTS, age, evidence_shown, pending_reviews, recent_audit, review_card
 from flows.stats import collect, funnel_chart, stats_lines
 from flows.store import batch

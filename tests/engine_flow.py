@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flows.engine import Context, Engine
-from flows.model import Accepts, Begin, Choice, Close, Flow, Goto, Outcome, Stay, Step, TimerSpec
+from flows.engine import Engine
+from flows.model import Accepts, Begin, Choice, Close, Context, Flow, Goto, Outcome, Stay, Step, TimerSpec
 from flows.texts import Text
 
 

@@ -11,9 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import FakeClock
-from flows.engine import Context
 from flows.events import FileInfo
-from flows.model import Outcome, Say
+from flows.model import Context, Outcome, Say
 from flows.runner import Runner
 from flows.store import batch
 from flows.store.database import open_database

@@ -7,9 +7,8 @@ the key (typed or scanned), and send the 6-digit code the app now shows. The key
 from __future__ import annotations
 
 from flows.directory import NO_ACCOUNT
-from flows.engine import Context
 from flows.methods.common import account_on_file, ask_email_step, count_wrong, failed_check, services
-from flows.model import Accepts, Choice, Flow, Goto, Outcome, Stay, Step
+from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step
 from flows.otp import check_totp, new_secret, normalize_code
 from flows.texts import text
 

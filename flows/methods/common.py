@@ -9,8 +9,7 @@ from typing import Any, cast
 
 from flows.codes import Refused
 from flows.directory import NO_ACCOUNT, AccountView, mask_email, mask_phone
-from flows.engine import Context
-from flows.model import Accepts, Action, AuditLine, Goto, Notice, Outcome, Stay, Step, TimerSpec
+from flows.model import Accepts, Action, AuditLine, Context, Goto, Notice, Outcome, Stay, Step, TimerSpec
 from flows.services import Services
 from flows.texts import Text, text
 

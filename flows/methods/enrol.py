@@ -11,9 +11,8 @@ import io
 
 import segno
 
-from flows.engine import Context
 from flows.methods.common import count_wrong, services
-from flows.model import Accepts, Goto, Letter, Outcome, Stay, Step
+from flows.model import Accepts, Context, Goto, Letter, Outcome, Stay, Step
 from flows.otp import check_totp, new_secret, normalize_code, provisioning_uri
 from flows.texts import Text, text
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flows.engine import Context
 from flows.methods.common import (
     account_on_file,
     ask_email_step,
@@ -24,7 +23,7 @@ from flows.methods.common import (
     send_codes,
     services,
 )
-from flows.model import Accepts, Choice, Flow, Goto, Outcome, Stay, Step, TimerSpec
+from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step, TimerSpec
 from flows.texts import text
 
 LOST_PHONE = Choice("lost_phone", "phone.lost_phone", to="reverify:warn")

@@ -11,7 +11,6 @@ from dataclasses import replace
 from typing import Any
 
 from flows import countries
-from flows.engine import Context
 from flows.methods.common import (
     ask_email_step,
     check_code,
@@ -24,7 +23,7 @@ from flows.methods.common import (
     services,
 )
 from flows.methods.enrol import ENROL_STEPS
-from flows.model import Accepts, Choice, Flow, Goto, Outcome, Stay, Step, TimerSpec
+from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step, TimerSpec
 from flows.review import PHOTO_SLOTS, review_card
 from flows.services import staff_chats
 from flows.texts import Text, text

@@ -7,7 +7,7 @@ aiosqlite's thread: one statement per batch, not per event, is where the engine'
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,8 +15,8 @@ from sqlalchemy import Table, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flows.engine import ACTIVE, AuditEntry, Case, NewTimer
 from flows.events import Sender
+from flows.records import ACTIVE, AuditEntry, Case, DueTimer, NewTimer, Pending
 from flows.replies import Reply, SendCard, reply_from_json, reply_to_json
 from flows.store.tables import AuditRow, CaseRow, EvidenceMessageRow, OutboxRow, ProcessedUpdate, TimerRow, User
 
@@ -27,27 +27,6 @@ outbox = OutboxRow.__table__  # type: ignore[attr-defined]
 timers = TimerRow.__table__  # type: ignore[attr-defined]
 audit = AuditRow.__table__  # type: ignore[attr-defined]
 evidence_messages = EvidenceMessageRow.__table__  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True)
-class Pending:
-    """An outbox entry waiting for delivery."""
-
-    id: int
-    chat_id: int
-    reply: Reply
-
-
-@dataclass(frozen=True)
-class DueTimer:
-    id: int
-    case_id: str
-    user_id: int
-    chat_id: int
-    step: str | None
-    kind: str
-    payload: dict[str, Any]
-    due_at: datetime
 
 
 def _insert(conn: AsyncConnection, table: Table) -> Any:

@@ -214,8 +214,9 @@ async def schedule_deletion_now(db: AsyncEngine, chat_id: int, message_id: int) 
     """A timer, due at once, that deletes one message (as the new-key message's timer does after 10 minutes)."""
     from datetime import UTC, datetime
 
-    from flows.engine import DELETE_MESSAGE, NewTimer
+    from flows.engine import DELETE_MESSAGE
     from flows.model import TimerSpec
+    from flows.records import NewTimer
     from flows.store import batch
 
     spec = TimerSpec(DELETE_MESSAGE, datetime.now(UTC), payload={"chat_id": chat_id, "message_id": message_id},
