@@ -18,7 +18,7 @@ from flows.clock import SystemClock
 from flows.events import CommandReceived, Sender, TextReceived
 from flows.replies import Reply
 from flows.runner import Runner
-from flows.store.database import open_database
+from flows.store.database import SqlStore, open_database
 from flows.store.migrate import upgrade
 from tests.engine_flow import make_engine
 
@@ -38,7 +38,7 @@ async def main(chats: int) -> None:
         await upgrade(url)
         db = open_database(url)
         transport = CountingTransport()
-        runner = Runner(db, make_engine(), transport, SystemClock())
+        runner = Runner(SqlStore(db), make_engine(), transport, SystemClock())
         await runner.start()
         senders = [Sender(i, i, "en") for i in range(1, chats + 1)]
         started = time.perf_counter()

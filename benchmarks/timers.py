@@ -25,8 +25,8 @@ from flows.engine import Engine
 from flows.model import Context, Flow, Outcome, Say, Step
 from flows.replies import Reply
 from flows.runner import Runner
-from flows.store import batch
-from flows.store.database import open_database
+from flows.store import tables
+from flows.store.database import SqlStore, SqlTx, open_database
 from flows.store.migrate import upgrade
 
 
@@ -54,14 +54,14 @@ async def seed(url: str, count: int, spread: float, clock: SystemClock) -> None:
     ]
     async with db.begin() as conn:
         for offset in range(0, count, 10_000):
-            await conn.execute(batch.timers.insert(), rows[offset : offset + 10_000])
+            await conn.execute(tables.timers.insert(), rows[offset : offset + 10_000])
     await db.dispose()
 
 
 async def lateness(url: str) -> list[float]:
     db = open_database(url)
     async with db.connect() as conn:
-        rows = await conn.execute(select(batch.timers.c.due_at, batch.timers.c.fired_at))
+        rows = await conn.execute(select(tables.timers.c.due_at, tables.timers.c.fired_at))
         late = [(fired - due).total_seconds() for due, fired in rows]
     await db.dispose()
     return late
@@ -75,20 +75,20 @@ async def main(count: int, spread: float) -> None:
         await seed(url, count, spread, clock)
         began = time.perf_counter()
         db = open_database(url)
-        runner = Runner(db, engine(), NullTransport(), clock)
+        runner = Runner(SqlStore(db), engine(), NullTransport(), clock)
         await runner.start()
         async with db.connect() as conn:
-            pending = (await conn.execute(select(func.count()).select_from(batch.timers)
-                                          .where(batch.timers.c.fired_at.is_(None)))).scalar_one()
-            await batch.next_due(conn)
+            pending = (await conn.execute(select(func.count()).select_from(tables.timers)
+                                          .where(tables.timers.c.fired_at.is_(None)))).scalar_one()
+            await SqlTx(conn).timers.next_due()
         started = time.perf_counter() - began
         stopping = asyncio.Event()
         loop = asyncio.create_task(runner.run_timers(stopping))
         while True:
             await asyncio.sleep(1)
             async with db.connect() as conn:
-                left = (await conn.execute(select(func.count()).select_from(batch.timers)
-                                           .where(batch.timers.c.fired_at.is_(None)))).scalar_one()
+                left = (await conn.execute(select(func.count()).select_from(tables.timers)
+                                           .where(tables.timers.c.fired_at.is_(None)))).scalar_one()
             if left == 0:
                 break
         stopping.set()

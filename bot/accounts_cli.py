@@ -34,7 +34,7 @@ async def _import(app: App, args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as error:
         print(f"recovery-bot: cannot read {args.file}: {error}", file=sys.stderr)
         return 1
-    async with app.db.begin() as conn:
+    async with app.store.engine.begin() as conn:
         report = await import_accounts(conn, content, app.services.box, app.clock.now())
     if report.errors:
         for line, message in report.errors:
@@ -46,7 +46,7 @@ async def _import(app: App, args: argparse.Namespace) -> int:
 
 
 async def _list(app: App) -> int:
-    async with app.db.begin() as conn:
+    async with app.store.engine.begin() as conn:
         found = await Directory(conn, app.services.box, app.clock.now()).list_accounts()
     for account in found:
         phone = mask_phone(account.phone) if account.phone else "-"

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from bot.config import Settings
 from flows.announce import broadcast_effects
 from flows.broadcast import BroadcastService
@@ -28,7 +26,7 @@ from flows.engine import Engine
 from flows.inbound import InboundLimiter
 from flows.runner import Runner
 from flows.services import FlowSettings, ServiceFactory
-from flows.store.database import open_database, sqlite_file
+from flows.store.database import SqlStore, open_database, sqlite_file
 from flows.store.migrate import upgrade
 
 
@@ -36,7 +34,7 @@ from flows.store.migrate import upgrade
 class App:
     settings: Settings
     secret_key: str
-    db: AsyncEngine
+    store: SqlStore
     engine: Engine
     services: ServiceFactory
     clock: Clock
@@ -44,12 +42,10 @@ class App:
 
     def runner(self, transport: Transport) -> Runner:
         """A runner for this front end, with the broadcast sender riding along (resumed on start)."""
-        broadcasts = BroadcastService(self.db, transport, self.clock, rate=self.settings.broadcast_rate)
-        runner = Runner(self.db, self.engine, transport, self.clock, self.services,
-                        channels=ChannelTransport(self.channels), effects=broadcast_effects(broadcasts),
-                        companions=[broadcasts])
-        broadcasts.on_blocked = runner.dispatcher.block
-        return runner
+        broadcasts = BroadcastService(self.store.engine, transport, self.clock, rate=self.settings.broadcast_rate)
+        return Runner(self.store, self.engine, transport, self.clock, self.services,
+                      channels=ChannelTransport(self.channels), effects=broadcast_effects(broadcasts),
+                      companions=[broadcasts])
 
     def inbound_limiter(self) -> InboundLimiter:
         """The per-user shield in front of the runner (staff get a higher limit; see flows.inbound)."""
@@ -58,7 +54,7 @@ class App:
 
     async def close(self) -> None:
         await self.channels.close()
-        await self.db.dispose()
+        await self.store.close()
 
 
 def channel_router(settings: Settings) -> ChannelRouter:
@@ -98,7 +94,7 @@ async def open_app(settings: Settings, secret_key: str, clock: Clock | None = No
     return App(
         settings=settings,
         secret_key=secret_key,
-        db=open_database(settings.database_url),
+        store=SqlStore(open_database(settings.database_url)),
         engine=build_engine(flows_settings),
         services=ServiceFactory(flows_settings),
         clock=clock or SystemClock(),

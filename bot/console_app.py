@@ -23,7 +23,7 @@ DEMO_ANSWER = "Rex"
 
 async def seed_demo_account(app: App) -> str | None:
     """On an empty account directory, add a demo account; returns its TOTP secret (None if not seeded)."""
-    async with app.db.begin() as conn:
+    async with app.store.engine.begin() as conn:
         if (await conn.execute(select(func.count()).select_from(accounts))).scalar_one():
             return None
         secret = new_secret()

@@ -29,7 +29,7 @@ class MountedDesk(TelegramDesk):
     """
 
     def __init__(self, app: App, transport: Transport, log_filter: SecretFilter) -> None:
-        super().__init__(app.runner(transport), app.db, app.inbound_limiter())
+        super().__init__(app.runner(transport), app.store, app.inbound_limiter())
         self.app = app
         self.log_filter = log_filter
 

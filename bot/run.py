@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from sqlalchemy import select
-
 from bot.app import App, open_app
 from bot.config import Settings
 from bot.frontends.desk import TelegramDesk
@@ -21,7 +19,6 @@ from bot.frontends.webhook import serve, webhook_app
 from bot.logs import hide
 from flows.delivery import Transport
 from flows.keys import derive_key
-from flows.store.batch import users
 from flows.texts import translate
 
 log = logging.getLogger("recovery_bot")
@@ -95,7 +92,7 @@ async def run_telegram(settings: Settings, webhook: Webhook | None) -> int:
 
 async def _serve(app: App, front: Front, username: str, webhook: Webhook | None) -> None:
     runner = app.runner(front.transport)
-    desk = TelegramDesk(runner, app.db, app.inbound_limiter())
+    desk = TelegramDesk(runner, app.store, app.inbound_limiter())
     front.attach(desk)
     await runner.start()
     await front.set_commands([(name, translate(f"commands.{name}")) for name in USER_COMMANDS])
@@ -141,8 +138,8 @@ def _stop_on_signals() -> asyncio.Event:
 
 async def warn_about_silent_admins(app: App) -> None:
     """Telegram lets a bot write only to people who wrote to it first: name the admins it cannot reach yet."""
-    async with app.db.connect() as conn:
-        known = set((await conn.execute(select(users.c.id).where(users.c.id.in_(app.settings.admin_ids)))).scalars())
+    async with app.store.reading() as tx:
+        known = await tx.users.known(app.settings.admin_ids)
     silent = [admin for admin in app.settings.admin_ids if admin not in known]
     if silent:
         log.warning("admins %s have not opened the bot yet: it cannot write to them until they send it /start; "

@@ -41,8 +41,9 @@ from flows.clock import Clock
 from flows.delivery import RecipientBlocked, RetryAfter, Transport, Undeliverable
 from flows.records import ACTIVE
 from flows.replies import CopyMessage, EditMessage, Reply, SendMessage
-from flows.store import batch
+from flows.store import tables
 from flows.store.tables import BroadcastDeliveryRow, BroadcastRow
+from flows.store.updates import SqlUsers
 from flows.texts import Text, translate
 
 log = logging.getLogger(__name__)
@@ -193,10 +194,10 @@ def audience_rule(audience: str, language: str | None) -> ColumnElement[bool]:
     - "open": users with an active case (status "open" or "review");
     - "language": users whose language is the code or a variant of it ("en" takes "en" and "en-us", not "eo").
     """
-    users = batch.users
+    users = tables.users
     rule: ColumnElement[bool] = true()
     if audience == "open":
-        rule = users.c.id.in_(select(batch.cases.c.user_id).where(batch.cases.c.status.in_(ACTIVE)))
+        rule = users.c.id.in_(select(tables.cases.c.user_id).where(tables.cases.c.status.in_(ACTIVE)))
     elif audience == "language":
         spoken = func.lower(users.c.language)
         rule = or_(spoken == language, spoken.like(f"{language}-%"))
@@ -229,7 +230,7 @@ async def _counts(conn: AsyncConnection, broadcast_id: int) -> dict[str, int]:
 
 async def _freeze_audience(conn: AsyncConnection, view: BroadcastView, now: datetime) -> int:
     """One pending delivery row per recipient chat, in one statement; returns how many."""
-    users = batch.users
+    users = tables.users
     recipients = (
         select(literal(view.id), users.c.chat_id, literal(PENDING), literal(0),
                literal(now, deliveries.c.updated_at.type))
@@ -244,7 +245,7 @@ async def _freeze_audience(conn: AsyncConnection, view: BroadcastView, now: date
 async def count_audience(conn: AsyncConnection, audience: str, language: str | None = None) -> int:
     """How many chats the audience takes now."""
     code = check_audience(audience, language)
-    query = select(func.count(batch.users.c.chat_id.distinct())).where(audience_rule(audience, code))
+    query = select(func.count(tables.users.c.chat_id.distinct())).where(audience_rule(audience, code))
     return int((await conn.execute(query)).scalar_one())
 
 
@@ -684,7 +685,7 @@ class _Run:
                 .values(state=state, attempts=deliveries.c.attempts + attempts, updated_at=self.service.clock.now())
             )
             if state == BLOCKED:
-                await batch.set_blocked(conn, chat_id, True)
+                await SqlUsers(conn).set_blocked(chat_id, True)
         if state == BLOCKED and self.service.on_blocked is not None:
             self.service.on_blocked(chat_id)
         if state != PENDING:

@@ -18,13 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from flows.clock import Clock
+from flows.ports import Store
 from flows.records import Pending
 from flows.replies import EditMessage, Notify, Reply, SendCard, SendFiles, SendMessage, SendPhoto
-from flows.store import batch
-from flows.store.database import scrub_wal
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +76,11 @@ def _ids(delivered: Delivered) -> tuple[int, ...]:
 class Lane:
     """One delivery queue with its own worker: replies leave in commit order, one at a time."""
 
-    def __init__(self, name: str, db: AsyncEngine, transport: Transport, clock: Clock, blocked: set[int]) -> None:
+    def __init__(self, name: str, store: Store, transport: Transport, clock: Clock) -> None:
         self.name = name
-        self.db = db
+        self.store = store
         self.transport = transport
         self.clock = clock
-        self.blocked = blocked
         self.queue: deque[Pending] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -141,8 +137,9 @@ class Lane:
 
     async def _send_group(self, group: list[Pending]) -> tuple[list[Delivery], float]:
         done: list[Delivery] = []
+        blocked = await self._blocked(group)
         for index, entry in enumerate(group):
-            if entry.chat_id in self.blocked and isinstance(entry.reply, SendMessage | EditMessage | SendCard):
+            if entry.chat_id in blocked and isinstance(entry.reply, SendMessage | EditMessage | SendCard):
                 done.append(self._finished(entry, "skipped"))
                 continue
             try:
@@ -152,6 +149,7 @@ class Lane:
                 self.queue.extendleft(reversed(group[index:]))
                 return done, wait.seconds
             except RecipientBlocked:
+                blocked.add(entry.chat_id)
                 await self._mark_blocked(entry.chat_id)
                 done.append(self._finished(entry, "blocked"))
             except Undeliverable as error:
@@ -180,8 +178,8 @@ class Lane:
         outcomes: dict[int, str | None] = {row: self._evidence[row] for row in card.evidence if row in self._evidence}
         earlier = [row for row in card.evidence if row not in outcomes]
         if earlier:  # delivered before a restart
-            async with self.db.connect() as conn:
-                outcomes.update(await batch.outcomes(conn, earlier))
+            async with self.store.reading() as tx:
+                outcomes.update(await tx.outbox.outcomes(earlier))
         delivered = all(outcomes.get(row) == "sent" for row in card.evidence)
         if not delivered:
             log.warning("a card to chat %d goes without its buttons: its evidence was not delivered (%s)",
@@ -191,12 +189,12 @@ class Lane:
     async def _record(self, done: list[Delivery]) -> None:
         if done:
             secrets = [d.entry for d in done if getattr(d.entry.reply, "sensitive", False)]
-            async with self.db.begin() as conn:
-                await batch.mark_delivered(conn, [(d.entry.id, d.outcome, d.message_id) for d in done],
-                                           self.clock.now())
-                await batch.redact(conn, secrets)
-                await batch.schedule_deletions(conn, _to_delete(done), self.clock.now())
-                await batch.record_evidence(conn, _evidence_shown(done), self.clock.now())
+            now = self.clock.now()
+            async with self.store.transaction() as tx:
+                await tx.outbox.mark_delivered([(d.entry.id, d.outcome, d.message_id) for d in done], now)
+                await tx.outbox.redact(secrets)
+                await tx.timers.schedule_deletions(_to_delete(done), now)
+                await tx.evidence.record(_evidence_shown(done), now)
             if secrets:
                 await self._scrub()
 
@@ -207,7 +205,7 @@ class Lane:
         wait = 0.0 if self._scrubbed_at is None else self._scrubbed_at + SCRUB_EVERY - loop.time()
         if wait <= 0:
             self._scrubbed_at = loop.time()
-            await scrub_wal(self.db)
+            await self.store.forget_overwritten()
         elif self._scrub_later is None or self._scrub_later.done():
             self._scrub_later = asyncio.create_task(self._scrub_after(wait))
 
@@ -218,10 +216,15 @@ class Lane:
         except Exception:
             log.exception("%s: could not scrub the write-ahead log", self.name)
 
+    async def _blocked(self, group: list[Pending]) -> set[int]:
+        """The chats of this group whose users blocked the bot (as the store knows it now: a user who writes
+        again is unblocked by their event, and a block update or a refused send blocks them)."""
+        async with self.store.reading() as tx:
+            return await tx.users.blocked_among({entry.chat_id for entry in group})
+
     async def _mark_blocked(self, chat_id: int) -> None:
-        self.blocked.add(chat_id)
-        async with self.db.begin() as conn:
-            await batch.set_blocked(conn, chat_id, True)
+        async with self.store.transaction() as tx:
+            await tx.users.set_blocked(chat_id, True)
 
 
 def _to_delete(done: list[Delivery]) -> list[tuple[int, int, int]]:
@@ -243,17 +246,15 @@ class Dispatcher:
     Separate lanes keep a slow mail server from holding up chat replies, and the other way round.
     """
 
-    def __init__(self, db: AsyncEngine, transport: Transport, clock: Clock, channels: Transport | None = None) -> None:
-        self.db = db
-        self.blocked: set[int] = set()
-        self.chat = Lane("chat", db, transport, clock, self.blocked)
-        self.out_of_band = Lane("out-of-band", db, channels or _NoChannels(), clock, self.blocked)
+    def __init__(self, store: Store, transport: Transport, clock: Clock, channels: Transport | None = None) -> None:
+        self.store = store
+        self.chat = Lane("chat", store, transport, clock)
+        self.out_of_band = Lane("out-of-band", store, channels or _NoChannels(), clock)
 
     async def start(self) -> None:
         """Load what was committed but not delivered before the last stop, and start sending."""
-        async with self.db.begin() as conn:
-            self.blocked.update(await batch.blocked_chats(conn))
-            left_over = await batch.pending_outbox(conn)
+        async with self.store.reading() as tx:
+            left_over = await tx.outbox.pending()
         if left_over:
             log.info("delivering %d replies left from before the restart", len(left_over))
         self.push(left_over)
@@ -263,12 +264,6 @@ class Dispatcher:
     def push(self, entries: Sequence[Pending]) -> None:
         self.chat.push([e for e in entries if not isinstance(e.reply, Notify)])
         self.out_of_band.push([e for e in entries if isinstance(e.reply, Notify)])
-
-    def unblock(self, chat_id: int) -> None:
-        self.blocked.discard(chat_id)
-
-    def block(self, chat_id: int) -> None:
-        self.blocked.add(chat_id)
 
     async def idle(self) -> None:
         """Wait until everything queued so far has been delivered (or given up on)."""

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import select
 
 from flows import countries
 from flows.model import Attachment, Letter
-from flows.records import Case
+from flows.records import AuditRecord, Case
 from flows.services import Services
 from flows.stats import format_duration
-from flows.store import batch
 from flows.texts import Text, text
 
 PHOTO_SLOTS = ("photo_front", "photo_back", "photo_selfie")
@@ -63,22 +58,15 @@ def age(now: datetime, then: datetime | None) -> str:
 
 async def pending_reviews(svc: Services, limit: int = 30) -> list[Case]:
     """Cases waiting for review, oldest first."""
-    query = (select(batch.cases).where(batch.cases.c.status == "review")
-             .order_by(batch.cases.c.updated_at, batch.cases.c.id).limit(limit))
-    return [batch.case_from_row(row) for row in await svc.conn.execute(query)]
+    return await svc.tx.cases.in_review(limit)
 
 
-async def recent_audit(svc: Services, limit: int = 20) -> Sequence[Any]:
+async def recent_audit(svc: Services, limit: int = 20) -> list[AuditRecord]:
     """The latest audit lines, newest first."""
-    query = select(batch.audit).order_by(batch.audit.c.id.desc()).limit(limit)
-    return list(await svc.conn.execute(query))
+    return await svc.tx.audit.recent(limit)
 
 
 async def evidence_shown(svc: Services, case: Case, chat_id: int) -> bool:
     """Whether this submission's identity evidence reached `chat_id` (recorded as it is delivered), so a decision
-    made there was made with it in view."""
-    rows = batch.evidence_messages.c
-    query = select(rows.id).where(rows.case_id == case.id, rows.chat_id == chat_id, rows.message_id.is_not(None))
-    if case.updated_at is not None:  # while in review, the time of the submission
-        query = query.where(rows.created_at >= case.updated_at)
-    return (await svc.conn.execute(query.limit(1))).first() is not None
+    made there was made with it in view (while in review, `updated_at` is the time of the submission)."""
+    return await svc.tx.evidence.shown(case.id, chat_id, case.updated_at)

@@ -16,21 +16,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
 from flows.clock import Clock
 from flows.delivery import Dispatcher, Transport
 from flows.engine import Engine
 from flows.events import Event, Sender, TimerFired
 from flows.model import Effect
+from flows.ports import Store, Tx
 from flows.records import Case, Decision, Pending
 from flows.replies import SendMessage
-from flows.store import batch
 from flows.texts import Text
 
 log = logging.getLogger(__name__)
 
-ServicesFactory = Callable[[AsyncConnection, datetime], Any]
+ServicesFactory = Callable[[Tx, datetime], Any]
 EffectHandler = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 
@@ -53,7 +51,7 @@ class Runner:
 
     def __init__(
         self,
-        db: AsyncEngine,
+        store: Store,
         engine: Engine,
         transport: Transport,
         clock: Clock,
@@ -63,13 +61,13 @@ class Runner:
         effects: Mapping[str, EffectHandler] | None = None,
         companions: Sequence[Companion] = (),
     ) -> None:
-        self.db = db
+        self.store = store
         self.engine = engine
         self.clock = clock
-        self.services: ServicesFactory = services or (lambda conn, now: conn)
+        self.services: ServicesFactory = services or (lambda tx, now: tx)
         self.batch_limit = batch_limit
         self.transport = transport
-        self.dispatcher = Dispatcher(db, transport, clock, channels)
+        self.dispatcher = Dispatcher(store, transport, clock, channels)
         self.effects = dict(effects or {})
         self.companions = list(companions)
         self._effect_tasks: set[asyncio.Task[None]] = set()
@@ -124,8 +122,8 @@ class Runner:
     async def fire_due_timers(self, limit: int = 1_000) -> int:
         """Turn due timers into events (each fires once: its key is `timer:{id}`); returns how many."""
         now = self.clock.now()
-        async with self.db.begin() as conn:
-            due = await batch.due_timers(conn, now, limit)
+        async with self.store.transaction() as tx:
+            due = await tx.timers.due(now, limit)
         for timer in due:
             lateness = (now - timer.due_at).total_seconds()
             if lateness > LATE_TIMER_SECONDS:
@@ -157,8 +155,8 @@ class Runner:
                 waiter.cancel()
 
     async def _seconds_to_next_timer(self, max_wait: float) -> float:
-        async with self.db.connect() as conn:
-            due = await batch.next_due(conn)
+        async with self.store.reading() as tx:
+            due = await tx.timers.next_due()
         if due is None:
             return max_wait
         return min(max_wait, max(0.0, (due - self.clock.now()).total_seconds()))
@@ -192,19 +190,17 @@ class Runner:
     async def _commit(self, items: Sequence[_Item]) -> None:
         now = self.clock.now()
         events = [item.event for item in items]
-        async with self.db.begin() as conn:
-            fresh = await batch.claim_updates(conn, [e.key for e in events], now)
+        async with self.store.transaction() as tx:
+            fresh = await tx.updates.claim([e.key for e in events], now)
             todo = [e for e in _first_of_each_key(events) if e.key in fresh]
-            todo = await _without_replaced_timers(conn, todo)
+            todo = await _without_replaced_timers(tx, todo)
             # A press in a staff group is not the user's private chat: it must not become their chat id.
             senders = [e.sender for e in todo if not isinstance(e, TimerFired) and e.sender.chat_id == e.sender.user_id]
-            await batch.touch_users(conn, senders, now)
-            open_cases = await batch.active_cases(conn, {e.sender.chat_id for e in todo})
-            targets = await batch.cases_by_id(conn, {t for e in todo if (t := self.engine.target_of(e))})
-            decisions = await self._decide_all(conn, todo, open_cases, targets, now)
-            pending = await self._save(conn, decisions, _timer_ids(events), now)
-        for sender in senders:
-            self.dispatcher.unblock(sender.chat_id)
+            await tx.users.touch(senders, now)
+            open_cases = await tx.cases.active({e.sender.chat_id for e in todo})
+            targets = await tx.cases.by_id({t for e in todo if (t := self.engine.target_of(e))})
+            decisions = await self._decide_all(tx, todo, open_cases, targets, now)
+            pending = await self._save(tx, decisions, _timer_ids(events), now)
         if any(d.timers for d in decisions):
             self._timers_changed.set()
         self.dispatcher.push(pending)
@@ -215,13 +211,13 @@ class Runner:
 
     async def _decide_all(
         self,
-        conn: AsyncConnection,
+        tx: Tx,
         events: Sequence[Event],
         open_cases: dict[int, Case],
         targets: dict[str, Case],
         now: datetime,
     ) -> list[Decision]:
-        services = self.services(conn, now)
+        services = self.services(tx, now)
         decisions = []
         for event in events:
             target_id = self.engine.target_of(event)
@@ -237,14 +233,14 @@ class Runner:
         return decisions
 
     async def _save(
-        self, conn: AsyncConnection, decisions: Sequence[Decision], fired: Sequence[int], now: datetime
+        self, tx: Tx, decisions: Sequence[Decision], fired: Sequence[int], now: datetime
     ) -> list[Pending]:
         changed = {case.id: case for d in decisions for case in d.cases}
-        await batch.save_cases(conn, list(changed.values()))
-        await batch.add_timers(conn, [t for d in decisions for t in d.timers])
-        await batch.mark_fired(conn, fired, now)
-        await batch.add_audit(conn, [a for d in decisions for a in d.audit], now)
-        return await batch.add_outbox(conn, [r for d in decisions for r in d.replies], now)
+        await tx.cases.save(list(changed.values()))
+        await tx.timers.add([t for d in decisions for t in d.timers])
+        await tx.timers.mark_fired(fired, now)
+        await tx.audit.add([a for d in decisions for a in d.audit], now)
+        return await tx.outbox.add([r for d in decisions for r in d.replies], now)
 
     async def _commit_failed(self, item: _Item) -> None:
         """Record an event whose handling raised: the user hears of it and a redelivery will not loop forever."""
@@ -252,14 +248,14 @@ class Runner:
         log.exception("event %s (%s) failed", event.key, type(event).__name__)
         try:
             now = self.clock.now()
-            async with self.db.begin() as conn:
-                await batch.mark_fired(conn, _timer_ids([event]), now)
-                if not await batch.claim_updates(conn, [event.key], now):
+            async with self.store.transaction() as tx:
+                await tx.timers.mark_fired(_timer_ids([event]), now)
+                if not await tx.updates.claim([event.key], now):
                     _resolve(item)
                     return
                 text = self.engine.say(Text("engine.internal_error"), getattr(event.sender, "language", None))
                 replies = [] if isinstance(event, TimerFired) else [SendMessage(event.sender.chat_id, text)]
-                pending = await batch.add_outbox(conn, replies, now)
+                pending = await tx.outbox.add(replies, now)
         except Exception as error:  # the database itself failed: the caller must not confirm the update
             if not item.done.done():
                 item.done.set_exception(error)
@@ -285,12 +281,12 @@ async def _logged(name: str, work: Awaitable[None]) -> None:
         log.exception("effect %s failed", name)
 
 
-async def _without_replaced_timers(conn: AsyncConnection, events: list[Event]) -> list[Event]:
+async def _without_replaced_timers(tx: Tx, events: list[Event]) -> list[Event]:
     """Drop timer events whose timer was replaced (deleted) after it was read as due."""
     ids = _timer_ids(events)
     if not ids:
         return events
-    live = await batch.unfired_timers(conn, ids)
+    live = await tx.timers.unfired(ids)
     return [e for e in events if not isinstance(e, TimerFired) or e.timer_id in live]
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import Any
 
 from flows.codes import CodePolicy, Codes
 from flows.directory import Directory, SecretBox
 from flows.keys import derive_key
 from flows.limits import FailedChecks
+from flows.ports import Tx
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ def staff_chats(settings: FlowSettings) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class Services:
-    """Per-event services: the account directory, the verification codes and the failed-check limit, in the
-    event's transaction."""
+    """Per-event services: the account directory, the verification codes and the failed-check limit, and every
+    store port (`tx`), in the event's transaction."""
 
     settings: FlowSettings
     directory: Directory
@@ -48,7 +48,8 @@ class Services:
     failures: FailedChecks
     now: datetime
     box: SecretBox
-    conn: AsyncConnection
+    tx: Tx
+    conn: Any  # the SQL connection under `tx`, until every family goes through a port
 
 
 class ServiceFactory:
@@ -60,7 +61,8 @@ class ServiceFactory:
         self.code_key = derive_key(settings.secret_key, "verification-codes")
         self.policy = CodePolicy(ttl=settings.code_ttl)
 
-    def __call__(self, conn: AsyncConnection, now: datetime) -> Services:
+    def __call__(self, tx: Tx, now: datetime) -> Services:
+        conn: Any = getattr(tx, "conn", None)
         return Services(
             settings=self.settings,
             directory=Directory(conn, self.box, now),
@@ -68,5 +70,6 @@ class ServiceFactory:
             failures=FailedChecks(conn, now),
             now=now,
             box=self.box,
+            tx=tx,
             conn=conn,
         )

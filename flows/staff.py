@@ -21,7 +21,6 @@ from flows.model import Action, Close, Context, Goto, Letter, OnCase, Outcome, S
 from flows.records import Case
 from flows.review import PHOTO_SLOTS, age, evidence_shown, pending_reviews, recent_audit, review_card
 from flows.stats import collect, funnel_chart, stats_lines
-from flows.store import batch
 from flows.texts import Text, text
 
 REVIEW_DATA = re.compile(r"^r:([A-Za-z0-9_-]{12}):(\d{1,4}):([a-z_]{1,16})$")
@@ -182,7 +181,7 @@ async def purge_documents(ctx: Context) -> Outcome:
     case = ctx.target
     if case is None or not any(isinstance(case.data.get(slot), dict) for slot in PHOTO_SLOTS):
         return Say()
-    await batch.forget_evidence(services(ctx).conn, case.id, ctx.now)
+    await services(ctx).tx.evidence.forget(case.id, ctx.now)
     forget = {slot: None for slot in PHOTO_SLOTS if slot in case.data}
     return OnCase(Stay(data=forget, show_prompt=False), audit=(("documents.purged", f"case:{case.id}", {}),))
 

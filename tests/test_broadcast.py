@@ -34,7 +34,7 @@ from flows.broadcast import (
 from flows.clock import FakeClock
 from flows.delivery import RecipientBlocked, RetryAfter, Undeliverable
 from flows.replies import CopyMessage, EditMessage, Reply, SendMessage
-from flows.store.batch import cases, users
+from flows.store.tables import cases, users
 from tests.support.chat import RecordingTransport
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

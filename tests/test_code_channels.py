@@ -7,7 +7,7 @@ import re
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flows.store import batch
+from flows.store import tables
 from tests.support.chat import Bot
 from tests.support.desk import request_codes
 from tests.support.servers import Mailbox, SmsGateway, mailed_code
@@ -28,7 +28,7 @@ async def test_method_two_with_codes_by_sms_and_email(
     assert (await chat.send(sms_code.group(1))) == ["Now send me the code from the email."]
     assert (await chat.send(mailed_code(mailbox))) == ["Both codes are right. Press Send to continue."]
     async with db.connect() as conn:
-        payloads = (await conn.execute(select(batch.outbox.c.payload))).scalars().all()
+        payloads = (await conn.execute(select(tables.outbox.c.payload))).scalars().all()
     assert not any(sms_code.group(1) in str(p) or mailed_code(mailbox) in str(p) for p in payloads)
 
 
@@ -61,7 +61,7 @@ async def test_an_approved_reset_is_also_announced_by_email(
     await chat.send_file(FileInfo("s1", "us1", "photo", 100))
     await chat.tap("Submit for review")
     async with db.connect() as conn:
-        case_id = (await conn.execute(select(batch.cases.c.id).where(batch.cases.c.status == "review"))).scalar_one()
+        case_id = (await conn.execute(select(tables.cases.c.id).where(tables.cases.c.status == "review"))).scalar_one()
     await desk_with_channels.chat(user_id=900).press(f"r:{case_id}:1:approve")
     await desk_with_channels.runner.settle()
     notice = mailbox.received[-1]

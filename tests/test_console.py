@@ -13,7 +13,7 @@ import pytest
 from bot.config import load_settings
 from bot.console import CONSOLE_USER
 from bot.console_app import DEMO_ANSWER, DEMO_EMAIL, run_console
-from flows.store.database import open_database
+from flows.store.database import SqlStore, open_database
 from flows.store.migrate import upgrade
 from tests.support.e2e import schedule_deletion_now
 
@@ -115,10 +115,10 @@ async def test_a_restart_continues_the_conversation(tmp_path: Path) -> None:
 async def test_timers_fire_in_the_console(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/data/r.db"
     await upgrade(url)
-    db = open_database(url)
+    store = SqlStore(open_database(url))
     try:
-        await schedule_deletion_now(db, CONSOLE_USER.chat_id, 2)
+        await schedule_deletion_now(store, CONSOLE_USER.chat_id, 2)
     finally:
-        await db.dispose()
+        await store.close()
     screen = await console(tmp_path, ["/help", "/status", "/help"])
     assert "(a message with a secret was deleted from the chat)" in screen

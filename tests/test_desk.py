@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import FakeClock
-from flows.store import batch
+from flows.store import tables
 from tests.support.chat import Bot
 from tests.support.desk import begin, code_in
 
@@ -71,7 +71,7 @@ async def test_a_delivered_code_does_not_stay_in_the_outbox(desk: Bot, db: Async
     await begin(chat, "Switch to phone verification", "ada@example.com")
     code = code_in(await chat.tap("Get Code"))
     async with db.connect() as conn:
-        payloads = (await conn.execute(select(batch.outbox.c.payload))).scalars().all()
+        payloads = (await conn.execute(select(tables.outbox.c.payload))).scalars().all()
     assert payloads and not any(code in str(payload) for payload in payloads)
 
 

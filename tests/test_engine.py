@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from flows.clock import FakeClock
 from flows.replies import Reply
 from flows.runner import Runner
-from flows.store import batch
+from flows.store import tables
+from flows.store.database import SqlStore
 from tests.engine_flow import make_engine
 from tests.support.chat import Bot, Chat, RecordingTransport
 
@@ -27,7 +28,7 @@ async def bot(db: AsyncEngine, clock: FakeClock) -> AsyncIterator[Bot]:
 
 async def case_row(db: AsyncEngine) -> Any:
     async with db.connect() as conn:
-        return (await conn.execute(select(batch.cases).order_by(batch.cases.c.created_at.desc()))).first()
+        return (await conn.execute(select(tables.cases).order_by(tables.cases.c.created_at.desc()))).first()
 
 
 async def count(db: AsyncEngine, table: Any) -> int:
@@ -78,9 +79,9 @@ async def test_same_update_twice_acts_once(bot: Bot, db: AsyncEngine) -> None:
     chat = bot.chat()
     await chat.send("/start")
     assert await chat.send("Ada", key="tg:777") == ["Is Ada right?"]
-    outbox_before, row_before = await count(db, batch.outbox), await case_row(db)
+    outbox_before, row_before = await count(db, tables.outbox), await case_row(db)
     assert await chat.send("Bob", key="tg:777") == []
-    assert await count(db, batch.outbox) == outbox_before
+    assert await count(db, tables.outbox) == outbox_before
     assert await case_row(db) == row_before
 
 
@@ -137,7 +138,7 @@ async def test_someone_elses_button_is_refused(bot: Bot, db: AsyncEngine) -> Non
     assert await mallory.press(yes.data) == []
     assert mallory.last_answer == "This button has expired."
     async with db.connect() as conn:
-        query = select(batch.cases).where(batch.cases.c.id == alice_case.id)
+        query = select(tables.cases).where(tables.cases.c.id == alice_case.id)
         assert (await conn.execute(query)).first() == alice_case
     assert alice.buttons == ["Yes", "No", "Break"]
 
@@ -190,7 +191,7 @@ async def test_commands_close_and_reopen_cases(bot: Bot, db: AsyncEngine) -> Non
     await chat.send("/start")
     await chat.send("/start")
     async with db.connect() as conn:
-        statuses = sorted((await conn.execute(select(batch.cases.c.status))).scalars())
+        statuses = sorted((await conn.execute(select(tables.cases.c.status))).scalars())
     assert statuses == ["cancelled", "open", "replaced"]
 
 
@@ -219,7 +220,7 @@ async def test_crash_after_commit_before_delivery_delivers_after_restart(
     from flows.events import Sender, TextReceived
 
     engine = make_engine()
-    doomed = Runner(db, engine, HangingTransport(), clock)
+    doomed = Runner(SqlStore(db), engine, HangingTransport(), clock)
     await doomed.start()
     sender = Sender(42, 42, "en")
     from flows.events import CommandReceived

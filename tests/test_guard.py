@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from flows.events import TextReceived
 from flows.guard import secret_kind
 from flows.replies import DeleteMessage
-from flows.store import batch
+from flows.store import tables
 from tests.support.chat import Bot
 
 
@@ -41,14 +41,14 @@ async def test_a_backup_key_sent_at_the_email_step_is_deleted_and_warned_about(d
     await chat.send("/start")
     await chat.tap("Reset with my backup key")
     async with db.connect() as conn:
-        before = (await conn.execute(select(batch.cases))).one()
+        before = (await conn.execute(select(tables.cases))).one()
     await desk.runner.handle(TextReceived("guard-1", chat.sender, "JBSW Y3DP EHPK 3PXP", message_id=555))
     await desk.runner.settle()
     assert DeleteMessage(chat.sender.chat_id, 555) in desk.transport.log
     assert chat.last.startswith("⚠️ That looks like an authenticator backup key.")
     assert "Acme staff and this bot will never ask for it" in chat.last
     async with db.connect() as conn:
-        assert (await conn.execute(select(batch.cases))).one() == before
+        assert (await conn.execute(select(tables.cases))).one() == before
 
 
 async def test_a_code_is_welcome_where_a_code_was_asked_for(desk: Bot) -> None:

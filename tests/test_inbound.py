@@ -18,7 +18,8 @@ from flows.clock import FakeClock
 from flows.inbound import InboundLimiter, Verdict
 from flows.replies import AnswerButton, SendMessage
 from flows.runner import Runner
-from flows.store import batch
+from flows.store import tables
+from flows.store.database import SqlStore
 from tests.engine_flow import make_engine
 from tests.support.chat import RecordingTransport
 from tests.support.e2e import TOKEN
@@ -110,9 +111,9 @@ async def transport() -> RecordingTransport:
 
 @pytest.fixture
 async def desk(db: AsyncEngine, clock: FakeClock, transport: RecordingTransport) -> AsyncIterator[TelegramDesk]:
-    runner = Runner(db, make_engine(), transport, clock)
+    runner = Runner(SqlStore(db), make_engine(), transport, clock)
     await runner.start()
-    yield TelegramDesk(runner, db, limiter(clock))
+    yield TelegramDesk(runner, SqlStore(db), limiter(clock))
     await runner.stop()
 
 
@@ -131,7 +132,7 @@ def notices(transport: RecordingTransport, kind: type[Any] = SendMessage) -> lis
 async def processed(db: AsyncEngine, updates: list[telegram.Update]) -> int:
     keys = [f"tg:{update.update_id}" for update in updates]
     async with db.connect() as conn:
-        query = select(func.count()).select_from(batch.processed).where(batch.processed.c.key.in_(keys))
+        query = select(func.count()).select_from(tables.processed).where(tables.processed.c.key.in_(keys))
         return int((await conn.execute(query)).scalar_one())
 
 
@@ -180,10 +181,10 @@ class HeldNotices(RecordingTransport):
 
 async def test_many_flooders_at_once_get_a_bounded_number_of_notices(db: AsyncEngine, clock: FakeClock) -> None:
     transport = HeldNotices()
-    runner = Runner(db, make_engine(), transport, clock)
+    runner = Runner(SqlStore(db), make_engine(), transport, clock)
     await runner.start()
     try:
-        desk = TelegramDesk(runner, db, limiter(clock))
+        desk = TelegramDesk(runner, SqlStore(db), limiter(clock))
         for user_id in range(500, 520):  # twenty users, each one over the limit of 3
             for index in range(4):
                 await desk.handle(text_from(user_id, f"hello {index}"))

@@ -79,7 +79,7 @@ async def test_a_mounted_desk_fires_its_timers(server: BotApiServer, tmp_path: P
     async with application:
         desk = await start_desk(settings_for(tmp_path), PtbTransport(application.bot))
         try:
-            await schedule_deletion_now(desk.app.db, 203, 7)
+            await schedule_deletion_now(desk.app.store, 203, 7)
             call = await server.wait_for(lambda c: c.method == "deleteMessage", timeout=10)
             assert str(call.params["chat_id"]) == "203" and str(call.params["message_id"]) == "7"
         finally:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import FakeClock
-from flows.store import batch
+from flows.store import tables
 from flows.store.tables import CodeRow
 from tests.support.chat import Bot, Chat
 from tests.support.desk import account, begin, code_in
@@ -61,7 +61,7 @@ async def test_happy_path_needs_the_sms_and_the_email_code(desk: Bot, db: AsyncE
     assert after.two_factor == "phone" and after.totp_secret_enc is None  # type: ignore[attr-defined]
     assert after.withdrawals_locked_until == until  # type: ignore[attr-defined]
     async with db.connect() as conn:
-        audit = (await conn.execute(select(batch.audit).where(batch.audit.c.action == "account.switched_to_phone")
+        audit = (await conn.execute(select(tables.audit).where(tables.audit.c.action == "account.switched_to_phone")
                                     )).one()
     assert audit.subject == f"account:{after.id}" and audit.actor == "user:42"  # type: ignore[attr-defined]
 

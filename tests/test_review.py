@@ -14,7 +14,8 @@ from flows import delivery
 from flows.clock import FakeClock
 from flows.directory import SecretBox, accounts
 from flows.replies import DeleteMessage, Reply, SendFiles, SendMessage, SendPhoto
-from flows.store import batch
+from flows.store import tables
+from flows.store.database import SqlTx
 from tests.support.chat import Bot, Chat
 from tests.support.desk import (
     SECRET_KEY,
@@ -31,7 +32,8 @@ ADMIN, OTHER_ADMIN = 900, 901
 async def submitted_case(desk: Bot, user: Chat, restore: str = "Authenticator app") -> str:
     await submit_for_review(user, restore=restore)
     async with desk.db.connect() as conn:
-        return str((await conn.execute(select(batch.cases.c.id).where(batch.cases.c.status == "review"))).scalar_one())
+        query = select(tables.cases.c.id).where(tables.cases.c.status == "review")
+        return str((await conn.execute(query)).scalar_one())
 
 
 def card_for(desk: Bot, admin: int) -> SendMessage:
@@ -67,12 +69,12 @@ def shown_in(desk: Bot, chat_id: int) -> list[str]:
 
 async def case_data(db: AsyncEngine, case_id: str) -> dict[str, object]:
     async with db.connect() as conn:
-        return dict((await conn.execute(select(batch.cases.c.data).where(batch.cases.c.id == case_id))).scalar_one())
+        return dict((await conn.execute(select(tables.cases.c.data).where(tables.cases.c.id == case_id))).scalar_one())
 
 
 async def purges(db: AsyncEngine) -> list[tuple[str, str]]:
     async with db.connect() as conn:
-        query = select(batch.audit.c.actor, batch.audit.c.subject).where(batch.audit.c.action == "documents.purged")
+        query = select(tables.audit.c.actor, tables.audit.c.subject).where(tables.audit.c.action == "documents.purged")
         return [(row.actor, row.subject) for row in await conn.execute(query)]
 
 
@@ -186,7 +188,7 @@ async def test_an_abandoned_case_forgets_its_documents_and_deletes_the_evidence(
     await pass_time(desk, clock, hours=25)
     assert user.last.startswith("Your recovery was closed after a day without activity.")
     async with db.connect() as conn:
-        status = (await conn.execute(select(batch.cases.c.status).where(batch.cases.c.id == case_id))).scalar_one()
+        status = (await conn.execute(select(tables.cases.c.status).where(tables.cases.c.id == case_id))).scalar_one()
     assert status == "abandoned"
     assert (await case_data(db, case_id))["photo_selfie"] is None
     await pass_time(desk, clock, seconds=1)
@@ -197,7 +199,7 @@ async def test_a_replaced_case_forgets_its_documents(desk: Bot, db: AsyncEngine)
     user = desk.chat()
     await submit_for_review(user, submit=False)
     async with db.connect() as conn:
-        case_id = (await conn.execute(select(batch.cases.c.id).where(batch.cases.c.status == "open"))).scalar_one()
+        case_id = (await conn.execute(select(tables.cases.c.id).where(tables.cases.c.status == "open"))).scalar_one()
     await user.send("/start")
     await user.tap("Start over")
     assert (await case_data(db, case_id))["photo_selfie"] is None
@@ -229,11 +231,11 @@ async def test_approve_resets_locks_and_reenrols(desk: Bot, db: AsyncEngine, clo
     assert account.two_factor == "totp"  # type: ignore[attr-defined]
     assert SecretBox(SECRET_KEY).decrypt(account.totp_secret_enc) == secret  # type: ignore[attr-defined]
     async with db.connect() as conn:
-        payloads = (await conn.execute(select(batch.outbox.c.payload))).scalars().all()
+        payloads = (await conn.execute(select(tables.outbox.c.payload))).scalars().all()
         assert not any(secret in str(p) or secret[:8] in str(p) for p in payloads)
-        status = (await conn.execute(select(batch.cases.c.status).where(batch.cases.c.id == case_id))).scalar_one()
+        status = (await conn.execute(select(tables.cases.c.status).where(tables.cases.c.id == case_id))).scalar_one()
         assert status == "approved"
-        actions = (await conn.execute(select(batch.audit.c.action, batch.audit.c.actor))).all()
+        actions = (await conn.execute(select(tables.audit.c.action, tables.audit.c.actor))).all()
         assert ("review.approved", f"staff:{ADMIN}") in actions
 
     secrets = [m.message_id for m in user.messages if "type this key" in m.text or "Scan this" in m.text]
@@ -339,7 +341,7 @@ async def test_photos_of_an_earlier_round_do_not_reach_the_new_card(desk: Bot) -
         await user.tap("Submit for review")
         if round_ == 1:
             async with desk.db.connect() as conn:
-                query = select(batch.cases.c.id).where(batch.cases.c.status == "review")
+                query = select(tables.cases.c.id).where(tables.cases.c.status == "review")
                 case_id = str((await conn.execute(query)).scalar_one())
             await admin.press(f"r:{case_id}:1:more")
     albums = [r for r in desk.transport.log if isinstance(r, SendFiles) and r.chat_id == ADMIN]
@@ -353,9 +355,9 @@ async def test_non_admins_get_the_unknown_command_reply_and_are_audited(desk: Bo
         assert await mallory.send(command) == ["I don't know that command. Send /help to see what I can do."]
     assert await mallory.press(f"r:{case_id}:1:approve") == ["This button has expired."]
     async with db.connect() as conn:
-        denied = (await conn.execute(select(batch.audit.c.actor).where(batch.audit.c.action == "admin.denied")))
+        denied = (await conn.execute(select(tables.audit.c.actor).where(tables.audit.c.action == "admin.denied")))
         assert denied.scalars().all() == ["staff:666"] * 5
-        status = (await conn.execute(select(batch.cases.c.status).where(batch.cases.c.id == case_id))).scalar_one()
+        status = (await conn.execute(select(tables.cases.c.status).where(tables.cases.c.id == case_id))).scalar_one()
         assert status == "review"
 
 
@@ -387,7 +389,7 @@ async def test_document_references_are_forgotten_after_the_retention_period(
     await desk.runner.fire_due_timers()
     await desk.runner.settle()
     async with db.connect() as conn:
-        data = (await conn.execute(select(batch.cases.c.data).where(batch.cases.c.id == case_id))).scalar_one()
+        data = (await conn.execute(select(tables.cases.c.data).where(tables.cases.c.id == case_id))).scalar_one()
     assert data["photo_selfie"] is None
 
 
@@ -407,11 +409,11 @@ async def test_stats_for_admins_as_text_and_a_chart(desk: Bot) -> None:
 async def test_evidence_that_arrives_after_the_purge_is_deleted_at_once(db: AsyncEngine, clock: FakeClock) -> None:
     case_id = "A" * 12
     async with db.begin() as conn:  # the case was cancelled while its evidence was still on its way
-        await batch.forget_evidence(conn, case_id, clock.now())
-        await batch.record_evidence(conn, [(case_id, ADMIN, (7, 8))], clock.now())
+        await SqlTx(conn).evidence.forget(case_id, clock.now())
+        await SqlTx(conn).evidence.record([(case_id, ADMIN, (7, 8))], clock.now())
     async with db.connect() as conn:
-        due = (await conn.execute(select(batch.timers.c.kind, batch.timers.c.payload))).all()
-        kept = (await conn.execute(select(batch.evidence_messages.c.message_id))).scalars().all()
+        due = (await conn.execute(select(tables.timers.c.kind, tables.timers.c.payload))).all()
+        kept = (await conn.execute(select(tables.evidence_messages.c.message_id))).scalars().all()
     assert due == [("delete_message", {"chat_id": ADMIN, "message_id": 7}),
                    ("delete_message", {"chat_id": ADMIN, "message_id": 8})]
     assert kept == [None]

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import ClientSession
 from sqlalchemy import func, select
 
-from flows.store import batch
+from flows.store import tables
 from flows.store.database import open_database
 from tests.support.botapi import SECRET_HEADER, BotApiServer
 from tests.support.desk import ADA_TOTP, totp_now
@@ -234,7 +234,7 @@ async def blocked_flag(bot: BotProcess, user_id: int) -> bool:
     engine = open_database(bot.database_url)
     try:
         async with engine.connect() as conn:
-            query = select(batch.users.c.blocked).where(batch.users.c.id == user_id)
+            query = select(tables.users.c.blocked).where(tables.users.c.id == user_id)
             return bool((await conn.execute(query)).scalar_one())
     finally:
         await engine.dispose()
@@ -361,7 +361,7 @@ async def processed_count(bot: BotProcess, update_ids: list[int]) -> int:
     try:
         async with engine.connect() as conn:
             keys = [f"tg:{update_id}" for update_id in update_ids]
-            query = select(func.count()).select_from(batch.processed).where(batch.processed.c.key.in_(keys))
+            query = select(func.count()).select_from(tables.processed).where(tables.processed.c.key.in_(keys))
             return int((await conn.execute(query)).scalar_one())
     finally:
         await engine.dispose()

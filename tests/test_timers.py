@@ -14,8 +14,8 @@ from flows.clock import FakeClock
 from flows.events import FileInfo
 from flows.model import Context, Outcome, Say
 from flows.runner import Runner
-from flows.store import batch
-from flows.store.database import open_database
+from flows.store import tables
+from flows.store.database import SqlStore, open_database
 from flows.texts import Text
 from tests.support.chat import Bot, Chat, RecordingTransport
 from tests.support.desk import begin, code_in, request_codes
@@ -53,8 +53,8 @@ async def test_a_new_code_replaces_the_old_timers(desk: Bot, clock: FakeClock) -
     clock.advance(minutes=20)  # the first code's expiry: no message, the new code is valid until 12:40
     assert await fire(desk, chat) == []
     async with desk.db.connect() as conn:
-        pending = (await conn.execute(select(func.count()).select_from(batch.timers)
-                                      .where(batch.timers.c.fired_at.is_(None), batch.timers.c.kind.like("codes%"))))
+        pending = (await conn.execute(select(func.count()).select_from(tables.timers)
+                                      .where(tables.timers.c.fired_at.is_(None), tables.timers.c.kind.like("codes%"))))
         assert pending.scalar_one() == 2
 
 
@@ -138,7 +138,7 @@ async def test_detached_timer_fires_even_after_the_case_closed(desk: Bot, clock:
     await chat.send("/cancel")
     await chat.tap("Yes, cancel it")
     async with desk.db.begin() as conn:
-        await conn.execute(batch.timers.insert().values(
+        await conn.execute(tables.timers.insert().values(
             case_id="x" * 12, user_id=42, chat_id=42, step=None, kind="withdrawals_unlocked", payload={},
             due_at=clock.now() + timedelta(hours=48)))
     clock.advance(hours=48)
@@ -191,10 +191,10 @@ async def test_a_crash_between_claim_and_commit_fires_once_after_restart(
 
     flow = Flow("f", "f", "s", (Step("s", "engine.no_case"),))
     async with db.begin() as conn:
-        await conn.execute(batch.timers.insert().values(case_id="c" * 12, user_id=5, chat_id=5, step=None,
+        await conn.execute(tables.timers.insert().values(case_id="c" * 12, user_id=5, chat_id=5, step=None,
                                                         kind="ping", payload={}, due_at=clock.now()))
     hang = HangingAction()
-    doomed = Runner(db, Engine({"f": flow}, {}, timer_handlers={"ping": hang}), RecordingTransport(), clock)
+    doomed = Runner(SqlStore(db), Engine({"f": flow}, {}, timer_handlers={"ping": hang}), RecordingTransport(), clock)
     await doomed.start()
     firing = asyncio.create_task(doomed.fire_due_timers())
     await hang.entered.wait()
@@ -206,7 +206,7 @@ async def test_a_crash_between_claim_and_commit_fires_once_after_restart(
 
     fresh_db = open_database(db_url)
     transport = RecordingTransport()
-    survivor = Runner(fresh_db, Engine({"f": flow}, {}, timer_handlers={"ping": announce}), transport, clock)
+    survivor = Runner(SqlStore(fresh_db), Engine({"f": flow}, {}, timer_handlers={"ping": announce}), transport, clock)
     await survivor.start()
     assert await survivor.fire_due_timers() == 1
     assert await survivor.fire_due_timers() == 0

@@ -7,14 +7,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from bot.frontends.updates import MembershipChanged, translate_update
 from flows.events import ButtonPressed, Event
 from flows.inbound import InboundLimiter, Verdict
+from flows.ports import Store
 from flows.replies import AnswerButton, Reply, SendMessage
 from flows.runner import Runner
-from flows.store import batch
 from flows.texts import translate
 
 log = logging.getLogger(__name__)
@@ -35,9 +33,9 @@ class TelegramDesk:
     each one by hand in the app, and dropping one would leave the chat's blocked flag wrong.
     """
 
-    def __init__(self, runner: Runner, db: AsyncEngine, limiter: InboundLimiter | None = None) -> None:
+    def __init__(self, runner: Runner, store: Store, limiter: InboundLimiter | None = None) -> None:
         self.runner = runner
-        self.db = db
+        self.store = store
         self.limiter = limiter or InboundLimiter(runner.clock)
         self.failed: set[int] = set()
         self._notices: set[asyncio.Task[None]] = set()
@@ -77,12 +75,8 @@ class TelegramDesk:
         task.add_done_callback(self._notices.discard)
 
     async def _membership(self, change: MembershipChanged) -> None:
-        async with self.db.begin() as conn:
-            await batch.set_blocked(conn, change.chat_id, change.blocked)
-        if change.blocked:
-            self.runner.dispatcher.block(change.chat_id)
-        else:
-            self.runner.dispatcher.unblock(change.chat_id)
+        async with self.store.transaction() as tx:
+            await tx.users.set_blocked(change.chat_id, change.blocked)
         log.info("chat %d %s the bot", change.chat_id, "blocked" if change.blocked else "unblocked")
 
 

@@ -1,13 +1,23 @@
-"""Opening the database: SQLite in WAL mode with write-locking transactions, or PostgreSQL as it comes."""
+"""Opening the database (SQLite in WAL mode with write-locking transactions, or PostgreSQL as it comes), and the
+store on it: every port over one connection per transaction."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from flows.store.audit import SqlAudit
+from flows.store.cases import SqlCases
+from flows.store.evidence import SqlEvidence
+from flows.store.outbox import SqlOutbox
+from flows.store.timers import SqlTimers
+from flows.store.updates import SqlUpdateLog, SqlUsers
 
 
 def sqlite_file(url: str | URL) -> Path | None:
@@ -57,3 +67,40 @@ async def scrub_wal(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         await raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+
+
+class SqlTx:
+    """Every port, over one connection in one transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.updates = SqlUpdateLog(conn)
+        self.users = SqlUsers(conn)
+        self.cases = SqlCases(conn)
+        self.timers = SqlTimers(conn)
+        self.outbox = SqlOutbox(conn)
+        self.evidence = SqlEvidence(conn, self.timers)
+        self.audit = SqlAudit(conn)
+
+
+class SqlStore:
+    """The store on a SQL database (SQLite, or PostgreSQL)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlTx]:
+        async with self.engine.begin() as conn:
+            yield SqlTx(conn)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[SqlTx]:
+        async with self.engine.connect() as conn:
+            yield SqlTx(conn)
+
+    async def forget_overwritten(self) -> None:
+        await scrub_wal(self.engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()

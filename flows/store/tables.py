@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, text
+from sqlalchemy import BigInteger, Column, Index, Table, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
 from flows.store.types import JSONText, UTCDateTime
@@ -214,3 +216,29 @@ class AuditRow(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+def _table(model: type[SQLModel]) -> Table:
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+# The tables as SQLAlchemy Core objects, for the adapters' statements.
+users = _table(User)
+accounts = _table(Account)
+cases = _table(CaseRow)
+processed = _table(ProcessedUpdate)
+outbox = _table(OutboxRow)
+evidence_messages = _table(EvidenceMessageRow)
+timers = _table(TimerRow)
+codes = _table(CodeRow)
+failed_checks = _table(FailedCheck)
+broadcasts = _table(BroadcastRow)
+broadcast_deliveries = _table(BroadcastDeliveryRow)
+audit = _table(AuditRow)
+
+
+def upsert(conn: AsyncConnection, table: Table) -> Any:
+    """The dialect's INSERT, the one with `on_conflict_do_update`."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)

@@ -26,6 +26,7 @@ from flows.replies import (
     SendPhoto,
 )
 from flows.runner import Runner, ServicesFactory
+from flows.store.database import SqlStore
 from flows.texts import plain_text
 
 _keys = itertools.count(1)
@@ -168,7 +169,8 @@ class Bot:
 
     def _runner(self) -> Runner:
         if not self.with_broadcasts:
-            return Runner(self.db, self.engine, self.transport, self.clock, self.services, channels=self.channels)
+            return Runner(SqlStore(self.db), self.engine, self.transport, self.clock, self.services,
+                          channels=self.channels)
         from flows.announce import broadcast_effects
         from flows.broadcast import BroadcastService
 
@@ -177,7 +179,7 @@ class Bot:
             await asyncio.sleep(0)
 
         self.broadcasts = BroadcastService(self.db, self.transport, self.clock, rate=1000, sleep=pass_time)
-        return Runner(self.db, self.engine, self.transport, self.clock, self.services, channels=self.channels,
+        return Runner(SqlStore(self.db), self.engine, self.transport, self.clock, self.services, channels=self.channels,
                       effects=broadcast_effects(self.broadcasts), companions=[self.broadcasts])
 
     async def start(self) -> Bot:

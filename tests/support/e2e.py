@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.accounts_csv import import_accounts
 from flows.directory import SecretBox
+from flows.ports import Store
 from flows.store.database import open_database
 from flows.store.migrate import upgrade
 from tests.support.botapi import BotApiServer, Call
@@ -210,16 +211,9 @@ async def walk_phone_switch_to_the_codes(user: TgUser, email: str = "ada@example
     await user.expect("Send me the 6-digit code from the SMS")
 
 
-async def schedule_deletion_now(db: AsyncEngine, chat_id: int, message_id: int) -> None:
+async def schedule_deletion_now(store: Store, chat_id: int, message_id: int) -> None:
     """A timer, due at once, that deletes one message (as the new-key message's timer does after 10 minutes)."""
     from datetime import UTC, datetime
 
-    from flows.engine import DELETE_MESSAGE
-    from flows.model import TimerSpec
-    from flows.records import NewTimer
-    from flows.store import batch
-
-    spec = TimerSpec(DELETE_MESSAGE, datetime.now(UTC), payload={"chat_id": chat_id, "message_id": message_id},
-                     detached=True)
-    async with db.begin() as conn:
-        await batch.add_timers(conn, [NewTimer("timer-test-1", chat_id, chat_id, None, spec)])
+    async with store.transaction() as tx:
+        await tx.timers.schedule_deletions([(chat_id, message_id, 0)], datetime.now(UTC))
