@@ -1,9 +1,10 @@
-"""The composition root: settings in, a ready engine, database and runner out."""
+"""The composition root: the one place the desk is assembled and started, whatever the entry point."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,36 +25,84 @@ from flows.delivery import Transport
 from flows.desk import build_engine
 from flows.engine import Engine
 from flows.inbound import InboundLimiter
+from flows.ports import Store
 from flows.runner import Runner
 from flows.services import FlowSettings, ServiceFactory
 from flows.store.database import SqlStore, open_database, sqlite_file
 from flows.store.migrate import upgrade
 
+Sleep = Callable[[float], Awaitable[None]]
 
-@dataclass
+
 class App:
-    settings: Settings
-    secret_key: str
-    store: SqlStore
-    engine: Engine
-    services: ServiceFactory
-    clock: Clock
-    channels: ChannelRouter
+    """The desk, assembled once for every entry point — `run`, `console`, a mounted desk, the tests.
 
-    def runner(self, transport: Transport) -> Runner:
-        """A runner for this front end, with the broadcast sender riding along (resumed on start)."""
-        broadcasts = BroadcastService(self.store.engine, transport, self.clock, rate=self.settings.broadcast_rate)
-        return Runner(self.store, self.engine, transport, self.clock, self.services,
-                      channels=ChannelTransport(self.channels), effects=broadcast_effects(broadcasts),
-                      companions=[broadcasts])
+    `start(transport)` starts the runner for one front end, and with it delivery, the timers and the broadcast
+    sender (resumed where a restart left it); `stop()` finishes the events in hand and stops them all;
+    `close()` also releases the store and the mail/SMS connections.
+    """
 
-    def inbound_limiter(self) -> InboundLimiter:
-        """The per-user shield in front of the runner (staff get a higher limit; see flows.inbound)."""
-        window = timedelta(seconds=self.settings.inbound_window_seconds)
-        return InboundLimiter(self.clock, self.settings.inbound_limit, window, self.settings.admin_ids)
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        services: ServiceFactory | None,
+        clock: Clock,
+        channels: Transport | None = None,
+        broadcast_rate: float = 25.0,
+        broadcast_sleep: Sleep | None = None,
+        limiter: InboundLimiter | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.services = services
+        self.clock = clock
+        self.channels = channels
+        self.broadcast_rate = broadcast_rate
+        self.broadcast_sleep = broadcast_sleep
+        self.limiter = limiter or InboundLimiter(clock)
+        self._on_close = on_close
+        self._runner: Runner | None = None
+        self._broadcasts: BroadcastService | None = None
+
+    @property
+    def runner(self) -> Runner:
+        """The running runner; RuntimeError before `start()`."""
+        if self._runner is None:
+            raise RuntimeError("the desk is not started")
+        return self._runner
+
+    @property
+    def broadcasts(self) -> BroadcastService:
+        """The broadcast sender of the running desk; RuntimeError before `start()`."""
+        if self._broadcasts is None:
+            raise RuntimeError("the desk is not started")
+        return self._broadcasts
+
+    async def start(self, transport: Transport, fire_timers: bool = True) -> Runner:
+        """Deliver what an earlier run left, accept events, resume broadcasts and (unless a test drives them by
+        hand) fire timers as they fall due."""
+        broadcasts = BroadcastService(self.store.engine, transport, self.clock,  # type: ignore[attr-defined]
+                                      rate=self.broadcast_rate, sleep=self.broadcast_sleep or asyncio.sleep)
+        runner = Runner(self.store, self.engine, transport, self.clock, self.services, channels=self.channels,
+                        effects=broadcast_effects(broadcasts), companions=[broadcasts])
+        await runner.start()
+        if fire_timers:
+            runner.start_timers()
+        self._runner, self._broadcasts = runner, broadcasts
+        return runner
+
+    async def stop(self) -> None:
+        """Stop the timers, finish the events in hand, then stop delivery and broadcasts."""
+        if self._runner is not None:
+            await self._runner.stop()
+            self._runner = self._broadcasts = None
 
     async def close(self) -> None:
-        await self.channels.close()
+        await self.stop()
+        if self._on_close is not None:
+            await self._on_close()
         await self.store.close()
 
 
@@ -88,17 +137,21 @@ def flow_settings(settings: Settings, secret_key: str) -> FlowSettings:
 
 
 async def open_app(settings: Settings, secret_key: str, clock: Clock | None = None) -> App:
-    """Bring the database up to date and wire the engine to it."""
+    """Bring the database up to date and assemble the desk the settings describe."""
     await upgrade(settings.database_url)
     flows_settings = flow_settings(settings, secret_key)
+    clock = clock or SystemClock()
+    router = channel_router(settings)
+    window = timedelta(seconds=settings.inbound_window_seconds)
     return App(
-        settings=settings,
-        secret_key=secret_key,
         store=SqlStore(open_database(settings.database_url)),
         engine=build_engine(flows_settings),
         services=ServiceFactory(flows_settings),
-        clock=clock or SystemClock(),
-        channels=channel_router(settings),
+        clock=clock,
+        channels=ChannelTransport(router),
+        broadcast_rate=settings.broadcast_rate,
+        limiter=InboundLimiter(clock, settings.inbound_limit, window, settings.admin_ids),
+        on_close=router.close,
     )
 
 

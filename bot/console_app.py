@@ -57,9 +57,7 @@ async def run_console(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO
     try:
         print_intro(out, await seed_demo_account(app))
         transport = ConsoleTransport(out)
-        runner = app.runner(transport)
-        await runner.start()
-        runner.start_timers()
+        runner = await app.start(transport)
 
         async def handle(line: str) -> None:
             try:
@@ -73,7 +71,7 @@ async def run_console(settings: Settings, stdin: TextIO = sys.stdin, out: TextIO
 
         await handle("/start")
         await read_lines(handle, stdin)
-        await runner.stop()
+        await app.stop()
     finally:
         await app.close()
     out.write("bye\n")

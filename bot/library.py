@@ -20,6 +20,7 @@ from bot.config import Settings
 from bot.frontends.desk import TelegramDesk
 from bot.logs import SecretFilter, guard_host_logging
 from flows.delivery import Transport
+from flows.runner import Runner
 
 
 class MountedDesk(TelegramDesk):
@@ -28,13 +29,12 @@ class MountedDesk(TelegramDesk):
     `log_filter` redacts the desk's secrets: add it to any log handler of yours that is not on the root logger.
     """
 
-    def __init__(self, app: App, transport: Transport, log_filter: SecretFilter) -> None:
-        super().__init__(app.runner(transport), app.store, app.inbound_limiter())
+    def __init__(self, app: App, runner: Runner, log_filter: SecretFilter) -> None:
+        super().__init__(runner, app.store, app.limiter)
         self.app = app
         self.log_filter = log_filter
 
     async def close(self) -> None:
-        await self.runner.stop()
         await self.app.close()
 
 
@@ -47,7 +47,4 @@ async def start_desk(settings: Settings, transport: Transport) -> MountedDesk:
         raise ValueError(problem)
     log_filter = guard_host_logging(settings)
     app = await open_app(settings, settings.secret_key.get_secret_value())
-    desk = MountedDesk(app, transport, log_filter)
-    await desk.runner.start()
-    desk.runner.start_timers()
-    return desk
+    return MountedDesk(app, await app.start(transport), log_filter)

@@ -83,41 +83,40 @@ async def run_telegram(settings: Settings, webhook: Webhook | None) -> int:
         return refuse(f"Telegram refused TELEGRAM_BOT_TOKEN ({error}); check it with @BotFather")
     app = await open_app(settings, settings.secret_key.get_secret_value())
     try:
-        await _serve(app, front, username, webhook)
+        await _serve(app, settings, front, username, webhook)
     finally:
         await front.close()
         await app.close()
     return 0
 
 
-async def _serve(app: App, front: Front, username: str, webhook: Webhook | None) -> None:
-    runner = app.runner(front.transport)
-    desk = TelegramDesk(runner, app.store, app.inbound_limiter())
+async def _serve(app: App, settings: Settings, front: Front, username: str, webhook: Webhook | None) -> None:
+    runner = await app.start(front.transport)
+    desk = TelegramDesk(runner, app.store, app.limiter)
     front.attach(desk)
-    await runner.start()
     await front.set_commands([(name, translate(f"commands.{name}")) for name in USER_COMMANDS])
     staff = [(name, translate(f"commands.{name}")) for name in USER_COMMANDS + ADMIN_COMMANDS]
-    await front.set_admin_commands(app.settings.admin_ids, staff)
-    warn_about_chat_channels(app.settings)
-    await warn_about_silent_admins(app)
+    await front.set_admin_commands(settings.admin_ids, staff)
+    warn_about_chat_channels(settings)
+    await warn_about_silent_admins(app, settings.admin_ids)
     stopping = _stop_on_signals()
-    runner.start_timers()
     log.info("@%s is serving on %s (%s)", username, front.name, "webhook" if webhook else "long polling")
     try:
         if webhook is None:
             await front.delete_webhook()
             await Poller(front.fetch, front.process, desk).run(stopping)
         else:
-            await _serve_webhook(app, front, desk, webhook, stopping)
+            await _serve_webhook(settings, front, desk, webhook, stopping)
     finally:
         log.info("stopping: finishing the events in hand")
         stopping.set()
-        await runner.stop()
+        await app.stop()
 
 
-async def _serve_webhook(app: App, front: Front, desk: TelegramDesk, webhook: Webhook,
+async def _serve_webhook(settings: Settings, front: Front, desk: TelegramDesk, webhook: Webhook,
                          stopping: asyncio.Event) -> None:
-    secret = derive_key(app.secret_key, "telegram-webhook", 24).hex()
+    assert settings.secret_key is not None
+    secret = derive_key(settings.secret_key.get_secret_value(), "telegram-webhook", 24).hex()
     hide(secret)
     path = urlparse(webhook.url).path or "/"
     server = await serve(webhook_app(path, secret, front.parse, front.process, desk), webhook.host, webhook.port)
@@ -136,15 +135,15 @@ def _stop_on_signals() -> asyncio.Event:
     return stopping
 
 
-async def warn_about_silent_admins(app: App) -> None:
+async def warn_about_silent_admins(app: App, admin_ids: tuple[int, ...]) -> None:
     """Telegram lets a bot write only to people who wrote to it first: name the admins it cannot reach yet."""
     async with app.store.reading() as tx:
-        known = await tx.users.known(app.settings.admin_ids)
-    silent = [admin for admin in app.settings.admin_ids if admin not in known]
+        known = await tx.users.known(admin_ids)
+    silent = [admin for admin in admin_ids if admin not in known]
     if silent:
         log.warning("admins %s have not opened the bot yet: it cannot write to them until they send it /start; "
                     "their review cards wait in /queue", ", ".join(map(str, silent)))
-    if not app.settings.admin_ids:
+    if not admin_ids:
         log.warning("ADMIN_IDS is empty: nobody can review Method 2 requests")
 
 

@@ -177,7 +177,6 @@ async def test_network_errors_are_retried_and_nothing_is_lost(db: AsyncEngine, c
     monkeypatch.setattr(delivery, "MAX_BACKOFF", 0.05)
     bot = Bot(db, make_engine(), clock)
     bot.transport = FlakyTransport(failures=3)
-    bot.runner = bot._runner()
     await bot.start()
     chat = bot.chat()
     await asyncio.wait_for(chat.send("/start"), timeout=10)

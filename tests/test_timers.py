@@ -157,8 +157,7 @@ async def test_timers_due_while_down_fire_on_start_in_due_order_and_are_logged_l
     await first.tap("Get Code")
     await desk.stop()
     clock.advance(hours=2)
-    desk.runner = desk._runner()
-    await desk.runner.start()
+    await desk.start()
     with caplog.at_level(logging.INFO, logger="flows.runner"):
         await desk.runner.fire_due_timers()
         await desk.runner.settle()

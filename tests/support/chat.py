@@ -10,10 +10,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.app import App
+from flows.broadcast import BroadcastService
 from flows.clock import FakeClock
 from flows.delivery import Delivered, Transport, Undeliverable
 from flows.engine import Engine
 from flows.events import ButtonPressed, CommandReceived, FileInfo, FileReceived, Sender, TextReceived
+from flows.ports import Store
 from flows.replies import (
     AnswerButton,
     Button,
@@ -147,53 +150,50 @@ class Chat:
 
 
 class Bot:
-    """An engine, a runner and a recording transport over one database; `restart()` keeps the database."""
+    """The desk as every entry point assembles it (bot.app.App) over one store, with a recording transport;
+    `restart()` keeps the store. Timers fire only when a test fires them (`runner.fire_due_timers()`), by the
+    fake clock."""
 
     def __init__(
         self,
-        db: AsyncEngine,
+        store: Store | AsyncEngine,
         engine: Engine,
         clock: FakeClock,
         services: ServicesFactory | None = None,
         channels: Transport | None = None,
         with_broadcasts: bool = False,
     ) -> None:
-        self.db = db
-        self.with_broadcasts = with_broadcasts
+        self.db = store if isinstance(store, AsyncEngine) else None  # for tests that read SQL themselves
+        self.store: Store = SqlStore(store) if isinstance(store, AsyncEngine) else store
         self.engine = engine
         self.clock = clock
-        self.services = services
-        self.channels = channels
         self.transport = RecordingTransport()
-        self.runner = self._runner()
-
-    def _runner(self) -> Runner:
-        if not self.with_broadcasts:
-            return Runner(SqlStore(self.db), self.engine, self.transport, self.clock, self.services,
-                          channels=self.channels)
-        from flows.announce import broadcast_effects
-        from flows.broadcast import BroadcastService
 
         async def pass_time(seconds: float) -> None:  # broadcasts pace themselves by the clock: move it
             self.clock.advance(seconds=max(0.0, seconds))
             await asyncio.sleep(0)
 
-        self.broadcasts = BroadcastService(self.db, self.transport, self.clock, rate=1000, sleep=pass_time)
-        return Runner(SqlStore(self.db), self.engine, self.transport, self.clock, self.services, channels=self.channels,
-                      effects=broadcast_effects(self.broadcasts), companions=[self.broadcasts])
+        self.app = App(self.store, engine, services, clock, channels, broadcast_rate=1000, broadcast_sleep=pass_time)
+
+    @property
+    def runner(self) -> Runner:
+        return self.app.runner
+
+    @property
+    def broadcasts(self) -> BroadcastService:
+        return self.app.broadcasts
 
     async def start(self) -> Bot:
-        await self.runner.start()
+        await self.app.start(self.transport, fire_timers=False)
         return self
 
     async def stop(self) -> None:
-        await self.runner.stop()
+        await self.app.stop()
 
     async def restart(self) -> None:
-        """Stop cleanly and start a new runner on the same database (the transport keeps the chat history)."""
-        await self.runner.stop()
-        self.runner = self._runner()
-        await self.runner.start()
+        """Stop cleanly and start again on the same store (the transport keeps the chat history)."""
+        await self.app.stop()
+        await self.app.start(self.transport, fire_timers=False)
         await self.runner.settle()
 
     async def feed(self, chat: Chat, event: Any) -> list[str]:
