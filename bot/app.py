@@ -54,7 +54,7 @@ class App:
     def inbound_limiter(self) -> InboundLimiter:
         """The per-user shield in front of the runner (staff get a higher limit; see flows.inbound)."""
         window = timedelta(seconds=self.settings.inbound_window_seconds)
-        return InboundLimiter(self.clock, self.settings.inbound_limit, window, self.settings.admin_ids)
+        return InboundLimiter(self.clock, self.settings.inbound_limit, window, self.services.settings.is_admin)
 
     async def close(self) -> None:
         await self.channels.close()
