@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import select
 
 from flows import countries
+from flows.durations import format_duration
 from flows.model import Attachment, Letter
 from flows.records import Case
 from flows.services import Services
-from flows.stats import format_duration
 from flows.store import batch
 from flows.texts import Text, text
 
@@ -57,7 +57,7 @@ def _joined(items: tuple[Text, ...]) -> tuple[Text, ...] | Text:
 
 
 def age(now: datetime, then: datetime | None) -> str:
-    """How long ago `then` was, e.g. '4h 05m'."""
+    """How long ago `then` was, e.g. '4h 5m'."""
     return format_duration(now - then if then is not None else None)
 
 
