@@ -150,7 +150,7 @@ async def open_app(settings: Settings, secret_key: str, clock: Clock | None = No
         clock=clock,
         channels=ChannelTransport(router),
         broadcast_rate=settings.broadcast_rate,
-        limiter=InboundLimiter(clock, settings.inbound_limit, window, settings.admin_ids),
+        limiter=InboundLimiter(clock, settings.inbound_limit, window, flows_settings.is_admin),
         on_close=router.close,
     )
 

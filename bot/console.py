@@ -11,7 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from flows.events import ButtonPressed, CommandReceived, Event, FileInfo, FileReceived, Sender, TextReceived
+from flows.events import (
+    ButtonPressed,
+    CommandReceived,
+    Event,
+    FileInfo,
+    FileReceived,
+    Sender,
+    TextReceived,
+    parse_command,
+)
 from flows.replies import AnswerButton, Button, DeleteMessage, EditMessage, Reply, SendMessage
 from flows.texts import plain_text
 
@@ -72,13 +81,13 @@ def to_event(line: str, transport: ConsoleTransport, sender: Sender = CONSOLE_US
     if line.isdigit() and 1 <= int(line) <= len(transport.buttons):
         message_id, button = transport.buttons[int(line) - 1]
         return ButtonPressed(key, sender, button.data, message_id, callback_id=key)
-    name, _, rest = line[1:].partition(" ")
-    if line.startswith("/") and name.lower() in FILE_COMMANDS:
-        return FileReceived(key, sender, local_file(rest.strip(), FILE_COMMANDS[name.lower()]))
-    if line.startswith("/"):
-        name, _, args = line[1:].partition(" ")
-        return CommandReceived(key, sender, name.lower(), args.strip())
-    return TextReceived(key, sender, line)
+    command = parse_command(line)
+    if command is None:
+        return TextReceived(key, sender, line)
+    name, args = command
+    if name in FILE_COMMANDS:
+        return FileReceived(key, sender, local_file(args, FILE_COMMANDS[name]))
+    return CommandReceived(key, sender, name, args)
 
 
 def local_file(path_text: str, kind: str) -> FileInfo:

@@ -14,7 +14,7 @@ from bot.app import App, open_app
 from bot.config import Settings
 from bot.frontends.desk import TelegramDesk
 from bot.frontends.polling import Poller
-from bot.frontends.ptb import BadToken
+from bot.frontends.telegram import BadToken
 from bot.frontends.webhook import serve, webhook_app
 from bot.logs import hide
 from flows.delivery import Transport

@@ -79,7 +79,7 @@ async def broadcast_button(ctx: Context) -> Outcome:
     event = ctx.event
     assert isinstance(event, ButtonPressed)
     match = BROADCAST_DATA.match(event.data)
-    if match is None or event.sender.user_id not in services(ctx).settings.admin_ids:
+    if match is None or not services(ctx).settings.is_admin(event.sender.user_id):
         return Say(say=(text("engine.button_expired"),), audit=(("admin.denied", "broadcast", {}),))
     draft, action = int(match.group(1)), match.group(2)
     conn = services(ctx).conn

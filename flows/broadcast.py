@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flows.clock import Clock
 from flows.delivery import RecipientBlocked, RetryAfter, Transport, Undeliverable
+from flows.durations import format_duration
 from flows.records import ACTIVE
 from flows.replies import CopyMessage, EditMessage, Reply, SendMessage
 from flows.store import tables
@@ -70,8 +71,6 @@ PAGE = 500
 BAR_CELLS = 10
 
 _LANGUAGE_CODE = re.compile(r"[a-z]{2,8}(-[a-z0-9]{1,8})*")
-
-UNKNOWN_ETA = "—"
 
 
 class BroadcastError(Exception):
@@ -144,16 +143,8 @@ def progress_bar(progress: Progress) -> str:
 
 
 def duration_text(seconds: float | None) -> str:
-    """A short human duration: "45 s", "3 min", "1 h 5 min"."""
-    if seconds is None:
-        return UNKNOWN_ETA
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60} min"
+    """A short human duration: "45s", "3m", "1h 5m" (see flows.durations)."""
+    return format_duration(seconds)
 
 
 def progress_text(p: Progress) -> str:

@@ -71,5 +71,20 @@ class TimerFired:
     payload: dict[str, object] = field(default_factory=dict)
 
 
+def parse_command(text: str, bot_username: str | None = None) -> tuple[str, str] | None:
+    """The command in a typed line, as (name, arguments): "/Start@desk_bot  again" is ("start", "again").
+
+    The name is lowercased and loses its "@bot" suffix; the arguments are what follows the first space,
+    stripped. None when the line does not start with "/", or names another bot than `bot_username`.
+    """
+    if not text.startswith("/"):
+        return None
+    head, _, args = text[1:].partition(" ")
+    name, _, addressee = head.partition("@")
+    if addressee and bot_username is not None and addressee.lower() != bot_username.lower():
+        return None
+    return name.lower(), args.strip()
+
+
 UserEvent = TextReceived | CommandReceived | ButtonPressed | FileReceived
 Event = UserEvent | TimerFired

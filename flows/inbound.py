@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict, deque
-from collections.abc import Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -51,14 +51,14 @@ class InboundLimiter:
         clock: Clock,
         limit: int = DEFAULT_LIMIT,
         window: timedelta = DEFAULT_WINDOW,
-        staff_ids: Collection[int] = (),
+        is_staff: Callable[[int], bool] = lambda _user_id: False,
     ) -> None:
         if limit < 1 or window <= timedelta(0):
             raise ValueError("the inbound limit needs at least one event in a positive window")
         self.clock = clock
         self.limit = limit
         self.window = window
-        self.staff_ids = frozenset(staff_ids)
+        self.is_staff = is_staff
         self._senders: OrderedDict[int, _Sender] = OrderedDict()  # least recently seen first
 
     def check(self, user_id: int) -> Verdict:
@@ -76,7 +76,7 @@ class InboundLimiter:
         return Verdict.DROP_AND_WARN
 
     def limit_of(self, user_id: int) -> int:
-        return self.limit * STAFF_FACTOR if user_id in self.staff_ids else self.limit
+        return self.limit * STAFF_FACTOR if self.is_staff(user_id) else self.limit
 
     @property
     def tracked(self) -> int:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from flows import countries
+from flows.durations import format_duration
 from flows.model import Attachment, Letter
 from flows.records import AuditRecord, Case
 from flows.services import Services
-from flows.stats import format_duration
 from flows.texts import Text, text
 
 PHOTO_SLOTS = ("photo_front", "photo_back", "photo_selfie")
@@ -52,7 +52,7 @@ def _joined(items: tuple[Text, ...]) -> tuple[Text, ...] | Text:
 
 
 def age(now: datetime, then: datetime | None) -> str:
-    """How long ago `then` was, e.g. '4h 05m'."""
+    """How long ago `then` was, e.g. '4h 5m'."""
     return format_duration(now - then if then is not None else None)
 
 

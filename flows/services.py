@@ -31,6 +31,10 @@ class FlowSettings:
     review_sla: timedelta = timedelta(hours=24)
     code_channels: Mapping[str, str] = field(default_factory=lambda: {"phone": "chat", "email": "chat"})
 
+    def is_admin(self, user_id: int) -> bool:
+        """Whether this Telegram user is staff (listed in ADMIN_IDS): the one admin check."""
+        return user_id in self.admin_ids
+
 
 def staff_chats(settings: FlowSettings) -> tuple[int, ...]:
     """Where review cards and staff reminders go: the staff group if there is one, else each admin."""

@@ -31,7 +31,8 @@ TARGETED_COMMANDS = ("case", "reject")
 
 
 def is_admin(ctx: Context) -> bool:
-    return ctx.event.sender.user_id in services(ctx).settings.admin_ids
+    """Whether the event's sender is staff (see `FlowSettings.is_admin`)."""
+    return services(ctx).settings.is_admin(ctx.event.sender.user_id)
 
 
 def staff_target(event: Event) -> str | None:

@@ -23,6 +23,7 @@ from sqlalchemy import ColumnElement, and_, case, cast, func, or_, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flows.durations import format_duration
 from flows.store.tables import CaseRow, User
 
 cases = CaseRow.__table__  # type: ignore[attr-defined]
@@ -185,21 +186,6 @@ async def _totals(conn: AsyncConnection) -> tuple[int, datetime | None, int, int
     )
     reviews, oldest, user_count, blocked = (await conn.execute(query)).one()
     return int(reviews), oldest, int(user_count), int(blocked)
-
-
-def format_duration(value: timedelta | None) -> str:
-    """A short duration for the report: "2d 3h", "4h 05m", "12m", "40s"; "—" for none."""
-    if value is None:
-        return "—"
-    seconds = max(0, int(value.total_seconds()))
-    days, rest = divmod(seconds, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, seconds = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m" if minutes else f"{seconds}s"
 
 
 Line = tuple[str, dict[str, object]]

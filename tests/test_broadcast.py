@@ -441,7 +441,7 @@ def test_the_progress_text_has_a_bar_counts_rate_and_eta() -> None:
     text = progress_text(Progress(7, total=100, sent=35, failed=2, blocked=2, uncertain=1, rate=20.0))
     assert "▓▓▓▓░░░░░░ 40%" in text
     assert "Sent: 35" in text and "Failed: 2" in text and "Blocked: 2" in text and "Uncertain: 1" in text
-    assert "20.0 msg/s" in text and "ETA: 3 s" in text
+    assert "20.0 msg/s" in text and "ETA: 3s" in text
     assert "░░░░░░░░░░ 0%" in progress_text(Progress(7, total=10))
     assert "ETA: —" in progress_text(Progress(7, total=10))
     assert "▓▓▓▓▓▓▓▓▓▓ 100%" in progress_text(Progress(7, total=3, sent=3, rate=1.0))

@@ -22,6 +22,7 @@ from bot.frontends.aiogram import AiogramTransport
 from bot.frontends.desk import TelegramDesk
 from bot.frontends.ptb import PtbTransport
 from bot.frontends.render import split_text, utf16_length
+from bot.frontends.telegram import BotApi, Refusal, TelegramTransport
 from bot.frontends.updates import MembershipChanged, translate_update
 from bot.frontends.webhook import SECRET_HEADER, webhook_app
 from flows import delivery
@@ -213,3 +214,46 @@ async def test_refused_webhook_requests_are_logged_once_a_minute_with_a_count(
             clock.advance(minutes=1)
             await knock()
             assert len(lines()) == 3 and "more" not in lines()[2]
+
+
+class RefusingApi:
+    """A `BotApi` whose send_message fails as told; records the calls it gets."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.sent: list[tuple[int, str, Any]] = []
+
+    async def send_message(self, chat_id: int, text: str, keyboard: Any) -> int:
+        if self.error is not None:
+            raise self.error
+        self.sent.append((chat_id, text, keyboard))
+        return len(self.sent)
+
+    def refusal(self, error: Exception) -> Refusal | None:
+        return error.args[0] if error.args and isinstance(error.args[0], Refusal) else None
+
+
+async def test_the_shared_transport_puts_the_keyboard_on_the_last_piece_with_plain_labels() -> None:
+    api = RefusingApi()
+    transport = TelegramTransport(cast(BotApi, api))
+    last = await transport.deliver(SendMessage(7, "word " * 1500, ((Button("<b>Yes</b> &amp; go", "c:1"),),)))
+    assert last == 2 and [keyboard for _, _, keyboard in api.sent] == [(), ((("Yes & go", "c:1"),),)]
+
+
+@pytest.mark.parametrize(("refusal", "raised"), [
+    (Refusal("retry_after", "flood", 4.0), delivery.RetryAfter),
+    (Refusal("blocked", "bot was blocked by the user"), delivery.RecipientBlocked),
+    (Refusal("bad_request", "chat not found"), delivery.Undeliverable),
+    (Refusal("migrated", "chat migrated to -100"), delivery.Undeliverable),
+    (Refusal("bad_request", "Bad Request: message is not modified"), None),
+    (None, ConnectionResetError),  # not Telegram refusing: the outbox retries it as a network fault
+])
+async def test_the_shared_transport_classifies_refusals_for_the_outbox(
+        refusal: Refusal | None, raised: type[Exception] | None) -> None:
+    error = ConnectionResetError(refusal) if refusal is None else RuntimeError(refusal)
+    transport = TelegramTransport(cast(BotApi, RefusingApi(error)))
+    if raised is None:
+        assert await transport.deliver(SendMessage(7, "x")) is None
+        return
+    with pytest.raises(raised):
+        await transport.deliver(SendMessage(7, "x"))

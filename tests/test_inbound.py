@@ -29,7 +29,7 @@ SLOW_DOWN = "You are sending messages too fast. Please wait a few seconds and tr
 
 
 def limiter(clock: FakeClock, limit: int = 3) -> InboundLimiter:
-    return InboundLimiter(clock, limit, timedelta(seconds=10), staff_ids=[STAFF])
+    return InboundLimiter(clock, limit, timedelta(seconds=10), is_staff={STAFF}.__contains__)
 
 
 def verdicts(limits: InboundLimiter, user_id: int, count: int) -> list[Verdict]:

@@ -370,7 +370,7 @@ async def test_queue_case_and_audit_commands(desk: Bot, clock: FakeClock) -> Non
     [queue] = await admin.send("/queue")
     lines = queue.splitlines()
     assert lines[0] == "Waiting for review: 2 (oldest first)"
-    assert lines[1].startswith(f"• {first} — waiting 2h 00m")
+    assert lines[1].startswith(f"• {first} — waiting 2h")
     shown = await admin.send(f"/case {first}")
     assert "Review case" in shown[-1] and admin.buttons == ["✅ Approve", "❌ Reject", "📎 Ask for more"]
     assert (await admin.send("/case nope"))[0] == "There is no such case."

@@ -26,7 +26,6 @@ from flows.stats import (
     _flag,
     cases,
     collect,
-    format_duration,
     funnel_chart,
     stats_lines,
     users,
@@ -229,15 +228,6 @@ async def test_report_of_an_empty_desk(db: AsyncEngine) -> None:
         "stats.period_30d", "stats.no_cases",
         "stats.median", "stats.reviews_none", "stats.users",
     ]
-
-
-@pytest.mark.parametrize(("value", "shown"), [
-    (None, "—"), (timedelta(seconds=40), "40s"), (timedelta(minutes=12, seconds=59), "12m"),
-    (timedelta(hours=4, minutes=5), "4h 05m"), (timedelta(days=2, hours=3, minutes=59), "2d 3h"),
-    (timedelta(seconds=-5), "0s"),
-])
-def test_format_duration(value: timedelta | None, shown: str) -> None:
-    assert format_duration(value) == shown
 
 
 async def test_funnel_chart_is_a_png(db: AsyncEngine) -> None:

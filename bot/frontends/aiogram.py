@@ -1,9 +1,7 @@
-"""The aiogram 3 front end: a transport for replies and a router that feeds the desk."""
+"""The aiogram 3 front end: its adapter for the shared transport, and a router that feeds the desk."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,110 +26,94 @@ from aiogram.types import (
     ChatMemberUpdated,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
-    InputMediaDocument,
-    InputMediaPhoto,
     Message,
     Update,
 )
+from aiogram.utils.media_group import MediaGroupBuilder
 
 from bot.frontends.desk import TelegramDesk
-from bot.frontends.ptb import BadToken
-from bot.frontends.render import send_in_pieces
-from bot.frontends.updates import ALLOWED_UPDATES, DESK_BUTTONS
-from flows import delivery
-from flows.replies import (
-    AnswerButton,
-    Button,
-    CopyMessage,
-    DeleteMessage,
-    EditMessage,
-    Reply,
-    SendFiles,
-    SendMessage,
-    SendPhoto,
+from bot.frontends.telegram import (
+    BadToken,
+    Commands,
+    Keyboard,
+    Media,
+    Refusal,
+    TelegramTransport,
+    set_admin_commands,
 )
-from flows.texts import plain_text
+from bot.frontends.updates import ALLOWED_UPDATES, DESK_BUTTONS
+
+__all__ = ["AiogramApi", "AiogramFront", "AiogramTransport", "BadToken", "aiogram_router"]
+
+HTML = ParseMode.HTML
 
 
-def _markup(rows: tuple[tuple[Button, ...], ...]) -> InlineKeyboardMarkup | None:
+def _markup(rows: Keyboard) -> InlineKeyboardMarkup | None:
     if not rows:
         return None
-    return InlineKeyboardMarkup(
-        inline_keyboard=[[InlineKeyboardButton(text=plain_text(b.label), callback_data=b.data) for b in row]
-                         for row in rows]
-    )
+    return InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(text=label, callback_data=data)
+                                                  for label, data in row] for row in rows])
 
 
-class AiogramTransport:
-    """Delivers replies with an aiogram `Bot`, reporting Telegram's errors the way the outbox expects."""
+class AiogramApi:
+    """The shared transport's Bot API calls, made with an aiogram `Bot`."""
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
 
-    async def deliver(self, reply: Reply) -> delivery.Delivered:
-        try:
-            return await self._send(reply)
-        except TelegramRetryAfter as error:
-            raise delivery.RetryAfter(float(error.retry_after)) from None
-        except TelegramForbiddenError as error:
-            raise delivery.RecipientBlocked(error.message) from None
-        except (TelegramBadRequest, TelegramNotFound) as error:
-            if "not modified" in error.message.lower():
-                return None
-            raise delivery.Undeliverable(error.message) from None
-        except TelegramMigrateToChat as error:  # a group became a supergroup: the old id is gone for good
-            raise delivery.Undeliverable(f"chat migrated to {error.migrate_to_chat_id}") from None
+    async def send_message(self, chat_id: int, text: str, keyboard: Keyboard) -> int:
+        return (await self.bot.send_message(chat_id, text, parse_mode=HTML, reply_markup=_markup(keyboard))).message_id
 
-    async def _send(self, reply: Reply) -> delivery.Delivered:
-        if isinstance(reply, SendMessage):
-            return await self._send_message(reply)
-        if isinstance(reply, EditMessage):
-            await self.bot.edit_message_text(text=reply.text, chat_id=reply.chat_id, message_id=reply.message_id,
-                                             parse_mode=ParseMode.HTML, reply_markup=_markup(reply.buttons))
-        elif isinstance(reply, DeleteMessage):
-            await self.bot.delete_message(reply.chat_id, reply.message_id)
-        elif isinstance(reply, AnswerButton):
-            await self.bot.answer_callback_query(reply.callback_id, text=reply.text or None)
-        elif isinstance(reply, CopyMessage):
-            return (await self.bot.copy_message(reply.chat_id, reply.from_chat_id, reply.message_id)).message_id
-        elif isinstance(reply, SendFiles):
-            return await self._send_files(reply)
-        elif isinstance(reply, SendPhoto):
-            picture = BufferedInputFile(base64.b64decode(reply.png_base64), filename="qr.png")
-            sent = await self.bot.send_photo(reply.chat_id, picture, caption=reply.caption or None,
-                                             parse_mode=ParseMode.HTML)
-            return sent.message_id
-        else:
-            raise delivery.Undeliverable(f"{type(reply).__name__} does not go to Telegram")
+    async def edit_message_text(self, chat_id: int, message_id: int, text: str, keyboard: Keyboard) -> None:
+        await self.bot.edit_message_text(text=text, chat_id=chat_id, message_id=message_id, parse_mode=HTML,
+                                         reply_markup=_markup(keyboard))
+
+    async def delete_message(self, chat_id: int, message_id: int) -> None:
+        await self.bot.delete_message(chat_id, message_id)
+
+    async def answer_callback_query(self, callback_id: str, text: str | None) -> None:
+        await self.bot.answer_callback_query(callback_id, text=text)
+
+    async def copy_message(self, chat_id: int, from_chat_id: int, message_id: int) -> int:
+        return (await self.bot.copy_message(chat_id, from_chat_id, message_id)).message_id
+
+    async def send_file(self, chat_id: int, media: Media, file: str | bytes, caption: str | None) -> int:
+        upload = file if isinstance(file, str) else BufferedInputFile(file, filename="qr.png")
+        if media == "document":
+            return (await self.bot.send_document(chat_id, upload, caption=caption, parse_mode=HTML)).message_id
+        return (await self.bot.send_photo(chat_id, upload, caption=caption, parse_mode=HTML)).message_id
+
+    async def send_album(self, chat_id: int, media: Media, file_ids: Sequence[str],
+                         caption: str | None) -> tuple[int, ...]:
+        album = MediaGroupBuilder()
+        add = album.add_document if media == "document" else album.add_photo
+        for i, file_id in enumerate(file_ids):
+            add(media=file_id, caption=caption if i == 0 else None, parse_mode=HTML)
+        return tuple(sent.message_id for sent in await self.bot.send_media_group(chat_id, album.build()))
+
+    async def set_commands(self, commands: Commands, chat_id: int | None) -> None:
+        scope = BotCommandScopeAllPrivateChats() if chat_id is None else BotCommandScopeChat(chat_id=chat_id)
+        await self.bot.set_my_commands([BotCommand(command=name, description=text) for name, text in commands],
+                                       scope=scope)
+
+    def refusal(self, error: Exception) -> Refusal | None:
+        if isinstance(error, TelegramRetryAfter):
+            return Refusal("retry_after", error.message, float(error.retry_after))
+        if isinstance(error, TelegramForbiddenError):
+            return Refusal("blocked", error.message)
+        if isinstance(error, TelegramBadRequest | TelegramNotFound):
+            return Refusal("bad_request", error.message)
+        if isinstance(error, TelegramMigrateToChat):  # a group became a supergroup: the old id is gone for good
+            return Refusal("migrated", f"chat migrated to {error.migrate_to_chat_id}")
         return None
 
-    async def _send_files(self, reply: SendFiles) -> tuple[int, ...]:
-        """One file as a photo or a document (Telegram's albums take 2-10), several as an album of that kind."""
-        caption = reply.caption or None
-        if len(reply.file_ids) == 1:
-            if reply.media == "document":
-                sent = await self.bot.send_document(reply.chat_id, reply.file_ids[0], caption=caption,
-                                                    parse_mode=ParseMode.HTML)
-            else:
-                sent = await self.bot.send_photo(reply.chat_id, reply.file_ids[0], caption=caption,
-                                                 parse_mode=ParseMode.HTML)
-            return (sent.message_id,)
-        media: list[InputMediaDocument] | list[InputMediaPhoto]
-        if reply.media == "document":
-            media = [InputMediaDocument(media=file_id, caption=caption if i == 0 else None, parse_mode=ParseMode.HTML)
-                     for i, file_id in enumerate(reply.file_ids)]
-        else:
-            media = [InputMediaPhoto(media=file_id, caption=caption if i == 0 else None, parse_mode=ParseMode.HTML)
-                     for i, file_id in enumerate(reply.file_ids)]
-        return tuple(sent.message_id for sent in await self.bot.send_media_group(reply.chat_id, media))
 
-    async def _send_message(self, reply: SendMessage) -> int:
-        async def send(piece: str, last: bool) -> int:
-            markup = _markup(reply.buttons) if last else None
-            sent = await self.bot.send_message(reply.chat_id, piece, parse_mode=ParseMode.HTML, reply_markup=markup)
-            return sent.message_id
+class AiogramTransport(TelegramTransport):
+    """Delivers replies with an aiogram `Bot`, reporting Telegram's errors the way the outbox expects."""
 
-        return await send_in_pieces(reply.text, send)
+    def __init__(self, bot: Bot) -> None:
+        super().__init__(AiogramApi(bot))
+        self.bot = bot
 
 
 def aiogram_router(desk: TelegramDesk) -> Router:
@@ -179,17 +161,11 @@ class AiogramFront:
 
         self.dispatcher.callback_query.register(any_other_button)
 
-    async def set_commands(self, commands: Sequence[tuple[str, str]]) -> None:
-        await self.bot.set_my_commands(
-            [BotCommand(command=name, description=text) for name, text in commands],
-            scope=BotCommandScopeAllPrivateChats(),
-        )
+    async def set_commands(self, commands: Commands) -> None:
+        await self.transport.api.set_commands(commands, None)
 
-    async def set_admin_commands(self, admin_ids: Sequence[int], commands: Sequence[tuple[str, str]]) -> None:
-        for admin in admin_ids:
-            with contextlib.suppress(TelegramBadRequest, TelegramForbiddenError):  # never opened the bot
-                await self.bot.set_my_commands([BotCommand(command=n, description=d) for n, d in commands],
-                                               scope=BotCommandScopeChat(chat_id=admin))
+    async def set_admin_commands(self, admin_ids: Sequence[int], commands: Commands) -> None:
+        await set_admin_commands(self.transport.api, admin_ids, commands)
 
     async def fetch(self, offset: int | None, wait_seconds: int) -> Sequence[Update]:
         return await self.bot.get_updates(offset=offset, timeout=wait_seconds, allowed_updates=list(ALLOWED_UPDATES),

@@ -1,9 +1,7 @@
-"""The python-telegram-bot 22 front end: a transport for replies and handlers that feed the desk."""
+"""The python-telegram-bot 22 front end: its adapter for the shared transport, and handlers that feed the desk."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import warnings
 from collections.abc import Sequence
 from datetime import timedelta
@@ -34,33 +32,27 @@ from telegram.ext import (
 )
 
 from bot.frontends.desk import TelegramDesk
-from bot.frontends.render import send_in_pieces
-from bot.frontends.updates import ALLOWED_UPDATES, DESK_BUTTONS
-from flows import delivery
-from flows.replies import (
-    AnswerButton,
-    Button,
-    CopyMessage,
-    DeleteMessage,
-    EditMessage,
-    Reply,
-    SendFiles,
-    SendMessage,
-    SendPhoto,
+from bot.frontends.telegram import (
+    BadToken,
+    Commands,
+    Keyboard,
+    Media,
+    Refusal,
+    TelegramTransport,
+    set_admin_commands,
 )
-from flows.texts import plain_text
+from bot.frontends.updates import ALLOWED_UPDATES, DESK_BUTTONS
+
+__all__ = ["BadToken", "PtbApi", "PtbFront", "PtbTransport", "ptb_handlers"]
+
+HTML = ParseMode.HTML
 
 
-class BadToken(Exception):
-    """The Bot API refused the token."""
-
-
-def _markup(rows: tuple[tuple[Button, ...], ...]) -> InlineKeyboardMarkup | None:
+def _markup(rows: Keyboard) -> InlineKeyboardMarkup | None:
     if not rows:
         return None
-    return InlineKeyboardMarkup(
-        [[InlineKeyboardButton(plain_text(b.label), callback_data=b.data) for b in row] for row in rows]
-    )
+    return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data) for label, data in row]
+                                 for row in rows])
 
 
 def _retry_seconds(error: RetryAfter) -> float:
@@ -70,67 +62,61 @@ def _retry_seconds(error: RetryAfter) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-class PtbTransport:
-    """Delivers replies with a python-telegram-bot `Bot`, reporting Telegram's errors the way the outbox expects."""
+class PtbApi:
+    """The shared transport's Bot API calls, made with a python-telegram-bot `Bot`."""
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
 
-    async def deliver(self, reply: Reply) -> delivery.Delivered:
-        try:
-            return await self._send(reply)
-        except RetryAfter as error:
-            raise delivery.RetryAfter(_retry_seconds(error)) from None
-        except Forbidden as error:
-            raise delivery.RecipientBlocked(error.message) from None
-        except BadRequest as error:
-            if "not modified" in error.message.lower():
-                return None
-            raise delivery.Undeliverable(error.message) from None
-        except ChatMigrated as error:  # a group became a supergroup: the old id is gone for good
-            raise delivery.Undeliverable(f"chat migrated to {error.new_chat_id}") from None
+    async def send_message(self, chat_id: int, text: str, keyboard: Keyboard) -> int:
+        return (await self.bot.send_message(chat_id, text, parse_mode=HTML, reply_markup=_markup(keyboard))).message_id
 
-    async def _send(self, reply: Reply) -> delivery.Delivered:
-        if isinstance(reply, SendMessage):
-            return await self._send_message(reply)
-        if isinstance(reply, EditMessage):
-            await self.bot.edit_message_text(reply.text, chat_id=reply.chat_id, message_id=reply.message_id,
-                                             parse_mode=ParseMode.HTML, reply_markup=_markup(reply.buttons))
-        elif isinstance(reply, DeleteMessage):
-            await self.bot.delete_message(reply.chat_id, reply.message_id)
-        elif isinstance(reply, AnswerButton):
-            await self.bot.answer_callback_query(reply.callback_id, text=reply.text or None)
-        elif isinstance(reply, CopyMessage):
-            return (await self.bot.copy_message(reply.chat_id, reply.from_chat_id, reply.message_id)).message_id
-        elif isinstance(reply, SendFiles):
-            return await self._send_files(reply)
-        elif isinstance(reply, SendPhoto):
-            sent = await self.bot.send_photo(reply.chat_id, base64.b64decode(reply.png_base64),
-                                             caption=reply.caption or None, parse_mode=ParseMode.HTML)
-            return sent.message_id
-        else:
-            raise delivery.Undeliverable(f"{type(reply).__name__} does not go to Telegram")
+    async def edit_message_text(self, chat_id: int, message_id: int, text: str, keyboard: Keyboard) -> None:
+        await self.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id, parse_mode=HTML,
+                                         reply_markup=_markup(keyboard))
+
+    async def delete_message(self, chat_id: int, message_id: int) -> None:
+        await self.bot.delete_message(chat_id, message_id)
+
+    async def answer_callback_query(self, callback_id: str, text: str | None) -> None:
+        await self.bot.answer_callback_query(callback_id, text=text)
+
+    async def copy_message(self, chat_id: int, from_chat_id: int, message_id: int) -> int:
+        return (await self.bot.copy_message(chat_id, from_chat_id, message_id)).message_id
+
+    async def send_file(self, chat_id: int, media: Media, file: str | bytes, caption: str | None) -> int:
+        send = self.bot.send_document if media == "document" else self.bot.send_photo
+        return (await send(chat_id, file, caption=caption, parse_mode=HTML)).message_id
+
+    async def send_album(self, chat_id: int, media: Media, file_ids: Sequence[str],
+                         caption: str | None) -> tuple[int, ...]:
+        kind = InputMediaDocument if media == "document" else InputMediaPhoto
+        items = [kind(file_id, caption=caption if i == 0 else None, parse_mode=HTML)
+                 for i, file_id in enumerate(file_ids)]
+        return tuple(sent.message_id for sent in await self.bot.send_media_group(chat_id, items))
+
+    async def set_commands(self, commands: Commands, chat_id: int | None) -> None:
+        scope = BotCommandScopeAllPrivateChats() if chat_id is None else BotCommandScopeChat(chat_id)
+        await self.bot.set_my_commands([BotCommand(name, text) for name, text in commands], scope=scope)
+
+    def refusal(self, error: Exception) -> Refusal | None:
+        if isinstance(error, RetryAfter):
+            return Refusal("retry_after", error.message, _retry_seconds(error))
+        if isinstance(error, Forbidden):
+            return Refusal("blocked", error.message)
+        if isinstance(error, BadRequest):
+            return Refusal("bad_request", error.message)
+        if isinstance(error, ChatMigrated):  # a group became a supergroup: the old id is gone for good
+            return Refusal("migrated", f"chat migrated to {error.new_chat_id}")
         return None
 
-    async def _send_files(self, reply: SendFiles) -> tuple[int, ...]:
-        """One file as a photo or a document (Telegram's albums take 2-10), several as an album of that kind."""
-        caption = reply.caption or None
-        if len(reply.file_ids) == 1:
-            send = self.bot.send_document if reply.media == "document" else self.bot.send_photo
-            return ((await send(reply.chat_id, reply.file_ids[0], caption=caption,
-                                parse_mode=ParseMode.HTML)).message_id,)
-        kind = InputMediaDocument if reply.media == "document" else InputMediaPhoto
-        media = [kind(file_id, caption=caption if i == 0 else None, parse_mode=ParseMode.HTML)
-                 for i, file_id in enumerate(reply.file_ids)]
-        return tuple(sent.message_id for sent in await self.bot.send_media_group(reply.chat_id, media))
 
-    async def _send_message(self, reply: SendMessage) -> int:
-        async def send(piece: str, last: bool) -> int:
-            markup = _markup(reply.buttons) if last else None
-            sent = await self.bot.send_message(reply.chat_id, piece, parse_mode=ParseMode.HTML, reply_markup=markup)
-            return sent.message_id
+class PtbTransport(TelegramTransport):
+    """Delivers replies with a python-telegram-bot `Bot`, reporting Telegram's errors the way the outbox expects."""
 
-        return await send_in_pieces(reply.text, send)
+    def __init__(self, bot: Bot) -> None:
+        super().__init__(PtbApi(bot))
+        self.bot = bot
 
 
 def ptb_handlers(desk: TelegramDesk) -> list[BaseHandler[Any, Any, Any]]:
@@ -173,17 +159,11 @@ class PtbFront:
 
         self.application.add_handler(CallbackQueryHandler(any_other_button))
 
-    async def set_commands(self, commands: Sequence[tuple[str, str]]) -> None:
-        await self.application.bot.set_my_commands(
-            [BotCommand(name, description) for name, description in commands], scope=BotCommandScopeAllPrivateChats()
-        )
+    async def set_commands(self, commands: Commands) -> None:
+        await self.transport.api.set_commands(commands, None)
 
-    async def set_admin_commands(self, admin_ids: Sequence[int], commands: Sequence[tuple[str, str]]) -> None:
-        for admin in admin_ids:
-            with contextlib.suppress(BadRequest, Forbidden):  # an admin who never opened the bot
-                await self.application.bot.set_my_commands(
-                    [BotCommand(name, description) for name, description in commands], scope=BotCommandScopeChat(admin)
-                )
+    async def set_admin_commands(self, admin_ids: Sequence[int], commands: Commands) -> None:
+        await set_admin_commands(self.transport.api, admin_ids, commands)
 
     async def fetch(self, offset: int | None, wait_seconds: int) -> Sequence[Update]:
         return await self.application.bot.get_updates(

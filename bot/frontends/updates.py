@@ -18,6 +18,7 @@ from flows.events import (
     FileReceived,
     Sender,
     TextReceived,
+    parse_command,
 )
 from flows.staff import REVIEW_DATA
 
@@ -71,10 +72,10 @@ def _membership(change: Any) -> MembershipChanged | None:
 def _message(key: str, message: Any) -> Event:
     sender = _sender(message.from_user, message.chat.id)
     text = message.text or ""
-    if text.startswith("/") and _starts_with_command(message):
-        name, _, args = text[1:].partition(" ")
+    command = parse_command(text) if _starts_with_command(message) else None
+    if command is not None:
         replied = message.reply_to_message.message_id if message.reply_to_message is not None else None
-        return CommandReceived(key, sender, name.split("@")[0].lower(), args.strip(), message.message_id, replied)
+        return CommandReceived(key, sender, *command, message.message_id, replied)
     if message.photo:
         largest = message.photo[-1]
         info = FileInfo(largest.file_id, largest.file_unique_id, "photo", largest.file_size, "image/jpeg")

@@ -15,7 +15,7 @@ from flows.broadcast import BroadcastService
 from flows.clock import FakeClock
 from flows.delivery import Delivered, Transport, Undeliverable
 from flows.engine import Engine
-from flows.events import ButtonPressed, CommandReceived, FileInfo, FileReceived, Sender, TextReceived
+from flows.events import ButtonPressed, CommandReceived, FileInfo, FileReceived, Sender, TextReceived, parse_command
 from flows.ports import Store
 from flows.replies import (
     AnswerButton,
@@ -102,9 +102,9 @@ class Chat:
 
     async def send(self, text: str, key: str | None = None) -> list[str]:
         """Type a message (a leading slash makes it a command); returns the bot's new messages."""
-        if text.startswith("/"):
-            name, _, args = text[1:].partition(" ")
-            event: Any = CommandReceived(key or self.key(), self.sender, name, args)
+        command = parse_command(text)
+        if command is not None:
+            event: Any = CommandReceived(key or self.key(), self.sender, *command)
         else:
             event = TextReceived(key or self.key(), self.sender, text)
         return await self.bot.feed(self, event)
