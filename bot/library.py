@@ -1,4 +1,8 @@
-"""Mounting the desk in a bot you already run, on python-telegram-bot or aiogram.
+"""Mounting the desk in a bot you already run, on python-telegram-bot or aiogram: everything a host needs is
+importable from here (each framework's pieces load only when first used, so a host on one framework never
+imports the other).
+
+    from bot.library import load_settings, start_desk, PtbTransport, ptb_handlers    # or AiogramTransport, …
 
     desk = await start_desk(load_settings(), PtbTransport(application.bot))
     application.add_handlers(ptb_handlers(desk))            # python-telegram-bot
@@ -15,8 +19,11 @@ lose the few in flight. `recovery-bot run` uses a poller that confirms only what
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
 from bot.app import App, open_app
-from bot.config import Settings
+from bot.config import Settings, load_settings
 from bot.frontends.desk import TelegramDesk
 from bot.logs import SecretFilter, guard_host_logging
 from flows.delivery import Transport
@@ -48,3 +55,17 @@ async def start_desk(settings: Settings, transport: Transport) -> MountedDesk:
     log_filter = guard_host_logging(settings)
     app = await open_app(settings, settings.secret_key.get_secret_value())
     return MountedDesk(app, await app.start(transport), log_filter)
+
+
+_FRAMEWORK_PIECES = {
+    "PtbTransport": "bot.frontends.ptb", "ptb_handlers": "bot.frontends.ptb",
+    "AiogramTransport": "bot.frontends.aiogram", "aiogram_router": "bot.frontends.aiogram",
+}
+__all__ = ["MountedDesk", "SecretFilter", "Settings", "load_settings", "start_desk", *_FRAMEWORK_PIECES]
+
+
+def __getattr__(name: str) -> Any:
+    """The framework pieces, imported on first use."""
+    if name in _FRAMEWORK_PIECES:
+        return getattr(import_module(_FRAMEWORK_PIECES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,10 +13,15 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from telegram.ext import ApplicationBuilder
 
-from bot.config import Settings, load_settings
-from bot.frontends.aiogram import AiogramTransport, aiogram_router
-from bot.frontends.ptb import PtbTransport, ptb_handlers
-from bot.library import start_desk
+from bot.library import (
+    AiogramTransport,
+    PtbTransport,
+    Settings,
+    aiogram_router,
+    load_settings,
+    ptb_handlers,
+    start_desk,
+)
 from tests.support.botapi import BotApiServer
 from tests.support.desk import SECRET_KEY
 from tests.support.e2e import TOKEN, TgUser, schedule_deletion_now
@@ -84,3 +89,13 @@ async def test_a_mounted_desk_fires_its_timers(server: BotApiServer, tmp_path: P
             assert str(call.params["chat_id"]) == "203" and str(call.params["message_id"]) == "7"
         finally:
             await desk.close()
+
+
+def test_the_mounted_desk_api_comes_from_one_module_without_loading_the_other_framework() -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys, bot.library as desk; desk.PtbTransport, desk.ptb_handlers, desk.start_desk; "
+             "print('aiogram' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
