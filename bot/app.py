@@ -42,7 +42,7 @@ class App:
 
     def runner(self, transport: Transport) -> Runner:
         """A runner for this front end, with the broadcast sender riding along (resumed on start)."""
-        broadcasts = BroadcastService(self.store.engine, transport, self.clock, rate=self.settings.broadcast_rate)
+        broadcasts = BroadcastService(self.store, transport, self.clock, rate=self.settings.broadcast_rate)
         return Runner(self.store, self.engine, transport, self.clock, self.services,
                       channels=ChannelTransport(self.channels), effects=broadcast_effects(broadcasts),
                       companions=[broadcasts])

@@ -178,8 +178,9 @@ class Bot:
             self.clock.advance(seconds=max(0.0, seconds))
             await asyncio.sleep(0)
 
-        self.broadcasts = BroadcastService(self.db, self.transport, self.clock, rate=1000, sleep=pass_time)
-        return Runner(SqlStore(self.db), self.engine, self.transport, self.clock, self.services, channels=self.channels,
+        store = SqlStore(self.db)
+        self.broadcasts = BroadcastService(store, self.transport, self.clock, rate=1000, sleep=pass_time)
+        return Runner(store, self.engine, self.transport, self.clock, self.services, channels=self.channels,
                       effects=broadcast_effects(self.broadcasts), companions=[self.broadcasts])
 
     async def start(self) -> Bot:
