@@ -83,8 +83,8 @@ class App:
     async def start(self, transport: Transport, fire_timers: bool = True) -> Runner:
         """Deliver what an earlier run left, accept events, resume broadcasts and (unless a test drives them by
         hand) fire timers as they fall due."""
-        broadcasts = BroadcastService(self.store.engine, transport, self.clock,  # type: ignore[attr-defined]
-                                      rate=self.broadcast_rate, sleep=self.broadcast_sleep or asyncio.sleep)
+        broadcasts = BroadcastService(self.store, transport, self.clock, rate=self.broadcast_rate,
+                                      sleep=self.broadcast_sleep or asyncio.sleep)
         runner = Runner(self.store, self.engine, transport, self.clock, self.services, channels=self.channels,
                         effects=broadcast_effects(broadcasts), companions=[broadcasts])
         await runner.start()

@@ -10,22 +10,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select, update
-
-from flows.broadcast import (
-    CANCELLED,
-    DRAFT,
-    RUNNING,
-    BroadcastService,
-    broadcasts,
-    count_audience,
-    create_draft,
-    load_broadcast,
-    set_draft_audience,
-)
+from flows.broadcast import BroadcastService, count_audience, create_draft, set_draft_audience
 from flows.events import ButtonPressed, CommandReceived
 from flows.methods.common import services
 from flows.model import Context, Effect, Letter, Outcome, Say
+from flows.records import DRAFT
 from flows.runner import EffectHandler
 from flows.texts import Text, text
 
@@ -50,10 +39,9 @@ async def broadcast_command(ctx: Context) -> Outcome:
     if not body.strip() and event.reply_to is None:
         return Say(say=(text("broadcast.usage"),))
     copy_from = (event.sender.chat_id, event.reply_to) if event.reply_to is not None and not body.strip() else None
-    conn = services(ctx).conn
     try:
-        draft = await create_draft(conn, ctx.now, event.sender.user_id, audience, text=None if copy_from else body,
-                                   copy_from=copy_from, language=language)
+        draft = await create_draft(services(ctx).tx.broadcasts, ctx.now, event.sender.user_id, audience,
+                                   text=None if copy_from else body, copy_from=copy_from, language=language)
     except ValueError:
         return Say(say=(text("broadcast.usage"),))
     return Say(letters=(await preview(ctx, draft),),
@@ -61,10 +49,10 @@ async def broadcast_command(ctx: Context) -> Outcome:
 
 
 async def preview(ctx: Context, draft: int) -> Letter:
-    conn = services(ctx).conn
-    view = await load_broadcast(conn, draft)
+    broadcasts = services(ctx).tx.broadcasts
+    view = await broadcasts.get(draft)
     assert view is not None
-    size = await count_audience(conn, view.audience, view.language)
+    size = await count_audience(broadcasts, view.audience, view.language)
     shown: Text = text("broadcast.preview_copy") if view.text is None else Text("broadcast.preview_text",
                                                                                  {"body": view.text})
     summary = text("broadcast.preview", id=draft, body=shown, size=size,
@@ -82,17 +70,16 @@ async def broadcast_button(ctx: Context) -> Outcome:
     if match is None or not services(ctx).settings.is_admin(event.sender.user_id):
         return Say(say=(text("engine.button_expired"),), audit=(("admin.denied", "broadcast", {}),))
     draft, action = int(match.group(1)), match.group(2)
-    conn = services(ctx).conn
-    view = await load_broadcast(conn, draft)
+    broadcasts = services(ctx).tx.broadcasts
+    view = await broadcasts.get(draft)
     if view is None or view.status != DRAFT:
         return Say(say=(text("broadcast.not_a_draft", id=draft),))
     subject = f"broadcast:{draft}"
     if action in ("all", "open"):
-        await set_draft_audience(conn, draft, action, None)
+        await set_draft_audience(broadcasts, draft, action, None)
         return Say(letters=(await preview(ctx, draft),), audit=(("broadcast.audience", subject, {"to": action}),))
     if action == "cancel":
-        await conn.execute(update(broadcasts).where(broadcasts.c.id == draft).values(status=CANCELLED,
-                                                                                       finished_at=ctx.now))
+        await broadcasts.cancel(draft, ctx.now)
         return Say(say=(text("broadcast.dropped", id=draft),), audit=(("broadcast.dropped", subject, {}),))
     start = Effect("broadcast.start", {"id": draft, "chat_id": event.sender.chat_id, "message_id": event.message_id})
     return Say(say=(text("broadcast.starting", id=draft),), effects=(start,),
@@ -100,8 +87,7 @@ async def broadcast_button(ctx: Context) -> Outcome:
 
 
 async def broadcast_cancel_command(ctx: Context) -> Outcome:
-    running = (await services(ctx).conn.execute(select(broadcasts.c.id).where(broadcasts.c.status == RUNNING)))
-    ids = list(running.scalars())
+    ids = await services(ctx).tx.broadcasts.running()
     if not ids:
         return Say(say=(text("broadcast.none_running"),))
     return Say(say=(text("broadcast.cancelling", id=ids[0]),), effects=(Effect("broadcast.cancel", {"id": ids[0]}),),

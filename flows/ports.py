@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Protocol
 
 from flows.events import Sender
-from flows.records import AuditEntry, AuditRecord, Case, DueTimer, NewTimer, Pending
+from flows.records import AuditEntry, AuditRecord, BroadcastView, Case, DueTimer, NewTimer, Pending
 from flows.replies import Reply
 
 
@@ -143,6 +143,67 @@ class Audit(Protocol):
         ...
 
 
+class Broadcasts(Protocol):
+    """Announcements to many users, and one row per recipient of each (see flows/broadcast.py).
+
+    At most one broadcast is running: `start` changes the row from draft to running only while no other row is
+    running, as one statement the database checks (so two processes agree).
+    """
+
+    async def create(self, now: datetime, created_by: int, audience: str, language: str | None, *,
+                     text: str | None, copy_from: tuple[int, int] | None) -> int:
+        """Insert a draft (its audience already checked); returns its id."""
+        ...
+
+    async def get(self, broadcast_id: int) -> BroadcastView | None: ...
+
+    async def set_audience(self, broadcast_id: int, audience: str, language: str | None) -> bool:
+        """Change a draft's audience; False if it is no longer a draft."""
+        ...
+
+    async def audience_size(self, audience: str, language: str | None) -> int:
+        """How many chats the audience takes now (users who blocked the bot never)."""
+        ...
+
+    async def start(self, broadcast_id: int, status_chat_id: int, status_message_id: int,
+                    now: datetime) -> int | None:
+        """Draft → running, its audience frozen as one pending row per chat; returns how many. None (and nothing
+        changes) unless it is a draft and no broadcast is running."""
+        ...
+
+    async def running(self) -> list[int]:
+        """The running broadcasts, by id."""
+        ...
+
+    async def cancel(self, broadcast_id: int, now: datetime) -> bool:
+        """A draft or running broadcast → cancelled (its pending rows stay pending); False if it was neither."""
+        ...
+
+    async def finish(self, broadcast_id: int, now: datetime) -> None:
+        """A running broadcast → finished; one no longer running stays as it is."""
+        ...
+
+    async def counts(self, broadcast_id: int) -> dict[str, int]:
+        """How many recipients are in each state (every state present, zero included)."""
+        ...
+
+    async def pending(self, broadcast_id: int, after: int | None, limit: int) -> list[int]:
+        """Chats still pending, in chat id order, after the chat `after`."""
+        ...
+
+    async def claim(self, broadcast_id: int, chat_id: int, now: datetime) -> bool:
+        """Pending → sending before the send; False if the row is no longer pending (so a chat is sent to once)."""
+        ...
+
+    async def record(self, broadcast_id: int, chat_id: int, state: str, attempts: int, now: datetime) -> None:
+        """How the send went: the row's new state, and the attempts it took added to its count."""
+        ...
+
+    async def mark_uncertain(self, broadcast_ids: Sequence[int], now: datetime) -> int:
+        """Rows of these broadcasts left "sending" (by a crash) → "uncertain"; returns how many."""
+        ...
+
+
 class Tx(Protocol):
     """One transaction's view of every port."""
 
@@ -160,6 +221,8 @@ class Tx(Protocol):
     def evidence(self) -> Evidence: ...
     @property
     def audit(self) -> Audit: ...
+    @property
+    def broadcasts(self) -> Broadcasts: ...
 
 
 class Store(Protocol):

@@ -1,5 +1,5 @@
-"""What is stored: cases, the timers and audit lines an event adds, outbox entries, and a decision that gathers
-them. Plain data, shared by the engine that makes them and the stores that keep them."""
+"""What is stored: cases, the timers and audit lines an event adds, outbox entries, broadcasts, and a decision that
+gathers them. Plain data, shared by the engine that makes them and the stores that keep them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from flows.replies import Reply
+from flows.replies import CopyMessage, Reply, SendMessage
 
 ACTIVE = ("open", "review")
 ANY_STEP = "*"
@@ -120,6 +120,38 @@ class Pending:
     id: int
     chat_id: int
     reply: Reply
+
+
+DRAFT, RUNNING, FINISHED, CANCELLED = "draft", "running", "finished", "cancelled"
+"""A broadcast's status: only a draft can start, and at most one broadcast is running."""
+PENDING, SENDING, SENT, FAILED, BLOCKED, UNCERTAIN = "pending", "sending", "sent", "failed", "blocked", "uncertain"
+"""A broadcast recipient's state."""
+STATES = (PENDING, SENDING, SENT, FAILED, BLOCKED, UNCERTAIN)
+
+
+@dataclass(frozen=True)
+class BroadcastView:
+    """A broadcast as stored (its text is left out of the repr, so that it cannot end up in a log by accident)."""
+
+    id: int
+    status: str
+    audience: str
+    language: str | None
+    created_by: int
+    created_at: datetime
+    text: str | None = field(repr=False)
+    copy_from: tuple[int, int] | None
+    total: int
+    status_chat_id: int | None
+    status_message_id: int | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    def reply(self, chat_id: int) -> Reply:
+        """The message this broadcast sends to `chat_id`."""
+        if self.copy_from is not None:
+            return CopyMessage(chat_id, self.copy_from[0], self.copy_from[1])
+        return SendMessage(chat_id, self.text or "")
 
 
 @dataclass

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.broadcast import (
@@ -28,13 +29,16 @@ from flows.broadcast import (
     BroadcastError,
     BroadcastService,
     Progress,
-    deliveries,
     progress_text,
 )
 from flows.clock import FakeClock
 from flows.delivery import RecipientBlocked, RetryAfter, Undeliverable
+from flows.events import Sender
 from flows.replies import CopyMessage, EditMessage, Reply, SendMessage
-from flows.store.tables import cases, users
+from flows.store.database import SqlStore
+from flows.store.memory import MemoryStore
+from flows.store.tables import broadcast_deliveries as deliveries
+from flows.store.tables import broadcasts, cases, users
 from tests.support.chat import RecordingTransport
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -142,7 +146,7 @@ def telegram(clock: FakeClock) -> Telegram:
 
 @pytest.fixture
 def service(db: AsyncEngine, telegram: Telegram, clock: FakeClock) -> BroadcastService:
-    return BroadcastService(db, telegram, clock, sleep=fake_sleep(clock))
+    return BroadcastService(SqlStore(db), telegram, clock, sleep=fake_sleep(clock))
 
 
 # -- audiences and drafts --------------------------------------------------------------------------------------
@@ -157,7 +161,7 @@ async def test_audiences_take_the_right_users_and_never_blocked_ones(db: AsyncEn
     await add_users(db, [7, 8], language="en", blocked=True)
     for user_id, status in ((1, "open"), (4, "review"), (5, "closed"), (7, "open")):
         await add_case(db, user_id, status)
-    service = BroadcastService(db, RecordingTransport(), clock)
+    service = BroadcastService(SqlStore(db), RecordingTransport(), clock)
 
     assert await service.audience_size("all") == 6
     assert await service.audience_size("open") == 2
@@ -204,7 +208,7 @@ async def test_a_draft_has_exactly_one_of_text_and_copy(service: BroadcastServic
 async def test_a_text_goes_as_html_and_a_copy_as_a_copy(db: AsyncEngine, clock: FakeClock) -> None:
     await add_users(db, [10, 11])
     transport = RecordingTransport()
-    service = BroadcastService(db, transport, clock, sleep=fake_sleep(clock))
+    service = BroadcastService(SqlStore(db), transport, clock, sleep=fake_sleep(clock))
 
     text_id = await service.create(ADMIN, "all", text=SECRET)
     await run_to_end(service, text_id)
@@ -260,6 +264,18 @@ async def test_only_a_draft_can_be_started_and_one_runs_at_a_time(db: AsyncEngin
     assert (await service.counts(second))[SENT] == 20
 
 
+async def test_the_database_itself_refuses_a_second_running_broadcast(db: AsyncEngine,
+                                                                     service: BroadcastService) -> None:
+    """Even a writer that did not see the first running row (PostgreSQL's READ COMMITTED) cannot add a second."""
+    first = await service.create(ADMIN, "all", text=SECRET)
+    second = await service.create(ADMIN, "all", text=SECRET)
+    await service.start(first, STATUS_CHAT, STATUS_MESSAGE)
+    with pytest.raises(IntegrityError):
+        async with db.begin() as conn:
+            await conn.execute(update(broadcasts).where(broadcasts.c.id == second).values(status=RUNNING))
+    await service.join(first)
+
+
 # -- pacing ----------------------------------------------------------------------------------------------------
 
 
@@ -267,7 +283,7 @@ async def test_only_a_draft_can_be_started_and_one_runs_at_a_time(db: AsyncEngin
 async def test_the_pace_is_the_rate_and_no_chat_gets_two_messages(db: AsyncEngine, clock: FakeClock,
                                                                   telegram: Telegram, rate: float) -> None:
     await add_users(db, range(1, 201))
-    service = BroadcastService(db, telegram, clock, rate=rate, concurrency=5, sleep=fake_sleep(clock))
+    service = BroadcastService(SqlStore(db), telegram, clock, rate=rate, concurrency=5, sleep=fake_sleep(clock))
     broadcast_id = await service.create(ADMIN, "all", text=SECRET)
 
     await run_to_end(service, broadcast_id)
@@ -286,7 +302,7 @@ async def test_sends_overlap_but_never_beyond_the_concurrency(db: AsyncEngine, c
                                                               telegram: Telegram) -> None:
     await add_users(db, range(1, 41))
     telegram.hang_from = 10
-    service = BroadcastService(db, telegram, clock, concurrency=3, sleep=fake_sleep(clock))
+    service = BroadcastService(SqlStore(db), telegram, clock, concurrency=3, sleep=fake_sleep(clock))
     broadcast_id = await service.create(ADMIN, "all", text=SECRET)
     await service.start(broadcast_id, STATUS_CHAT, STATUS_MESSAGE)
 
@@ -307,7 +323,7 @@ async def test_sends_overlap_but_never_beyond_the_concurrency(db: AsyncEngine, c
 async def test_a_killed_broadcast_resumes_with_no_gap_and_no_duplicate(db: AsyncEngine, clock: FakeClock) -> None:
     await add_users(db, range(1, 61))
     first_telegram = Telegram(clock, hang_from=20)
-    first = BroadcastService(db, first_telegram, clock, concurrency=5, sleep=fake_sleep(clock))
+    first = BroadcastService(SqlStore(db), first_telegram, clock, concurrency=5, sleep=fake_sleep(clock))
     broadcast_id = await first.create(ADMIN, "all", text=SECRET)
     await first.start(broadcast_id, STATUS_CHAT, STATUS_MESSAGE)
     await first_telegram.hung(5)
@@ -320,7 +336,7 @@ async def test_a_killed_broadcast_resumes_with_no_gap_and_no_duplicate(db: Async
     assert (await first.counts(broadcast_id))[SENDING] == 5
 
     second_telegram = Telegram(clock)
-    second = BroadcastService(db, second_telegram, clock, concurrency=5, sleep=fake_sleep(clock))
+    second = BroadcastService(SqlStore(db), second_telegram, clock, concurrency=5, sleep=fake_sleep(clock))
     assert await second.resume() == [broadcast_id]
     await second.join(broadcast_id)
 
@@ -349,7 +365,7 @@ async def test_stop_leaves_the_broadcast_running_for_the_next_start(db: AsyncEng
                                                                     telegram: Telegram) -> None:
     await add_users(db, range(1, 31))
     telegram.hang_from = 10
-    service = BroadcastService(db, telegram, clock, sleep=fake_sleep(clock))
+    service = BroadcastService(SqlStore(db), telegram, clock, sleep=fake_sleep(clock))
     broadcast_id = await service.create(ADMIN, "all", text=SECRET)
     await service.start(broadcast_id, STATUS_CHAT, STATUS_MESSAGE)
     await telegram.hung(5)
@@ -367,7 +383,7 @@ async def test_stop_leaves_the_broadcast_running_for_the_next_start(db: AsyncEng
     assert telegram.to_admin(SendMessage) == []
 
     later = Telegram(clock)
-    restarted = BroadcastService(db, later, clock, sleep=fake_sleep(clock))
+    restarted = BroadcastService(SqlStore(db), later, clock, sleep=fake_sleep(clock))
     assert await restarted.resume() == [broadcast_id]
     await restarted.join(broadcast_id)
     assert (await restarted.counts(broadcast_id))[SENT] == 30
@@ -398,8 +414,7 @@ async def test_a_403_marks_the_user_blocked_and_later_broadcasts_skip_them(
         db: AsyncEngine, clock: FakeClock, telegram: Telegram) -> None:
     await add_users(db, range(1, 6))
     telegram.errors[3] = [RecipientBlocked()]
-    noticed: list[int] = []
-    service = BroadcastService(db, telegram, clock, sleep=fake_sleep(clock), on_blocked=noticed.append)
+    service = BroadcastService(SqlStore(db), telegram, clock, sleep=fake_sleep(clock))
     first = await service.create(ADMIN, "all", text=SECRET)
 
     await run_to_end(service, first)
@@ -407,13 +422,31 @@ async def test_a_403_marks_the_user_blocked_and_later_broadcasts_skip_them(
     counts = await service.counts(first)
     assert (counts[SENT], counts[BLOCKED]) == (4, 1)
     assert await is_blocked(db, 3)
-    assert noticed == [3]
     assert await service.audience_size("all") == 4
     second = await service.create(ADMIN, "all", text=SECRET)
     await run_to_end(service, second)
     view = await service.get(second)
     assert view is not None and view.total == 4
     assert [chat for _, chat in telegram.recipient_attempts()].count(3) == 1
+
+
+async def test_the_service_runs_over_the_in_memory_store_too(clock: FakeClock, telegram: Telegram) -> None:
+    store = MemoryStore()
+    async with store.transaction() as tx:
+        await tx.users.touch([Sender(i, i, "en") for i in range(1, 6)], NOW)
+    telegram.errors[3] = [RecipientBlocked()]
+    service = BroadcastService(store, telegram, clock, sleep=fake_sleep(clock))
+    first = await service.create(ADMIN, "all", text=SECRET)
+
+    await run_to_end(service, first)
+
+    counts = await service.counts(first)
+    assert (counts[SENT], counts[BLOCKED]) == (4, 1)
+    async with store.reading() as tx:
+        assert await tx.users.blocked_among([3, 4]) == {3}
+    assert await service.audience_size("all") == 4
+    [(_, report)] = telegram.to_admin(SendMessage)
+    assert isinstance(report, SendMessage) and "Sent: 4" in report.text
 
 
 async def test_undeliverable_fails_at_once_and_network_errors_are_retried_three_times(
@@ -451,7 +484,7 @@ def test_the_progress_text_has_a_bar_counts_rate_and_eta() -> None:
 async def test_progress_is_edited_at_most_every_3_seconds_then_a_report(
         db: AsyncEngine, clock: FakeClock, telegram: Telegram) -> None:
     await add_users(db, range(1, 101))
-    service = BroadcastService(db, telegram, clock, rate=10, sleep=fake_sleep(clock))
+    service = BroadcastService(SqlStore(db), telegram, clock, rate=10, sleep=fake_sleep(clock))
     broadcast_id = await service.create(ADMIN, "all", text=SECRET)
 
     await run_to_end(service, broadcast_id)

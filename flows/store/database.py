@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from flows.store.audit import SqlAudit
+from flows.store.broadcasts import SqlBroadcasts
 from flows.store.cases import SqlCases
 from flows.store.evidence import SqlEvidence
 from flows.store.outbox import SqlOutbox
@@ -81,6 +82,7 @@ class SqlTx:
         self.outbox = SqlOutbox(conn)
         self.evidence = SqlEvidence(conn, self.timers)
         self.audit = SqlAudit(conn)
+        self.broadcasts = SqlBroadcasts(conn)
 
 
 class SqlStore:

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from flows.store.audit import AuditTable, MemoryAudit
+from flows.store.broadcasts import BroadcastTable, MemoryBroadcasts
 from flows.store.cases import CaseTable, MemoryCases
 from flows.store.evidence import EvidenceTable, MemoryEvidence
 from flows.store.outbox import MemoryOutbox, OutboxTable
@@ -49,6 +50,7 @@ class MemoryTx:
         self.outbox = MemoryOutbox(tables.of(OutboxTable))
         self.evidence = MemoryEvidence(tables.of(EvidenceTable), self.timers)
         self.audit = MemoryAudit(tables.of(AuditTable))
+        self.broadcasts = MemoryBroadcasts(tables.of(BroadcastTable), tables.of(UserTable), tables.of(CaseTable))
 
 
 class MemoryStore:

@@ -175,6 +175,10 @@ class BroadcastRow(SQLModel, table=True):
     """An announcement to many users: a durable job that survives restarts."""
 
     __tablename__ = "broadcasts"
+    __table_args__ = (  # one broadcast runs at a time, even with two writers side by side (flows/store/broadcasts.py)
+        Index("ux_broadcasts_one_running", "status", unique=True, sqlite_where=text("status = 'running'"),
+              postgresql_where=text("status = 'running'")),
+    )
     id: int | None = Field(default=None, primary_key=True)
     created_by: int = Field(sa_column=Column(BigInteger, nullable=False))
     created_at: datetime = _when()
