@@ -34,8 +34,8 @@ async def _import(app: App, args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as error:
         print(f"recovery-bot: cannot read {args.file}: {error}", file=sys.stderr)
         return 1
-    async with app.store.engine.begin() as conn:
-        report = await import_accounts(conn, content, app.services.box, app.clock.now())
+    async with app.store.transaction() as tx:
+        report = await import_accounts(tx.accounts, content, app.services.box, app.clock.now())
     if report.errors:
         for line, message in report.errors:
             print(f"{args.file}:{line}: {message}", file=sys.stderr)
@@ -46,8 +46,8 @@ async def _import(app: App, args: argparse.Namespace) -> int:
 
 
 async def _list(app: App) -> int:
-    async with app.store.engine.begin() as conn:
-        found = await Directory(conn, app.services.box, app.clock.now()).list_accounts()
+    async with app.store.reading() as tx:
+        found = await Directory(tx.accounts, app.services.box, app.clock.now()).list_accounts()
     for account in found:
         phone = mask_phone(account.phone) if account.phone else "-"
         print(f"{account.id:>6}  {mask_email(account.email):<32} {phone:<16} 2FA: {account.two_factor}"

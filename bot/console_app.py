@@ -6,13 +6,10 @@ import logging
 import sys
 from typing import TextIO
 
-from sqlalchemy import func, select
-
 from bot.app import App, local_secret_key, open_app
 from bot.config import Settings
 from bot.console import ConsoleInputError, ConsoleTransport, read_lines, to_event
 from flows.accounts_csv import import_accounts
-from flows.directory import accounts
 from flows.otp import new_secret
 
 DEMO_EMAIL = "demo@example.com"
@@ -23,13 +20,13 @@ DEMO_ANSWER = "Rex"
 
 async def seed_demo_account(app: App) -> str | None:
     """On an empty account directory, add a demo account; returns its TOTP secret (None if not seeded)."""
-    async with app.store.engine.begin() as conn:
-        if (await conn.execute(select(func.count()).select_from(accounts))).scalar_one():
+    async with app.store.transaction() as tx:
+        if await tx.accounts.count():
             return None
         secret = new_secret()
         rows = ("email,phone,totp_secret,security_question,security_answer\n"
                 f"{DEMO_EMAIL},{DEMO_PHONE},{secret},{DEMO_QUESTION},{DEMO_ANSWER}\n")
-        report = await import_accounts(conn, rows, app.services.box, app.clock.now())
+        report = await import_accounts(tx.accounts, rows, app.services.box, app.clock.now())
         if report.errors:
             raise RuntimeError(f"demo account rejected: {report.errors}")
     return secret

@@ -17,26 +17,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from flows.directory import (
-    DecryptError,
-    SecretBox,
-    accounts,
-    hash_answer,
-    is_peppered,
-    normalize_email,
-    verify_answer,
-)
+from flows.directory import DecryptError, SecretBox, hash_answer, is_peppered, normalize_email, verify_answer
 from flows.otp import normalize_key
+from flows.ports import Accounts
+from flows.records import AccountChange, StoredAccount
 
 REQUIRED_COLUMNS = ("email", "phone", "totp_secret", "security_question", "security_answer")
 OPTIONAL_COLUMNS = ("identity_verified",)
 MAX_EMAIL_LENGTH = 320
 _PHONE = re.compile(r"\+[0-9]{8,15}")
 _FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False, "": None}
-_LOOKUP_CHUNK = 500
 
 Problem = tuple[int, str]
 
@@ -183,8 +173,8 @@ def parse_accounts(rows_text: str) -> tuple[list[AccountRecord], list[Problem]]:
 
 @dataclass
 class _Plan:
-    inserts: list[dict[str, Any]] = field(default_factory=list)
-    updates: list[dict[str, Any]] = field(default_factory=list)
+    inserts: dict[str, AccountChange] = field(default_factory=dict)
+    updates: dict[int, AccountChange] = field(default_factory=dict)
     unchanged: int = 0
 
 
@@ -205,64 +195,56 @@ def _answer_hash(answer: str | None, stored: str | None, pepper: bytes) -> str |
     return hash_answer(answer, pepper)
 
 
-def _secret_columns(record: AccountRecord, current: Mapping[str, Any], secrets: SecretBox) -> dict[str, Any]:
-    stored = current.get("totp_secret_enc")
+def _secret_columns(record: AccountRecord, current: StoredAccount | None, secrets: SecretBox) -> AccountChange:
+    stored = current.totp_secret_enc if current else None
     if record.totp_secret == _decrypted(secrets, stored):
-        return {"totp_secret_enc": stored, "totp_last_step": current.get("totp_last_step")}
+        return {"totp_secret_enc": stored, "totp_last_step": current.totp_last_step if current else None}
     encrypted = secrets.encrypt(record.totp_secret) if record.totp_secret else None
     return {"totp_secret_enc": encrypted, "totp_last_step": None}
 
 
-def _values(record: AccountRecord, current: Mapping[str, Any], secrets: SecretBox) -> dict[str, Any]:
+def _values(record: AccountRecord, current: StoredAccount | None, secrets: SecretBox) -> AccountChange:
     """The columns an import sets, keeping stored ciphertext and hashes where the plaintext is the same."""
     verified = record.identity_verified
     return {
         "phone": record.phone,
         "security_question": record.security_question,
-        "security_answer_hash": _answer_hash(record.security_answer, current.get("security_answer_hash"),
+        "security_answer_hash": _answer_hash(record.security_answer, current.security_answer_hash if current else None,
                                              secrets.answer_pepper),
-        "identity_verified": bool(current.get("identity_verified")) if verified is None else verified,
+        "identity_verified": (current.identity_verified if current else False) if verified is None else verified,
         "two_factor": record.two_factor,
         **_secret_columns(record, current, secrets),
     }
 
 
-def _plan(records: list[AccountRecord], existing: Mapping[str, Mapping[str, Any]], secrets: SecretBox,
-          now: datetime) -> _Plan:
+def _differs(current: StoredAccount, values: AccountChange) -> bool:
+    stored: Mapping[str, Any] = vars(current)
+    return any(stored[name] != value for name, value in values.items())
+
+
+def _plan(records: list[AccountRecord], existing: Mapping[str, StoredAccount], secrets: SecretBox) -> _Plan:
     plan = _Plan()
     for record in records:
         current = existing.get(record.email)
-        values = _values(record, current or {}, secrets)
+        values = _values(record, current, secrets)
         if current is None:
-            plan.inserts.append({**values, "email": record.email, "created_at": now, "updated_at": now})
-        elif any(current[name] != value for name, value in values.items()):
-            plan.updates.append({**values, "account_id": current["id"], "updated_at": now})
+            plan.inserts[record.email] = values
+        elif _differs(current, values):
+            plan.updates[current.id] = values
         else:
             plan.unchanged += 1
     return plan
 
 
-async def _existing(conn: AsyncConnection, emails: list[str]) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(emails), _LOOKUP_CHUNK):
-        query = select(accounts).where(accounts.c.email.in_(emails[start:start + _LOOKUP_CHUNK]))
-        found.update({row.email: dict(row._mapping) for row in await conn.execute(query)})
-    return found
-
-
-async def _write(conn: AsyncConnection, plan: _Plan) -> None:
-    if plan.inserts:
-        await conn.execute(accounts.insert(), plan.inserts)
-    if plan.updates:
-        await conn.execute(update(accounts).where(accounts.c.id == bindparam("account_id")), plan.updates)
-
-
-async def import_accounts(conn: AsyncConnection, rows_text: str, secrets: SecretBox, now: datetime) -> ImportReport:
+async def import_accounts(accounts: Accounts, rows_text: str, secrets: SecretBox, now: datetime) -> ImportReport:
     """Create or update the accounts of a CSV file in the caller's transaction; all or nothing."""
     records, errors = parse_accounts(rows_text)
     if errors:
         return ImportReport(errors=errors)
-    existing = await _existing(conn, [record.email for record in records])
-    plan = await asyncio.to_thread(_plan, records, existing, secrets, now)
-    await _write(conn, plan)
+    existing = await accounts.by_emails([record.email for record in records])
+    plan = await asyncio.to_thread(_plan, records, existing, secrets)
+    if plan.inserts:
+        await accounts.add(plan.inserts, now)
+    if plan.updates:
+        await accounts.change(plan.updates, now)
     return ImportReport(created=len(plan.inserts), updated=len(plan.updates), unchanged=plan.unchanged)

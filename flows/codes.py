@@ -12,16 +12,12 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
-
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import Literal
 
 from flows.directory import NO_ACCOUNT
 from flows.otp import normalize_code
-from flows.store.tables import CodeRow
-
-codes_table = CodeRow.__table__  # type: ignore[attr-defined]
+from flows.ports import CodeRecords
+from flows.records import NewCode, StoredCode
 
 CODE_DIGITS = 6
 HOUR = timedelta(hours=1)
@@ -70,12 +66,12 @@ class CheckResult:
 
 
 class Codes:
-    """Verification codes as seen at `now`, read and written through `conn` (the event's transaction)."""
+    """Verification codes as seen at `now`, read and written through the event's transaction."""
 
-    def __init__(self, conn: AsyncConnection, key: bytes, now: datetime, policy: CodePolicy) -> None:
+    def __init__(self, records: CodeRecords, key: bytes, now: datetime, policy: CodePolicy) -> None:
         if now.tzinfo is None:
             raise ValueError("naive datetime: use timezone-aware UTC")
-        self._conn = conn
+        self._records = records
         self._key = key
         self._now = now
         self._policy = policy
@@ -90,9 +86,7 @@ class Codes:
         over_limit = await self._over_hourly_limits(account_id or NO_ACCOUNT, user_id, factor)
         if cooldown is not None:
             return cooldown
-        await self._conn.execute(
-            update(codes_table).where(*self._live(case_id, factor)).values(voided_at=self._now)
-        )
+        await self._records.void_live(case_id, factor, self._now)
         code = str(secrets.randbelow(10**CODE_DIGITS)).zfill(CODE_DIGITS)
         decoy = account_id is None or over_limit
         return await self._store(account_id, case_id, factor, user_id, code, decoy)
@@ -103,7 +97,7 @@ class Codes:
         A decoy never matches, and neither does any code while the account's recovery is `paused`; both are
         compared all the same, so the work is the same.
         """
-        row = await self._newest(case_id, factor)
+        row = await self._records.newest_live(case_id, factor)
         if row is None:
             return CheckResult("missing", 0)
         if self._now >= row.expires_at:
@@ -117,60 +111,35 @@ class Codes:
 
     async def expiry(self, case_id: str, factor: str) -> datetime | None:
         """When the code `check` would still accept expires; None if there is no such code."""
-        row = await self._newest(case_id, factor)
+        row = await self._records.newest_live(case_id, factor)
         if row is None or self._now >= row.expires_at or row.wrong_tries >= self._policy.max_wrong:
             return None
-        expires_at: datetime = row.expires_at
-        return expires_at
+        return row.expires_at
 
     async def _store(self, account_id: int | None, case_id: str, factor: str, user_id: int, code: str,
                      decoy: bool) -> Issued:
         expires_at = self._now + self._policy.ttl
-        await self._conn.execute(codes_table.insert().values(
+        await self._records.add(NewCode(
             account_id=account_id, user_id=user_id, decoy=decoy, case_id=case_id, factor=factor,
-            code_hash=self._hash(case_id, factor, code),
-            created_at=self._now, expires_at=expires_at, wrong_tries=0,
+            code_hash=self._hash(case_id, factor, code), created_at=self._now, expires_at=expires_at,
         ))
         return Issued(code, expires_at, decoy)
 
     def _hash(self, case_id: str, factor: str, code: str) -> str:
         return hmac.new(self._key, f"{case_id}:{factor}:{code}".encode(), hashlib.sha256).hexdigest()
 
-    def _live(self, case_id: str, factor: str) -> tuple[Any, ...]:
-        c = codes_table.c
-        return c.case_id == case_id, c.factor == factor, c.voided_at.is_(None), c.used_at.is_(None)
-
-    async def _newest(self, case_id: str, factor: str) -> Any:
-        query = (
-            select(codes_table).where(*self._live(case_id, factor))
-            .order_by(codes_table.c.created_at.desc(), codes_table.c.id.desc()).limit(1)
-        )
-        return (await self._conn.execute(query)).first()
-
-    async def _use(self, row: Any) -> CheckResult:
-        claimed = await self._conn.execute(
-            update(codes_table).where(codes_table.c.id == row.id, codes_table.c.used_at.is_(None),
-                                      codes_table.c.voided_at.is_(None)).values(used_at=self._now)
-        )
-        if claimed.rowcount != 1:
+    async def _use(self, row: StoredCode) -> CheckResult:
+        if not await self._records.use(row.id, self._now):
             return CheckResult("missing", 0)
         return CheckResult("ok", self._policy.max_wrong - row.wrong_tries)
 
-    async def _count_wrong(self, row: Any) -> CheckResult:
-        await self._conn.execute(
-            update(codes_table).where(codes_table.c.id == row.id)
-            .values(wrong_tries=codes_table.c.wrong_tries + 1)
-        )
+    async def _count_wrong(self, row: StoredCode) -> CheckResult:
+        await self._records.count_wrong(row.id)
         tries_left = self._policy.max_wrong - row.wrong_tries - 1
         return CheckResult("wrong", tries_left, True) if tries_left > 0 else CheckResult("locked", 0, True)
 
     async def _cooldown(self, case_id: str, factor: str) -> Refused | None:
-        c = codes_table.c
-        query = (
-            select(c.created_at).where(c.case_id == case_id, c.factor == factor)
-            .order_by(c.created_at.desc()).limit(1)
-        )
-        last: datetime | None = await self._conn.scalar(query)
+        last = await self._records.last_created(case_id, factor)
         if last is None or self._now - last >= self._policy.resend_cooldown:
             return None
         return Refused("cooldown", last + self._policy.resend_cooldown)
@@ -178,11 +147,7 @@ class Codes:
     async def _over_hourly_limits(self, account_id: int, user_id: int, factor: str) -> bool:
         """Whether real codes sent to this account in the last hour reached the account's limit, or this
         requester's for this factor (decoys do not count: they reach nobody)."""
-        c = codes_table.c
-        recent = (c.account_id == account_id, c.decoy.is_(False), c.created_at > self._now - HOUR)
-        per_account = select(func.count()).where(*recent)
-        per_requester = per_account.where(c.user_id == user_id, c.factor == factor)
-        sent = await self._conn.scalar(per_account)
-        sent_to_requester = await self._conn.scalar(per_requester)
-        return (sent or 0) >= self._policy.per_account_per_hour or (
-            (sent_to_requester or 0) >= self._policy.per_requester_per_hour)
+        since = self._now - HOUR
+        sent = await self._records.count_real(account_id, since)
+        sent_to_requester = await self._records.count_real_to(account_id, user_id, factor, since)
+        return sent >= self._policy.per_account_per_hour or sent_to_requester >= self._policy.per_requester_per_hour

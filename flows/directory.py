@@ -16,17 +16,14 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import ColumnElement, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flows.keys import derive_key
 from flows.otp import normalize_key
-from flows.store.tables import Account
+from flows.ports import Accounts
+from flows.records import AccountChange, StoredAccount
 
-accounts = Account.__table__  # type: ignore[attr-defined]
 NO_ACCOUNT = 0  # ids start at 1: the statements for an unknown email run with it, the same work, matching nothing
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -153,7 +150,7 @@ def mask_phone(phone: str) -> str:
     return f"{plus}{digits[:1]}•••••{digits[-2:]}" if len(digits) >= 6 else f"{plus}•••••"
 
 
-def _view(row: Any) -> AccountView:
+def _view(row: StoredAccount) -> AccountView:
     return AccountView(
         id=row.id, email=row.email, phone=row.phone, has_totp=row.totp_secret_enc is not None,
         security_question=row.security_question, identity_verified=row.identity_verified,
@@ -163,71 +160,65 @@ def _view(row: Any) -> AccountView:
 
 
 class Directory:
-    """The accounts, through one connection whose transaction the caller owns (nothing here commits)."""
+    """The accounts, through the `Accounts` port of a transaction the caller owns (nothing here commits)."""
 
-    def __init__(self, conn: AsyncConnection, secrets: SecretBox, now: datetime) -> None:
-        self._conn = conn
+    def __init__(self, accounts: Accounts, secrets: SecretBox, now: datetime) -> None:
+        self._accounts = accounts
         self._secrets = secrets
         self._now = now
 
     async def find_by_email(self, email: str) -> AccountView | None:
         """The account with this email, ignoring case and surrounding spaces."""
-        return await self._one(accounts.c.email == normalize_email(email))
+        return _maybe_view(await self._accounts.by_email(normalize_email(email)))
 
     async def get(self, account_id: int) -> AccountView | None:
-        return await self._one(accounts.c.id == account_id)
+        return _maybe_view(await self._accounts.by_id(account_id))
 
     async def list_accounts(self) -> list[AccountView]:
-        return [_view(row) for row in await self._conn.execute(select(accounts).order_by(accounts.c.id))]
+        return [_view(row) for row in await self._accounts.all()]
 
     async def totp_secret(self, account_id: int) -> str | None:
         """The decrypted base32 secret, or None; DecryptError if SECRET_KEY changed since it was stored."""
-        encrypted = await self._column(accounts.c.totp_secret_enc, account_id)
+        row = await self._accounts.by_id(account_id)
+        encrypted = row.totp_secret_enc if row else None
         return None if encrypted is None else self._secrets.decrypt(encrypted)
 
     async def record_totp_step(self, account_id: int, step: int) -> None:
         """Remember the last accepted time step; it never moves backwards."""
-        last = accounts.c.totp_last_step
-        await self._update(account_id, or_(last.is_(None), last < step), totp_last_step=step)
+        await self._accounts.advance_totp_step(account_id, step, self._now)
 
     async def check_security_answer(self, account_id: int, answer: str) -> bool:
         """Whether `answer` matches the stored one; as slow for accounts without an answer as with one."""
-        stored = await self._column(accounts.c.security_answer_hash, account_id)
+        row = await self._accounts.by_id(account_id)
+        stored = row.security_answer_hash if row else None
         pepper = self._secrets.answer_pepper
         matched = await asyncio.to_thread(verify_answer, answer, stored or _decoy_hash(pepper), pepper)
         return matched and stored is not None
 
     async def switch_to_phone(self, account_id: int) -> None:
         """Make the phone the second factor; the old authenticator secret is discarded, so it proves nothing."""
-        await self._update(account_id, two_factor="phone", totp_secret_enc=None, totp_last_step=None)
+        await self._change(account_id, {"two_factor": "phone", "totp_secret_enc": None, "totp_last_step": None})
 
     async def reset_two_factor(self, account_id: int) -> None:
         """No second factor ("none") until the user enrols again."""
-        await self._update(account_id, two_factor="none", totp_secret_enc=None, totp_last_step=None)
+        await self._change(account_id, {"two_factor": "none", "totp_secret_enc": None, "totp_last_step": None})
 
     async def remove_phone(self, account_id: int) -> None:
         """Forget the phone number on file (the owner lost it); a new one is added in the service afterwards."""
-        await self._update(account_id, phone=None)
+        await self._change(account_id, {"phone": None})
 
     async def set_totp_secret(self, account_id: int, secret_b32: str) -> None:
         """Enrol a new authenticator secret (normalised; ValueError if it is not a usable base32 key)."""
         encrypted = self._secrets.encrypt(normalize_key(secret_b32))
-        await self._update(account_id, totp_secret_enc=encrypted, two_factor="totp", totp_last_step=None)
+        await self._change(account_id, {"totp_secret_enc": encrypted, "two_factor": "totp", "totp_last_step": None})
 
     async def lock_withdrawals(self, account_id: int, until: datetime) -> datetime | None:
         """Lock withdrawals until `until` or any later lock already set; returns the lock now in force."""
-        column = accounts.c.withdrawals_locked_until
-        await self._update(account_id, or_(column.is_(None), column < until), withdrawals_locked_until=until)
-        view = await self.get(account_id)
-        return view.withdrawals_locked_until if view else None
+        return await self._accounts.extend_withdrawal_lock(account_id, until, self._now)
 
-    async def _one(self, condition: ColumnElement[bool]) -> AccountView | None:
-        row = (await self._conn.execute(select(accounts).where(condition))).first()
-        return _view(row) if row else None
+    async def _change(self, account_id: int, values: AccountChange) -> None:
+        await self._accounts.change({account_id: values}, self._now)
 
-    async def _column(self, column: Any, account_id: int) -> Any:
-        return (await self._conn.execute(select(column).where(accounts.c.id == account_id))).scalar()
 
-    async def _update(self, account_id: int, *conditions: ColumnElement[bool], **values: Any) -> None:
-        statement = update(accounts).where(accounts.c.id == account_id, *conditions)
-        await self._conn.execute(statement.values(**values, updated_at=self._now))
+def _maybe_view(row: StoredAccount | None) -> AccountView | None:
+    return _view(row) if row else None

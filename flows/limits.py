@@ -14,13 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from flows.directory import NO_ACCOUNT
-from flows.store.tables import FailedCheck
-
-failed_checks = FailedCheck.__table__  # type: ignore[attr-defined]
+from flows.ports import FailureRecords
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 TOLD = "owner_told"  # a marker row: when the owner was last told of a pause (not a failed check)
@@ -36,8 +31,8 @@ class FailurePolicy:
 class FailedChecks:
     """Failed factor checks per account, as seen at `now`, through the event's transaction."""
 
-    def __init__(self, conn: AsyncConnection, now: datetime, policy: FailurePolicy = FailurePolicy()) -> None:
-        self._conn = conn
+    def __init__(self, records: FailureRecords, now: datetime, policy: FailurePolicy = FailurePolicy()) -> None:
+        self._records = records
         self._now = now
         self._policy = policy
 
@@ -55,21 +50,14 @@ class FailedChecks:
         now_paused = await self.paused(account_id)  # run for no account too: the same statements
         if account_id is None or not now_paused:
             return False
-        c = failed_checks.c
-        told = await self._conn.scalar(select(func.count()).where(
-            c.account_id == account_id, c.factor == TOLD, c.at > self._now - self._policy.tell_owner_every))
-        if told:
+        if await self._records.count_of(account_id, TOLD, self._now - self._policy.tell_owner_every):
             return False
         await self._insert(account_id, TOLD, user_id, case_id)
         return True
 
     async def _insert(self, account_id: int | None, factor: str, user_id: int, case_id: str) -> None:
-        await self._conn.execute(failed_checks.insert().values(
-            account_id=account_id, factor=factor, user_id=user_id, case_id=case_id, at=self._now))
+        await self._records.add(account_id, factor, user_id, case_id, self._now)
 
     async def _recent(self, account_id: int) -> tuple[int, int]:
-        c = failed_checks.c
-        query = select(func.count().filter(c.at > self._now - HOUR), func.count()).where(
-            c.account_id == account_id, c.factor != TOLD, c.at > self._now - DAY)
-        row = (await self._conn.execute(query)).one()
-        return int(row[0] or 0), int(row[1] or 0)
+        last_hour, last_day = await self._records.count_except(account_id, TOLD, (self._now - HOUR, self._now - DAY))
+        return last_hour, last_day

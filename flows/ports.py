@@ -11,13 +11,25 @@ SQLAlchemy). `tests/store/` holds the contract every adapter must pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
 from flows.events import Sender
-from flows.records import AuditEntry, AuditRecord, BroadcastView, Case, DueTimer, NewTimer, Pending
+from flows.records import (
+    AccountChange,
+    AuditEntry,
+    AuditRecord,
+    BroadcastView,
+    Case,
+    DueTimer,
+    NewCode,
+    NewTimer,
+    Pending,
+    StoredAccount,
+    StoredCode,
+)
 from flows.replies import Reply
 
 
@@ -201,6 +213,92 @@ class Broadcasts(Protocol):
 
     async def mark_uncertain(self, broadcast_ids: Sequence[int], now: datetime) -> int:
         """Rows of these broadcasts left "sending" (by a crash) → "uncertain"; returns how many."""
+
+
+class Accounts(Protocol):
+    """The service's accounts, row by row. Emails are matched exactly as stored (the directory lower-cases them);
+    an id or email that is no account matches nothing, after the same statement."""
+
+    async def by_id(self, account_id: int) -> StoredAccount | None: ...
+
+    async def by_email(self, email: str) -> StoredAccount | None: ...
+
+    async def by_emails(self, emails: Sequence[str]) -> dict[str, StoredAccount]:
+        """The accounts among these emails, by email (any number of them)."""
+        ...
+
+    async def all(self) -> list[StoredAccount]:
+        """Every account, in creation (id) order."""
+        ...
+
+    async def count(self) -> int: ...
+
+    async def add(self, new: Mapping[str, AccountChange], now: datetime) -> None:
+        """Create accounts (email → columns), created and updated `now`; an email already on file fails."""
+        ...
+
+    async def change(self, changes: Mapping[int, AccountChange], now: datetime) -> None:
+        """Set columns of accounts (id → columns) and stamp them updated `now`; unknown ids change nothing."""
+        ...
+
+    async def advance_totp_step(self, account_id: int, step: int, now: datetime) -> None:
+        """Remember `step` as the last accepted TOTP step unless a later one is stored: it never moves back."""
+        ...
+
+    async def extend_withdrawal_lock(self, account_id: int, until: datetime, now: datetime) -> datetime | None:
+        """Lock withdrawals until `until` unless a later lock is set (it only extends); the lock now in force
+        (None for no account)."""
+        ...
+
+
+class CodeRecords(Protocol):
+    """Verification codes as stored; a code is live until used or voided."""
+
+    async def last_created(self, case_id: str, factor: str) -> datetime | None:
+        """When the case's latest code for the factor was made (live or not)."""
+        ...
+
+    async def count_real(self, account_id: int, since: datetime) -> int:
+        """Codes that are not decoys made for the account after `since`."""
+        ...
+
+    async def count_real_to(self, account_id: int, user_id: int, factor: str, since: datetime) -> int:
+        """Codes that are not decoys made for the account after `since`, for this requester and factor."""
+        ...
+
+    async def void_live(self, case_id: str, factor: str, now: datetime) -> None:
+        """Void the case's live codes for the factor."""
+        ...
+
+    async def add(self, code: NewCode) -> int:
+        """Store a new live code; returns its id."""
+        ...
+
+    async def newest_live(self, case_id: str, factor: str) -> StoredCode | None:
+        """The case's newest live code for the factor (the last stored, of those made at the same time)."""
+        ...
+
+    async def use(self, code_id: int, now: datetime) -> bool:
+        """Mark a live code used; False if it was no longer live (of two uses, one wins)."""
+        ...
+
+    async def count_wrong(self, code_id: int) -> None:
+        """Count one more wrong try against the code."""
+        ...
+
+
+class FailureRecords(Protocol):
+    """Rows of failed factor checks per account (`None`: an email that is no account, counted for nobody); a
+    factor name may be used for marker rows that are not failures."""
+
+    async def add(self, account_id: int | None, factor: str, user_id: int, case_id: str, at: datetime) -> None: ...
+
+    async def count_except(self, account_id: int, factor: str, since: Sequence[datetime]) -> list[int]:
+        """For each time in `since`, the account's rows made after it, not counting those of `factor`."""
+        ...
+
+    async def count_of(self, account_id: int, factor: str, since: datetime) -> int:
+        """The account's rows of `factor` made after `since`."""
         ...
 
 
@@ -223,6 +321,12 @@ class Tx(Protocol):
     def audit(self) -> Audit: ...
     @property
     def broadcasts(self) -> Broadcasts: ...
+    @property
+    def accounts(self) -> Accounts: ...
+    @property
+    def codes(self) -> CodeRecords: ...
+    @property
+    def failures(self) -> FailureRecords: ...
 
 
 class Store(Protocol):

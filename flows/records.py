@@ -1,12 +1,13 @@
 """What is stored: cases, the timers and audit lines an event adds, outbox entries, broadcasts, and a decision that
-gathers them. Plain data, shared by the engine that makes them and the stores that keep them."""
+gathers them; the service's accounts and verification codes as stored. Plain data, shared by the code that makes
+them and the stores that keep them."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from flows.replies import CopyMessage, Reply, SendMessage
 
@@ -168,3 +169,67 @@ class Decision:
     def case(self) -> Case | None:
         """The chat's case after the event (the last one touched)."""
         return self.cases[-1] if self.cases else None
+
+
+class AccountChange(TypedDict, total=False):
+    """Columns of an account to set (a change also stamps `updated_at`); what is left out stays as it is."""
+
+    phone: str | None
+    totp_secret_enc: str | None
+    totp_last_step: int | None
+    security_question: str | None
+    security_answer_hash: str | None
+    identity_verified: bool
+    two_factor: str
+    withdrawals_locked_until: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredAccount:
+    """An account of the service as stored: its secret only encrypted, its answer only hashed. For the directory
+    and the import, never for a reply."""
+
+    id: int
+    email: str
+    phone: str | None = None
+    totp_secret_enc: str | None = None
+    totp_last_step: int | None = None
+    security_question: str | None = None
+    security_answer_hash: str | None = None
+    identity_verified: bool = False
+    two_factor: str = "totp"
+    withdrawals_locked_until: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NewCode:
+    """A verification code to store, as its keyed hash."""
+
+    account_id: int | None
+    user_id: int
+    decoy: bool
+    case_id: str
+    factor: str
+    code_hash: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredCode:
+    """A verification code as stored."""
+
+    id: int
+    account_id: int | None
+    user_id: int | None
+    decoy: bool
+    case_id: str
+    factor: str
+    code_hash: str
+    created_at: datetime
+    expires_at: datetime
+    wrong_tries: int = 0
+    used_at: datetime | None = None
+    voided_at: datetime | None = None

@@ -69,9 +69,9 @@ class ServiceFactory:
         conn: Any = getattr(tx, "conn", None)
         return Services(
             settings=self.settings,
-            directory=Directory(conn, self.box, now),
-            codes=Codes(conn, self.code_key, now, self.policy),
-            failures=FailedChecks(conn, now),
+            directory=Directory(tx.accounts, self.box, now),
+            codes=Codes(tx.codes, self.code_key, now, self.policy),
+            failures=FailedChecks(tx.failures, now),
             now=now,
             box=self.box,
             tx=tx,

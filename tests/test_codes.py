@@ -13,14 +13,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import FakeClock
-from flows.codes import CheckResult, CodePolicy, Codes, Issued, Refused, codes_table
+from flows.codes import CheckResult, CodePolicy, Codes, Issued, Refused
 from flows.keys import derive_key
-from flows.store.tables import Account
+from flows.store.codes import SqlCodes
+from flows.store.tables import accounts
+from flows.store.tables import codes as codes_table
 
 KEY = derive_key("k" * 32, "codes")
 POLICY = CodePolicy()
 CASE = "case-1"
-accounts = Account.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def fixed_codes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 async def issue(db: AsyncEngine, now: datetime, account_id: int | None, case_id: str = CASE,
                 factor: str = "phone", user_id: int = 7) -> Issued | Refused:
     async with db.begin() as conn:
-        return await Codes(conn, KEY, now, POLICY).issue(account_id, case_id, factor, user_id)
+        return await Codes(SqlCodes(conn), KEY, now, POLICY).issue(account_id, case_id, factor, user_id)
 
 
 async def issued(db: AsyncEngine, now: datetime, account_id: int | None, case_id: str = CASE,
@@ -61,12 +62,12 @@ async def issued(db: AsyncEngine, now: datetime, account_id: int | None, case_id
 async def check(db: AsyncEngine, now: datetime, entered: str, factor: str = "phone",
                 paused: bool = False) -> CheckResult:
     async with db.begin() as conn:
-        return await Codes(conn, KEY, now, POLICY).check(CASE, factor, entered, paused)
+        return await Codes(SqlCodes(conn), KEY, now, POLICY).check(CASE, factor, entered, paused)
 
 
 async def expiry(db: AsyncEngine, now: datetime) -> datetime | None:
     async with db.begin() as conn:
-        return await Codes(conn, KEY, now, POLICY).expiry(CASE, "phone")
+        return await Codes(SqlCodes(conn), KEY, now, POLICY).expiry(CASE, "phone")
 
 
 def other(code: str) -> str:

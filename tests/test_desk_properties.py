@@ -53,7 +53,7 @@ from flows.model import Accepts
 from flows.otp import normalize_code
 from flows.replies import Reply
 from flows.services import FlowSettings, ServiceFactory
-from flows.store.database import open_database
+from flows.store.database import SqlStore, open_database
 from flows.texts import Text, plain_text
 from tests.support.chat import Bot, Chat
 from tests.support.desk import ACCOUNTS_CSV, ADA_TOTP, BEN_TOTP, SECRET_KEY, totp_now
@@ -657,8 +657,8 @@ def mutations(data: str) -> list[str]:
 async def seed(path: Path) -> None:
     db = open_database(f"sqlite+aiosqlite:///{path}")
     try:
-        async with db.begin() as conn:
-            report = await import_accounts(conn, ACCOUNTS_CSV, FACTORY.box, FakeClock().now())
+        async with SqlStore(db).transaction() as tx:
+            report = await import_accounts(tx.accounts, ACCOUNTS_CSV, FACTORY.box, FakeClock().now())
             assert not report.errors, report.errors
     finally:
         await db.dispose()

@@ -15,12 +15,13 @@ from flows.directory import (
     DecryptError,
     Directory,
     SecretBox,
-    accounts,
     hash_answer,
     mask_email,
     mask_phone,
     verify_answer,
 )
+from flows.store.accounts import SqlAccounts
+from flows.store.tables import accounts
 
 SECRET_KEY = "x" * 40
 BOX = SecretBox(SECRET_KEY)
@@ -42,7 +43,7 @@ async def raw_row(conn: AsyncConnection, account_id: int) -> tuple[Any, ...]:
 async def test_find_by_email_ignores_case_and_spaces(db: AsyncEngine, clock: FakeClock) -> None:
     async with db.begin() as conn:
         account_id = await add_account(conn, clock, "jane.doe@example.com", phone="+15551234534")
-        directory = Directory(conn, BOX, clock.now())
+        directory = Directory(SqlAccounts(conn), BOX, clock.now())
         found = await directory.find_by_email("  Jane.DOE@Example.com ")
         assert found is not None
         assert (found.id, found.email, found.phone, found.has_totp) == (account_id, "jane.doe@example.com",
@@ -55,7 +56,7 @@ async def test_find_by_email_ignores_case_and_spaces(db: AsyncEngine, clock: Fak
 async def test_totp_secret_is_encrypted_at_rest(db: AsyncEngine, clock: FakeClock) -> None:
     async with db.begin() as conn:
         account_id = await add_account(conn, clock, "jane@example.com")
-        directory = Directory(conn, BOX, clock.now())
+        directory = Directory(SqlAccounts(conn), BOX, clock.now())
         await directory.set_totp_secret(account_id, "jbsw-y3dp ehpk-3pxp")
         assert TOTP not in repr(await raw_row(conn, account_id))
         assert await directory.totp_secret(account_id) == TOTP
@@ -67,7 +68,7 @@ async def test_totp_secret_is_encrypted_at_rest(db: AsyncEngine, clock: FakeCloc
 async def test_a_different_secret_key_cannot_decrypt(db: AsyncEngine, clock: FakeClock) -> None:
     async with db.begin() as conn:
         account_id = await add_account(conn, clock, "jane@example.com", totp_secret_enc=BOX.encrypt(TOTP))
-        other = Directory(conn, SecretBox("y" * 40), clock.now())
+        other = Directory(SqlAccounts(conn), SecretBox("y" * 40), clock.now())
         with pytest.raises(DecryptError):
             await other.totp_secret(account_id)
     with pytest.raises(DecryptError):
@@ -79,13 +80,13 @@ async def test_an_invalid_secret_is_refused(db: AsyncEngine, clock: FakeClock) -
     async with db.begin() as conn:
         account_id = await add_account(conn, clock, "jane@example.com")
         with pytest.raises(ValueError):
-            await Directory(conn, BOX, clock.now()).set_totp_secret(account_id, "JBSW0Y3DPEHPK3PX")
+            await Directory(SqlAccounts(conn), BOX, clock.now()).set_totp_secret(account_id, "JBSW0Y3DPEHPK3PX")
 
 
 async def test_totp_step_never_moves_backwards(db: AsyncEngine, clock: FakeClock) -> None:
     async with db.begin() as conn:
         account_id = await add_account(conn, clock, "jane@example.com", totp_secret_enc=BOX.encrypt(TOTP))
-        directory = Directory(conn, BOX, clock.now())
+        directory = Directory(SqlAccounts(conn), BOX, clock.now())
         await directory.record_totp_step(account_id, 100)
         await directory.record_totp_step(account_id, 99)
         view = await directory.get(account_id)
@@ -100,7 +101,7 @@ async def test_security_answers_are_hashed_with_a_pepper_and_normalised(db: Asyn
         account_id = await add_account(conn, clock, "jane@example.com", security_question="Pet?",
                                        security_answer_hash=stored)
         bare_id = await add_account(conn, clock, "john@example.com")
-        directory = Directory(conn, BOX, clock.now())
+        directory = Directory(SqlAccounts(conn), BOX, clock.now())
         assert await directory.check_security_answer(account_id, "  The  CAT ")
         assert await directory.check_security_answer(account_id, "ＴＨＥ\tcat")
         assert not await directory.check_security_answer(account_id, "the dog")
@@ -127,7 +128,7 @@ async def test_withdrawal_lock_is_never_shortened(db: AsyncEngine, clock: FakeCl
     now = clock.now()
     async with db.begin() as conn:
         account_id = await add_account(conn, clock, "jane@example.com")
-        directory = Directory(conn, BOX, now)
+        directory = Directory(SqlAccounts(conn), BOX, now)
         assert await directory.lock_withdrawals(account_id, now + timedelta(hours=48)) == now + timedelta(hours=48)
         assert await directory.lock_withdrawals(account_id, now + timedelta(hours=24)) == now + timedelta(hours=48)
         assert await directory.lock_withdrawals(account_id, now + timedelta(hours=72)) == now + timedelta(hours=72)
@@ -144,7 +145,7 @@ async def test_switching_and_resetting_the_second_factor(db: AsyncEngine, clock:
         reset_id = await add_account(conn, clock, "b@example.com", totp_secret_enc=BOX.encrypt(TOTP),
                                      totp_last_step=7, two_factor="totp")
         clock.advance(minutes=5)
-        directory = Directory(conn, BOX, clock.now())
+        directory = Directory(SqlAccounts(conn), BOX, clock.now())
         await directory.switch_to_phone(phone_id)
         await directory.reset_two_factor(reset_id)
         views = {view.id: view for view in await directory.list_accounts()}
@@ -157,7 +158,7 @@ async def test_list_accounts_in_creation_order(db: AsyncEngine, clock: FakeClock
     async with db.begin() as conn:
         for email in ("c@example.com", "a@example.com", "b@example.com"):
             await add_account(conn, clock, email)
-        listed = await Directory(conn, BOX, clock.now()).list_accounts()
+        listed = await Directory(SqlAccounts(conn), BOX, clock.now()).list_accounts()
     assert [view.email for view in listed] == ["c@example.com", "a@example.com", "b@example.com"]
 
 

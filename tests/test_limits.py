@@ -10,8 +10,8 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import FakeClock
-from flows.directory import accounts
 from flows.events import ButtonPressed, TextReceived
+from flows.store.tables import accounts
 from tests.support.chat import Bot, Chat
 from tests.support.desk import ADA_TOTP, begin, code_in, totp_now
 from tests.support.servers import Mailbox, SmsGateway

@@ -6,8 +6,8 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import FakeClock
-from flows.directory import accounts
 from flows.events import FileInfo
+from flows.store.tables import accounts
 from tests.support.chat import Bot, Chat
 from tests.support.desk import begin, code_in, request_codes
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows import delivery
 from flows.clock import FakeClock
-from flows.directory import SecretBox, accounts
+from flows.directory import SecretBox
 from flows.replies import DeleteMessage, Reply, SendFiles, SendMessage, SendPhoto
 from flows.store import tables
 from flows.store.database import SqlTx
@@ -44,7 +44,7 @@ def card_for(desk: Bot, admin: int) -> SendMessage:
 
 async def ben(db: AsyncEngine) -> object:
     async with db.connect() as conn:
-        return (await conn.execute(select(accounts).where(accounts.c.email == "ben@example.com"))).one()
+        return (await conn.execute(select(tables.accounts).where(tables.accounts.c.email == "ben@example.com"))).one()
 
 
 async def test_a_submitted_case_posts_a_card_with_photos_to_every_admin(desk: Bot) -> None:

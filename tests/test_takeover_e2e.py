@@ -11,8 +11,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from flows.directory import accounts
 from flows.store.database import open_database
+from flows.store.tables import accounts
 from tests.support.botapi import BotApiServer
 from tests.support.desk import ADA_TOTP, totp_now
 from tests.support.e2e import BotProcess, TgUser, walk_backup_key_to_the_code, walk_phone_switch_to_the_codes

@@ -220,7 +220,7 @@ async def test_status_counts_down_a_withdrawal_lock_once_the_codes_proved_the_ow
 ) -> None:
     from sqlalchemy import update
 
-    from flows.directory import accounts
+    from flows.store.tables import accounts
 
     async with desk.db.begin() as conn:
         await conn.execute(update(accounts).where(accounts.c.email == "ada@example.com")

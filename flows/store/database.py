@@ -12,10 +12,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from flows.store.accounts import SqlAccounts
 from flows.store.audit import SqlAudit
 from flows.store.broadcasts import SqlBroadcasts
 from flows.store.cases import SqlCases
+from flows.store.codes import SqlCodes
 from flows.store.evidence import SqlEvidence
+from flows.store.failures import SqlFailures
 from flows.store.outbox import SqlOutbox
 from flows.store.timers import SqlTimers
 from flows.store.updates import SqlUpdateLog, SqlUsers
@@ -83,6 +86,9 @@ class SqlTx:
         self.evidence = SqlEvidence(conn, self.timers)
         self.audit = SqlAudit(conn)
         self.broadcasts = SqlBroadcasts(conn)
+        self.accounts = SqlAccounts(conn)
+        self.codes = SqlCodes(conn)
+        self.failures = SqlFailures(conn)
 
 
 class SqlStore:

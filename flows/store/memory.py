@@ -13,10 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from flows.store.accounts import AccountTable, MemoryAccounts
 from flows.store.audit import AuditTable, MemoryAudit
 from flows.store.broadcasts import BroadcastTable, MemoryBroadcasts
 from flows.store.cases import CaseTable, MemoryCases
+from flows.store.codes import CodeTable, MemoryCodes
 from flows.store.evidence import EvidenceTable, MemoryEvidence
+from flows.store.failures import FailureTable, MemoryFailures
 from flows.store.outbox import MemoryOutbox, OutboxTable
 from flows.store.timers import MemoryTimers, TimerTable
 from flows.store.updates import MemoryUpdateLog, MemoryUsers, UpdateTable, UserTable
@@ -51,6 +54,9 @@ class MemoryTx:
         self.evidence = MemoryEvidence(tables.of(EvidenceTable), self.timers)
         self.audit = MemoryAudit(tables.of(AuditTable))
         self.broadcasts = MemoryBroadcasts(tables.of(BroadcastTable), tables.of(UserTable), tables.of(CaseTable))
+        self.accounts = MemoryAccounts(tables.of(AccountTable))
+        self.codes = MemoryCodes(tables.of(CodeTable))
+        self.failures = MemoryFailures(tables.of(FailureTable))
 
 
 class MemoryStore:

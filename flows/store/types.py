@@ -47,3 +47,11 @@ def as_stored(value: Any) -> Any:
     """`value` as a JSON column gives it back (tuples become lists; what JSON cannot hold fails here too): the
     in-memory adapters store through this, so they behave as the database does."""
     return json.loads(json.dumps(value))
+
+
+def as_utc(value: datetime) -> datetime:
+    """`value` as a `UTCDateTime` column gives it back (in UTC; a naive one fails here too), for the in-memory
+    adapters."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: use timezone-aware UTC")
+    return value.astimezone(UTC)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.accounts_csv import import_accounts
 from flows.clock import FakeClock
 from flows.delivery import Transport
 from flows.desk import build_engine
-from flows.directory import accounts
 from flows.events import FileInfo
+from flows.records import StoredAccount
 from flows.services import FlowSettings, ServiceFactory
+from flows.store.database import SqlStore
 from tests.support.chat import Bot, Chat
 
 SECRET_KEY = "test-secret-key-" + "k" * 32
@@ -38,8 +38,8 @@ async def open_desk(
     settings = FlowSettings(service_name="Acme", secret_key=SECRET_KEY, admin_ids=(900, 901),
                             code_channels=code_channels or {"phone": "chat", "email": "chat"})
     factory = ServiceFactory(settings)
-    async with db.begin() as conn:
-        report = await import_accounts(conn, ACCOUNTS_CSV, factory.box, clock.now())
+    async with SqlStore(db).transaction() as tx:
+        report = await import_accounts(tx.accounts, ACCOUNTS_CSV, factory.box, clock.now())
         assert not report.errors, report.errors
     return await Bot(db, build_engine(settings), clock, factory, channels, with_broadcasts).start()
 
@@ -70,9 +70,11 @@ def code_in(messages: list[str], factor: str = "SMS") -> str:
     raise AssertionError(f"no {factor} code in {messages}")
 
 
-async def account(db: AsyncEngine, email: str) -> object:
-    async with db.connect() as conn:
-        return (await conn.execute(select(accounts).where(accounts.c.email == email))).one()
+async def account(db: AsyncEngine, email: str) -> StoredAccount:
+    async with SqlStore(db).reading() as tx:
+        found = await tx.accounts.by_email(email)
+    assert found is not None, email
+    return found
 
 
 async def begin(chat: Chat, method: str, email: str) -> list[str]:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from flows.accounts_csv import import_accounts
 from flows.directory import SecretBox
 from flows.ports import Store
-from flows.store.database import open_database
+from flows.store.database import SqlStore, open_database
 from flows.store.migrate import upgrade
 from tests.support.botapi import BotApiServer, Call
 from tests.support.desk import ACCOUNTS_CSV, SECRET_KEY
@@ -36,10 +36,10 @@ async def prepare_database(url: str) -> None:
     await upgrade(url)
     engine: AsyncEngine = open_database(url)
     try:
-        async with engine.begin() as conn:
+        async with SqlStore(engine).transaction() as tx:
             from datetime import UTC, datetime
 
-            report = await import_accounts(conn, ACCOUNTS_CSV, SecretBox(SECRET_KEY), datetime.now(UTC))
+            report = await import_accounts(tx.accounts, ACCOUNTS_CSV, SecretBox(SECRET_KEY), datetime.now(UTC))
             assert not report.errors
     finally:
         await engine.dispose()
