@@ -11,13 +11,13 @@ SQLAlchemy). `tests/store/` holds the contract every adapter must pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from flows.events import Sender
-from flows.records import AuditEntry, AuditRecord, Case, DueTimer, NewTimer, Pending
+from flows.records import AuditEntry, AuditRecord, Case, CaseTally, DeskTotals, DueTimer, NewTimer, Pending
 from flows.replies import Reply
 
 
@@ -143,6 +143,27 @@ class Audit(Protocol):
         ...
 
 
+class Statistics(Protocol):
+    """Numbers for the staff's report, counted where the rows are: no case data (no email, phone number or
+    answer) comes out, only counts and durations. Each method is one statement."""
+
+    async def tally(self, windows: Mapping[str, datetime], now: datetime) -> list[CaseTally]:
+        """The cases of the recovery methods (`RECOVERY_METHODS`) per method and status: for each window (label →
+        its first moment; every window ends at `now`, both ends included), how many were created in it, and how
+        many of those were verified (`VERIFIED_FLAG` true in the case's data; a backup-key case when recovered).
+        A method and status with no case in any window is left out."""
+        ...
+
+    async def recovery_times(self, since: datetime, now: datetime) -> dict[str, list[timedelta]]:
+        """Per method, from creation to closing, how long each recovered case created in [since, now] took (in
+        no particular order; a method without one is left out)."""
+        ...
+
+    async def totals(self) -> DeskTotals:
+        """How many cases wait for review and the oldest of their last updates; users, and blocked users."""
+        ...
+
+
 class Tx(Protocol):
     """One transaction's view of every port."""
 
@@ -160,6 +181,8 @@ class Tx(Protocol):
     def evidence(self) -> Evidence: ...
     @property
     def audit(self) -> Audit: ...
+    @property
+    def statistics(self) -> Statistics: ...
 
 
 class Store(Protocol):

@@ -16,6 +16,7 @@ from flows.store.audit import SqlAudit
 from flows.store.cases import SqlCases
 from flows.store.evidence import SqlEvidence
 from flows.store.outbox import SqlOutbox
+from flows.store.stats import SqlStatistics
 from flows.store.timers import SqlTimers
 from flows.store.updates import SqlUpdateLog, SqlUsers
 
@@ -81,6 +82,7 @@ class SqlTx:
         self.outbox = SqlOutbox(conn)
         self.evidence = SqlEvidence(conn, self.timers)
         self.audit = SqlAudit(conn)
+        self.statistics = SqlStatistics(conn)
 
 
 class SqlStore:

@@ -17,6 +17,7 @@ from flows.store.audit import AuditTable, MemoryAudit
 from flows.store.cases import CaseTable, MemoryCases
 from flows.store.evidence import EvidenceTable, MemoryEvidence
 from flows.store.outbox import MemoryOutbox, OutboxTable
+from flows.store.stats import MemoryStatistics
 from flows.store.timers import MemoryTimers, TimerTable
 from flows.store.updates import MemoryUpdateLog, MemoryUsers, UpdateTable, UserTable
 
@@ -49,6 +50,7 @@ class MemoryTx:
         self.outbox = MemoryOutbox(tables.of(OutboxTable))
         self.evidence = MemoryEvidence(tables.of(EvidenceTable), self.timers)
         self.audit = MemoryAudit(tables.of(AuditTable))
+        self.statistics = MemoryStatistics(tables.of(CaseTable), tables.of(UserTable))
 
 
 class MemoryStore:
