@@ -145,7 +145,7 @@ class Audit(Protocol):
 
 class Statistics(Protocol):
     """Numbers for the staff's report, counted where the rows are: no case data (no email, phone number or
-    answer) comes out, only counts and durations. Each method is one statement."""
+    answer) comes out, only counts and durations (in SQL, one statement per method)."""
 
     async def tally(self, windows: Mapping[str, datetime], now: datetime) -> list[CaseTally]:
         """The cases of the recovery methods (`RECOVERY_METHODS`) per method and status: for each window (label →
