@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from flows.events import Sender
@@ -23,6 +23,8 @@ from flows.records import (
     AuditRecord,
     BroadcastView,
     Case,
+    CaseTally,
+    DeskTotals,
     DueTimer,
     NewCode,
     NewTimer,
@@ -299,6 +301,26 @@ class FailureRecords(Protocol):
 
     async def count_of(self, account_id: int, factor: str, since: datetime) -> int:
         """The account's rows of `factor` made after `since`."""
+
+
+class Statistics(Protocol):
+    """Numbers for the staff's report, counted where the rows are: no case data (no email, phone number or
+    answer) comes out, only counts and durations (in SQL, one statement per method)."""
+
+    async def tally(self, windows: Mapping[str, datetime], now: datetime) -> list[CaseTally]:
+        """The cases of the recovery methods (`RECOVERY_METHODS`) per method and status: for each window (label →
+        its first moment; every window ends at `now`, both ends included), how many were created in it, and how
+        many of those were verified (`VERIFIED_FLAG` true in the case's data; a backup-key case when recovered).
+        A method and status with no case in any window is left out."""
+        ...
+
+    async def recovery_times(self, since: datetime, now: datetime) -> dict[str, list[timedelta]]:
+        """Per method, from creation to closing, how long each recovered case created in [since, now] took (in
+        no particular order; a method without one is left out)."""
+        ...
+
+    async def totals(self) -> DeskTotals:
+        """How many cases wait for review and the oldest of their last updates; users, and blocked users."""
         ...
 
 
@@ -327,6 +349,8 @@ class Tx(Protocol):
     def codes(self) -> CodeRecords: ...
     @property
     def failures(self) -> FailureRecords: ...
+    @property
+    def statistics(self) -> Statistics: ...
 
 
 class Store(Protocol):

@@ -14,6 +14,14 @@ from flows.replies import CopyMessage, Reply, SendMessage
 ACTIVE = ("open", "review")
 ANY_STEP = "*"
 
+RECOVERY_METHODS = ("phone", "reverify", "backup")
+"""The flows that are recovery attempts (the menu, "start", is not one)."""
+RECOVERED = ("completed", "approved")
+"""The statuses of a case that recovered the account."""
+VERIFIED_FLAG = {"phone": "phone_verified", "reverify": "email_verified"}
+"""The flag in a case's data that says the method's code was accepted; a backup-key case counts as verified when it
+recovered."""
+
 
 @dataclass(frozen=True)
 class TimerSpec:
@@ -153,6 +161,27 @@ class BroadcastView:
         if self.copy_from is not None:
             return CopyMessage(chat_id, self.copy_from[0], self.copy_from[1])
         return SendMessage(chat_id, self.text or "")
+
+
+@dataclass(frozen=True)
+class CaseTally:
+    """The recovery cases of one method with one status: how many were started in each reporting window (by its
+    label), and how many of those were verified."""
+
+    flow: str
+    status: str
+    started: Mapping[str, int]
+    verified: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class DeskTotals:
+    """Cases waiting for review and the least recent update among them; the users, and those who blocked the bot."""
+
+    pending_reviews: int
+    oldest_review: datetime | None
+    users: int
+    blocked_users: int
 
 
 @dataclass

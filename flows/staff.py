@@ -230,7 +230,7 @@ async def audit_command(ctx: Context) -> Outcome:
 
 async def stats_command(ctx: Context) -> Outcome:
     """The numbers as text, and as a funnel chart where the optional `charts` extra is installed."""
-    stats = await collect(services(ctx).conn, ctx.now)
+    stats = await collect(services(ctx).tx.statistics, ctx.now)
     lines = tuple(Text(key, params) for key, params in stats_lines(stats))
     report = Say(say=(Text("stats.report", {"lines": lines}),))
     chart = await asyncio.to_thread(funnel_chart, stats)

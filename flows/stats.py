@@ -1,9 +1,9 @@
 """Recovery statistics for the desk's staff: how many recoveries start, get verified and succeed, per method.
 
-`collect` reads the numbers in three statements, counting with GROUP BY (the JSON flags are tested in SQL, so no case
-data — and so no email, phone number or answer — ever reaches Python). `stats_lines` turns them into catalog keys
-and parameters for the texts module; `funnel_chart` draws them as a PNG when matplotlib (the `charts` extra) is
-installed.
+`collect` reads the numbers through the `Statistics` port, which counts where the rows are (in SQL, three
+statements with the JSON flags tested in SQL), so no case data — and so no email, phone number or answer — ever
+reaches this module. `stats_lines` turns them into catalog keys and parameters for the texts module;
+`funnel_chart` draws them as a PNG when matplotlib (the `charts` extra) is installed.
 
 A case is *recovered* when it ended "completed" or "approved"; it is *verified* when the phone code was accepted
 (phone), the email code was accepted (reverify), or, for the backup key, when it was recovered. Only the three
@@ -19,20 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, cast, func, or_, select
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from flows.durations import format_duration
-from flows.store.tables import CaseRow, User
+from flows.ports import Statistics
+from flows.records import RECOVERED, RECOVERY_METHODS, CaseTally
 
-cases = CaseRow.__table__  # type: ignore[attr-defined]
-users = User.__table__  # type: ignore[attr-defined]
-
-METHODS = ("phone", "reverify", "backup")
+METHODS = RECOVERY_METHODS
 STATUSES = ("open", "review", "completed", "approved", "rejected", "cancelled", "abandoned", "failed", "replaced")
-RECOVERED = ("completed", "approved")
-VERIFIED_FLAG = {"phone": "phone_verified", "reverify": "email_verified"}
 METHOD_NAMES = {"phone": "Phone code", "reverify": "Re-verification", "backup": "Backup key"}
 
 
@@ -85,88 +77,34 @@ class Stats:
         return self.by_period[label][method]
 
 
-async def collect(conn: AsyncConnection, now: datetime) -> Stats:
-    """Read the statistics as of `now` (timezone-aware) in three statements."""
+async def collect(source: Statistics, now: datetime) -> Stats:
+    """Read the statistics as of `now` (timezone-aware) from the store's `statistics` port."""
     if now.tzinfo is None:
         raise ValueError("naive datetime: use timezone-aware UTC")
-    counts = await _count_cases(conn, now)
-    durations = await _recovery_durations(conn, now, MONTH.since(now))
-    reviews, oldest, user_count, blocked = await _totals(conn)
+    tallies = await source.tally({p.label: p.since(now) for p in PERIODS}, now)
+    durations = await source.recovery_times(MONTH.since(now), now)
+    totals = await source.totals()
     return Stats(
         now=now,
         periods=PERIODS,
-        by_period={p.label: {m: _method_stats(counts, p.label, m) for m in METHODS} for p in PERIODS},
+        by_period={p.label: {m: _method_stats(tallies, p.label, m) for m in METHODS} for p in PERIODS},
         median_recovery={m: _median(durations.get(m, [])) for m in METHODS},
-        pending_reviews=reviews,
-        oldest_review_age=None if oldest is None else now - oldest,
-        users=user_count,
-        blocked_users=blocked,
+        pending_reviews=totals.pending_reviews,
+        oldest_review_age=None if totals.oldest_review is None else now - totals.oldest_review,
+        users=totals.users,
+        blocked_users=totals.blocked_users,
     )
 
 
-def _flag(dialect: str, key: str) -> ColumnElement[bool]:
-    """True where the case's JSON data has `key` set to true, tested in SQL."""
-    if dialect == "postgresql":
-        return func.jsonb_extract_path_text(cast(cases.c.data, JSONB), key) == "true"
-    return func.json_extract(cases.c.data, f"$.{key}") == 1
-
-
-def _verified(dialect: str) -> ColumnElement[bool]:
-    """Each method's own proof: a code accepted, or for the backup key the recovery itself."""
-    rules = [and_(cases.c.flow == method, _flag(dialect, flag)) for method, flag in VERIFIED_FLAG.items()]
-    return or_(*rules, and_(cases.c.flow == "backup", cases.c.status.in_(RECOVERED)))
-
-
-def _in_method_window(since: datetime, now: datetime) -> ColumnElement[bool]:
-    return and_(cases.c.flow.in_(METHODS), cases.c.created_at >= since, cases.c.created_at <= now)
-
-
-Counts = dict[tuple[str, str], dict[str, int]]
-"""(flow, status) → {"n_<period>": cases started, "v_<period>": of those verified}."""
-
-
-async def _count_cases(conn: AsyncConnection, now: datetime) -> Counts:
-    """Cases per method and status, started and verified in each period: one GROUP BY statement."""
-    verified = _verified(conn.dialect.name)
-    columns: list[Any] = []
-    for period in PERIODS:
-        inside = cases.c.created_at >= period.since(now)
-        columns.append(func.sum(case((inside, 1), else_=0)).label(f"n_{period.label}"))
-        columns.append(func.sum(case((and_(inside, verified), 1), else_=0)).label(f"v_{period.label}"))
-    earliest = min(period.since(now) for period in PERIODS)
-    query = (
-        select(cases.c.flow, cases.c.status, *columns)
-        .where(_in_method_window(earliest, now))
-        .group_by(cases.c.flow, cases.c.status)
-    )
-    result = await conn.execute(query)
-    return {
-        (row.flow, row.status): {name: int(value or 0) for name, value in row._mapping.items()
-                                 if name not in ("flow", "status")}
-        for row in result
-    }
-
-
-def _method_stats(counts: Counts, label: str, method: str) -> MethodStats:
+def _method_stats(tallies: Sequence[CaseTally], label: str, method: str) -> MethodStats:
     outcomes = dict.fromkeys(STATUSES, 0)
     verified = 0
-    for (flow, status), numbers in counts.items():
-        if flow == method:
-            outcomes[status] = outcomes.get(status, 0) + numbers[f"n_{label}"]
-            verified += numbers[f"v_{label}"]
+    for tally in tallies:
+        if tally.flow == method:
+            outcomes[tally.status] = outcomes.get(tally.status, 0) + tally.started.get(label, 0)
+            verified += tally.verified.get(label, 0)
     recovered = sum(outcomes[status] for status in RECOVERED)
     return MethodStats(sum(outcomes.values()), verified, recovered, outcomes)
-
-
-async def _recovery_durations(conn: AsyncConnection, now: datetime, since: datetime) -> dict[str, list[timedelta]]:
-    """How long each case recovered in the window took, per method."""
-    query = select(cases.c.flow, cases.c.created_at, cases.c.closed_at).where(
-        _in_method_window(since, now), cases.c.status.in_(RECOVERED), cases.c.closed_at.is_not(None)
-    )
-    durations: dict[str, list[timedelta]] = {}
-    for row in await conn.execute(query):
-        durations.setdefault(row.flow, []).append(row.closed_at - row.created_at)
-    return durations
 
 
 def _median(durations: Sequence[timedelta]) -> timedelta | None:
@@ -175,17 +113,6 @@ def _median(durations: Sequence[timedelta]) -> timedelta | None:
     return timedelta(seconds=statistics.median(d.total_seconds() for d in durations))
 
 
-async def _totals(conn: AsyncConnection) -> tuple[int, datetime | None, int, int]:
-    """Pending reviews, the oldest one's last update, users and blocked users: one statement."""
-    in_review = cases.c.status == "review"
-    query = select(
-        select(func.count()).select_from(cases).where(in_review).scalar_subquery(),
-        select(func.min(cases.c.updated_at)).where(in_review).scalar_subquery(),
-        select(func.count()).select_from(users).scalar_subquery(),
-        select(func.count()).select_from(users).where(users.c.blocked.is_(True)).scalar_subquery(),
-    )
-    reviews, oldest, user_count, blocked = (await conn.execute(query)).one()
-    return int(reviews), oldest, int(user_count), int(blocked)
 
 
 Line = tuple[str, dict[str, object]]

@@ -23,13 +23,12 @@ from flows.stats import (
     WEEK,
     Period,
     Stats,
-    _flag,
-    cases,
     collect,
     funnel_chart,
     stats_lines,
-    users,
 )
+from flows.store.stats import SqlStatistics, _flag
+from flows.store.tables import cases, users
 
 NOW = datetime(2024, 5, 15, 10, 30, tzinfo=UTC)
 MIDNIGHT = datetime(2024, 5, 15, tzinfo=UTC)
@@ -59,7 +58,7 @@ async def insert(db: AsyncEngine, rows: list[dict[str, Any]]) -> None:
 
 async def read(db: AsyncEngine, now: datetime = NOW) -> Stats:
     async with db.connect() as conn:
-        return await collect(conn, now)
+        return await collect(SqlStatistics(conn), now)
 
 
 def test_periods_are_today_since_midnight_utc_and_rolling_windows() -> None:

@@ -20,6 +20,7 @@ from flows.store.codes import SqlCodes
 from flows.store.evidence import SqlEvidence
 from flows.store.failures import SqlFailures
 from flows.store.outbox import SqlOutbox
+from flows.store.stats import SqlStatistics
 from flows.store.timers import SqlTimers
 from flows.store.updates import SqlUpdateLog, SqlUsers
 
@@ -89,6 +90,7 @@ class SqlTx:
         self.accounts = SqlAccounts(conn)
         self.codes = SqlCodes(conn)
         self.failures = SqlFailures(conn)
+        self.statistics = SqlStatistics(conn)
 
 
 class SqlStore:

@@ -21,6 +21,7 @@ from flows.store.codes import CodeTable, MemoryCodes
 from flows.store.evidence import EvidenceTable, MemoryEvidence
 from flows.store.failures import FailureTable, MemoryFailures
 from flows.store.outbox import MemoryOutbox, OutboxTable
+from flows.store.stats import MemoryStatistics
 from flows.store.timers import MemoryTimers, TimerTable
 from flows.store.updates import MemoryUpdateLog, MemoryUsers, UpdateTable, UserTable
 
@@ -57,6 +58,7 @@ class MemoryTx:
         self.accounts = MemoryAccounts(tables.of(AccountTable))
         self.codes = MemoryCodes(tables.of(CodeTable))
         self.failures = MemoryFailures(tables.of(FailureTable))
+        self.statistics = MemoryStatistics(tables.of(CaseTable), tables.of(UserTable))
 
 
 class MemoryStore:
