@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from flows.codes import CodePolicy, Codes
 from flows.directory import Directory, SecretBox
@@ -53,7 +52,6 @@ class Services:
     now: datetime
     box: SecretBox
     tx: Tx
-    conn: Any  # the SQL connection under `tx`, until every family goes through a port
 
 
 class ServiceFactory:
@@ -66,7 +64,6 @@ class ServiceFactory:
         self.policy = CodePolicy(ttl=settings.code_ttl)
 
     def __call__(self, tx: Tx, now: datetime) -> Services:
-        conn: Any = getattr(tx, "conn", None)
         return Services(
             settings=self.settings,
             directory=Directory(tx.accounts, self.box, now),
@@ -75,5 +72,4 @@ class ServiceFactory:
             now=now,
             box=self.box,
             tx=tx,
-            conn=conn,
         )
