@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.store import tables
 from tests.support.chat import Bot
-from tests.support.desk import request_codes
+from tests.support.desk import begin, code_in, request_codes
 from tests.support.servers import Mailbox, SmsGateway, mailed_code
 
 
@@ -72,3 +72,27 @@ async def test_an_approved_reset_is_also_announced_by_email(
     assert parsed["To"] == "ben@example.com"
     assert parsed["Subject"] == "The security settings of your Acme account were changed"
     assert "withdrawals are locked until 2026-01-07 12:00 UTC" in parsed.get_content()  # type: ignore[union-attr]
+
+
+async def test_the_owner_is_emailed_when_the_account_switches(
+    desk_with_channels: Bot, mailbox: Mailbox, gateway: SmsGateway
+) -> None:
+    chat = desk_with_channels.chat()
+    await begin(chat, "Switch to phone verification", "ada@example.com")
+    await chat.tap("Get Code")
+    await chat.send(gateway.received[-1]["message"].split("code: ")[1][:6])
+    await chat.send(mailed_code(mailbox))
+    [said, _] = await chat.tap("Submit")
+    assert said.endswith("We have also told the email address on file about this change.")
+    notice = mailbox.message(-1)
+    assert notice["To"] == "ada@example.com" and notice["Subject"] == "Your Acme account now uses phone verification"
+    assert "If this was not you, contact Acme support at once" in notice.get_content()
+
+
+async def test_a_delivered_code_does_not_stay_in_the_outbox(desk: Bot, db: AsyncEngine) -> None:
+    chat = desk.chat()
+    await begin(chat, "Switch to phone verification", "ada@example.com")
+    code = code_in(await chat.tap("Get Code"))
+    async with db.connect() as conn:
+        payloads = (await conn.execute(select(tables.outbox.c.payload))).scalars().all()
+    assert payloads and not any(code in str(payload) for payload in payloads)

@@ -288,7 +288,7 @@ class DeskMachine(RuleBasedStateMachine):
         logging.getLogger("flows").addHandler(self.errors)
         self.clock = FakeClock()
         self.db = open_database(f"sqlite+aiosqlite:///{self.path}")
-        self.bot = Bot(self.db, ENGINE, self.clock, FACTORY, with_broadcasts=True)
+        self.bot = Bot(self.db, ENGINE, self.clock, FACTORY)
         self.loop.run(self.bot.start())
         self.chats: dict[int, Chat] = {uid: self.bot.chat(user_id=uid) for uid in EVERYONE}
         self.store = Store(self.path)

@@ -161,7 +161,6 @@ class Bot:
         clock: FakeClock,
         services: ServicesFactory | None = None,
         channels: Transport | None = None,
-        with_broadcasts: bool = False,
     ) -> None:
         self.db = store if isinstance(store, AsyncEngine) else None  # for tests that read SQL themselves
         self.store: Store = SqlStore(store) if isinstance(store, AsyncEngine) else store

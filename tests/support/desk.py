@@ -12,6 +12,7 @@ from flows.clock import FakeClock
 from flows.delivery import Transport
 from flows.desk import build_engine
 from flows.events import FileInfo
+from flows.ports import Store
 from flows.records import StoredAccount
 from flows.services import FlowSettings, ServiceFactory
 from flows.store.database import SqlStore
@@ -28,20 +29,20 @@ ACCOUNTS_CSV = (
 
 
 async def open_desk(
-    db: AsyncEngine,
+    db: AsyncEngine | Store,
     clock: FakeClock,
     code_channels: dict[str, str] | None = None,
     channels: Transport | None = None,
-    with_broadcasts: bool = False,
 ) -> Bot:
     """The desk for "Acme" with Ada and Ben's accounts; codes shown in the chat unless `code_channels` say else."""
     settings = FlowSettings(service_name="Acme", secret_key=SECRET_KEY, admin_ids=(900, 901),
                             code_channels=code_channels or {"phone": "chat", "email": "chat"})
     factory = ServiceFactory(settings)
-    async with SqlStore(db).transaction() as tx:
+    store = SqlStore(db) if isinstance(db, AsyncEngine) else db
+    async with store.transaction() as tx:
         report = await import_accounts(tx.accounts, ACCOUNTS_CSV, factory.box, clock.now())
         assert not report.errors, report.errors
-    return await Bot(db, build_engine(settings), clock, factory, channels, with_broadcasts).start()
+    return await Bot(db, build_engine(settings), clock, factory, channels).start()
 
 
 def totp_now(secret: str, at: datetime, steps: int = 0) -> str:
@@ -70,8 +71,8 @@ def code_in(messages: list[str], factor: str = "SMS") -> str:
     raise AssertionError(f"no {factor} code in {messages}")
 
 
-async def account(db: AsyncEngine, email: str) -> StoredAccount:
-    async with SqlStore(db).reading() as tx:
+async def account(db: AsyncEngine | Store, email: str) -> StoredAccount:
+    async with (SqlStore(db) if isinstance(db, AsyncEngine) else db).reading() as tx:
         found = await tx.accounts.by_email(email)
     assert found is not None, email
     return found

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from flows.clock import FakeClock
 from flows.events import CommandReceived
 from flows.replies import CopyMessage, SendMessage
 from tests.support.chat import Bot
-from tests.support.desk import begin, open_desk
+from tests.support.desk import begin
 
 ADMIN = 900
-
-
-@pytest.fixture
-async def desk(db: AsyncEngine, clock: FakeClock) -> AsyncIterator[Bot]:
-    bot = await open_desk(db, clock, with_broadcasts=True)
-    yield bot
-    await bot.stop()
 
 
 async def users(desk: Bot) -> None:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.events import TextReceived
 from flows.guard import secret_kind
 from flows.replies import DeleteMessage
-from flows.store import tables
 from tests.support.chat import Bot
 
 
@@ -36,19 +33,19 @@ def test_what_counts_as_a_secret(message: str, expecting: str | None, kind: str 
     assert secret_kind(message, expecting) == kind
 
 
-async def test_a_backup_key_sent_at_the_email_step_is_deleted_and_warned_about(desk: Bot, db: AsyncEngine) -> None:
+async def test_a_backup_key_sent_at_the_email_step_is_deleted_and_warned_about(desk: Bot) -> None:
     chat = desk.chat()
     await chat.send("/start")
     await chat.tap("Reset with my backup key")
-    async with db.connect() as conn:
-        before = (await conn.execute(select(tables.cases))).one()
+    async with desk.store.reading() as tx:
+        before = await tx.cases.active([chat.sender.chat_id])
     await desk.runner.handle(TextReceived("guard-1", chat.sender, "JBSW Y3DP EHPK 3PXP", message_id=555))
     await desk.runner.settle()
     assert DeleteMessage(chat.sender.chat_id, 555) in desk.transport.log
     assert chat.last.startswith("⚠️ That looks like an authenticator backup key.")
     assert "Acme staff and this bot will never ask for it" in chat.last
-    async with db.connect() as conn:
-        assert (await conn.execute(select(tables.cases))).one() == before
+    async with desk.store.reading() as tx:
+        assert await tx.cases.active([chat.sender.chat_id]) == before
 
 
 async def test_a_code_is_welcome_where_a_code_was_asked_for(desk: Bot) -> None:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from flows.clock import FakeClock
 from flows.events import FileInfo
-from flows.store.tables import accounts
 from tests.support.chat import Bot, Chat
-from tests.support.desk import begin, code_in, request_codes
+from tests.support.desk import account, begin, code_in, request_codes
 
 METHOD = "Security Check Not Available"
 
@@ -143,9 +139,8 @@ async def test_no_sms_goes_on_with_the_email_code_alone(desk: Bot) -> None:
     assert (await chat.send(code_in(replies, "Email"))) == ["Both codes are right. Press Send to continue."]
 
 
-async def test_restore_choices_narrow_to_what_the_account_has_after_the_codes(desk: Bot, db: AsyncEngine) -> None:
-    async with db.begin() as conn:
-        await conn.execute(update(accounts).where(accounts.c.email == "ada@example.com").values(phone=None))
+async def test_restore_choices_narrow_to_what_the_account_has_after_the_codes(desk: Bot, clock: FakeClock) -> None:
+    await forget_phone(desk, clock)
     chat = desk.chat()
     await chat.send("/start")
     await chat.tap(METHOD)
@@ -162,9 +157,8 @@ async def test_restore_choices_narrow_to_what_the_account_has_after_the_codes(de
     assert replies[0] == "Note: this account has no phone number on file, so there is none to restore."
 
 
-async def test_with_nothing_left_to_restore_the_user_chooses_again(desk: Bot, db: AsyncEngine) -> None:
-    async with db.begin() as conn:
-        await conn.execute(update(accounts).where(accounts.c.email == "ada@example.com").values(phone=None))
+async def test_with_nothing_left_to_restore_the_user_chooses_again(desk: Bot, clock: FakeClock) -> None:
+    await forget_phone(desk, clock)
     chat = desk.chat()
     replies = await request_codes(chat, "ada@example.com", "Phone number")
     await chat.tap("I can't receive SMS")
@@ -194,3 +188,10 @@ async def test_expired_codes_offer_new_ones(desk: Bot, clock: FakeClock) -> None
     assert (await chat.send(code_in(replies, "SMS")))[0] == "That code has expired. Press the button to get a new one."
     replies = await chat.tap("Get new codes")
     assert (await chat.send(code_in(replies, "SMS"))) == ["Now send me the code from the email."]
+
+
+async def forget_phone(desk: Bot, clock: FakeClock) -> None:
+    """Ada's account loses its phone number (as after an earlier recovery restored the phone)."""
+    ada = await account(desk.store, "ada@example.com")
+    async with desk.store.transaction() as tx:
+        await tx.accounts.change({ada.id: {"phone": None}}, clock.now())

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from flows.clock import FakeClock
-from flows.store import tables
 from tests.support.chat import Bot
-from tests.support.desk import begin, code_in
+from tests.support.desk import begin
 
 
 async def test_status_shows_method_step_and_code_expiry(desk: Bot, clock: FakeClock) -> None:
@@ -64,15 +60,6 @@ async def test_help_explains_the_three_methods(desk: Bot) -> None:
     for method in ("Switch to phone verification", "Security Check Not Available", "Reset with my backup key"):
         assert method in help_text
     assert "Never send your password or backup key to anyone, this bot included." in help_text
-
-
-async def test_a_delivered_code_does_not_stay_in_the_outbox(desk: Bot, db: AsyncEngine) -> None:
-    chat = desk.chat()
-    await begin(chat, "Switch to phone verification", "ada@example.com")
-    code = code_in(await chat.tap("Get Code"))
-    async with db.connect() as conn:
-        payloads = (await conn.execute(select(tables.outbox.c.payload))).scalars().all()
-    assert payloads and not any(code in str(payload) for payload in payloads)
 
 
 async def test_a_detour_from_a_detour_still_finds_the_way_back(desk: Bot) -> None:
