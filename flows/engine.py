@@ -268,7 +268,7 @@ class _Turn:
         if case is None or case.status != "open":
             return
         delays = ((IDLE_REMINDER, self.engine.idle_after), (CASE_TIMEOUT, self.engine.abandon_after))
-        specs = tuple(TimerSpec(kind, self.ctx.now + delay, at_steps=(ANY_STEP,), replace=True)
+        specs = tuple(TimerSpec(kind, self.ctx.now + delay, any_step=True, replace=True)
                       for kind, delay in delays if delay is not None)
         self.add_timers(case, specs)
 
@@ -518,7 +518,11 @@ class _Turn:
 
     def add_timers(self, case: Case, specs: tuple[TimerSpec, ...]) -> None:
         for spec in specs:
-            self.decision.timers.append(NewTimer(case.id, case.user_id, case.chat_id, spec.binding(case.step), spec))
+            handled_at = self.engine.flows[case.flow].handling(spec.kind)
+            if not (handled_at or spec.detached or spec.any_step):
+                raise FlowError(f"no step of flow {case.flow} handles a {spec.kind!r} timer")
+            binding = spec.binding(handled_at)
+            self.decision.timers.append(NewTimer(case.id, case.user_id, case.chat_id, binding, spec))
 
     def audit_all(self, case: Case, lines: tuple[AuditLine, ...]) -> None:
         for action, subject, detail in lines:

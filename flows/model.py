@@ -221,7 +221,8 @@ class Step:
     """One point in a conversation: what the bot says, which buttons it offers, what input it accepts.
 
     `expects` names the kind of text the step asks for ("code", "email", "answer", ...); the anti-phishing guard
-    lets through only what was asked for.
+    lets through only what was asked for. `on_timer` maps the timer kinds that apply at this step to their
+    handlers: a timer a case sets fires only while the case is at a step that handles its kind.
     """
 
     id: str
@@ -301,6 +302,10 @@ class Flow:
         if step_id not in self.entries:
             raise ValueError(f"flow {self.id}: {step_id!r} is not a declared entry")
         return f"{self.id}:{step_id}"
+
+    def handling(self, kind: str) -> tuple[str, ...]:
+        """The steps where a timer of `kind` applies: those that declare a handler for it."""
+        return tuple(step.id for step in self.steps if kind in step.on_timer)
 
 
 def check_links(flows: Iterable[Flow]) -> tuple[Flow, ...]:

@@ -69,12 +69,13 @@ class CodeSending:
 REMIND_BEFORE_EXPIRY = timedelta(minutes=5)
 
 
-def code_timers(ctx: Context, steps: tuple[str, ...]) -> tuple[TimerSpec, ...]:
-    """A reminder five minutes before the codes expire, and the expiry itself, while the case is at `steps`."""
+def code_timers(ctx: Context) -> tuple[TimerSpec, ...]:
+    """A reminder five minutes before the codes expire, and the expiry itself, while the case is at a step that
+    waits for a code (one with `on_code_timers`)."""
     expires = ctx.now + services(ctx).settings.code_ttl
-    timers = [TimerSpec("codes_expired", expires, at_steps=steps, replace=True)]
+    timers = [TimerSpec("codes_expired", expires, replace=True)]
     if services(ctx).settings.code_ttl > REMIND_BEFORE_EXPIRY * 2:
-        timers.append(TimerSpec("codes_reminder", expires - REMIND_BEFORE_EXPIRY, at_steps=steps, replace=True))
+        timers.append(TimerSpec("codes_reminder", expires - REMIND_BEFORE_EXPIRY, replace=True))
     return tuple(timers)
 
 

@@ -28,7 +28,6 @@ from flows.texts import text
 
 LOST_PHONE = Choice("lost_phone", "phone.lost_phone", to="reverify:warn")
 NO_EMAIL = Choice("no_email", "phone.no_email", to="reverify:warn")
-CODE_STEPS = ("enter_code", "email_code")
 FACTORS = ("phone", "email")
 LOCKOUT = timedelta(minutes=15)
 
@@ -44,7 +43,7 @@ async def get_code(ctx: Context) -> Outcome:
         return Stay(say=sending.say)
     forget = {"phone_verified": False, "email_verified": False}
     return Goto("enter_code", say=sending.say, data={**sending.data, **forget}, notify=sending.notify,
-                timers=code_timers(ctx, CODE_STEPS))
+                timers=code_timers(ctx))
 
 
 def _take_code(factor: str, next_step: str, said_when_right: str) -> Any:
@@ -55,7 +54,7 @@ def _take_code(factor: str, next_step: str, said_when_right: str) -> Any:
             return Goto(next_step, say=(text(said_when_right),), data={f"{factor}_verified": True})
         if check.status == "locked":
             until = ctx.now + LOCKOUT
-            lockout_over = TimerSpec("lockout_end", until, at_steps=("locked", "get_code"), replace=True)
+            lockout_over = TimerSpec("lockout_end", until, replace=True)
             return Goto("locked", data={"locked_until": until.timestamp()}, timers=(lockout_over,),
                         notify=check.notify, audit=check.audit)
         if check.status == "wrong":

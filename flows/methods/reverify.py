@@ -29,7 +29,6 @@ from flows.services import staff_chats
 from flows.texts import Text, text
 
 RESTORABLE = ("totp", "phone", "email")
-CODE_STEPS = ("phone_code", "email_code")
 MAX_WRONG_ANSWERS = 3
 ID_TYPES = ("passport", "national_id", "driving_licence")
 
@@ -64,7 +63,7 @@ async def get_codes(ctx: Context) -> Outcome:
     if not sending.sent:
         return Stay(say=sending.say)
     return Goto("phone_code", say=sending.say, data=sending.data, notify=sending.notify,
-                timers=code_timers(ctx, CODE_STEPS))
+                timers=code_timers(ctx))
 
 
 def _take_code(factor: str, next_step: str) -> Any:
