@@ -82,7 +82,6 @@ async def cancel_command(ctx: Context) -> Outcome:
     return _detour(ctx, CANCEL_CONFIRM)
 
 
-CODE_STEPS = {"enter_code": "phone", "phone_code": "phone", "email_code": "email"}
 PROVEN = ("phone_verified", "email_verified")
 
 
@@ -98,7 +97,9 @@ async def status_command(ctx: Context) -> Outcome:
 
 
 def _code_expiry(ctx: Context) -> tuple[Text, ...]:
-    factor = CODE_STEPS.get(ctx.case.step) if ctx.case and ctx.case.flow != "backup" else None
+    case = ctx.case
+    flows = {flow.id: flow for flow in all_flows()}
+    factor = flows[case.flow].step(case.step).code_factor if case and case.flow in flows else None
     sent_at = ctx.data.get(f"{factor}_sent_at") if factor else None
     if sent_at is None:
         return ()

@@ -222,7 +222,8 @@ class Step:
 
     `expects` names the kind of text the step asks for ("code", "email", "answer", ...); the anti-phishing guard
     lets through only what was asked for. `on_timer` maps the timer kinds that apply at this step to their
-    handlers: a timer a case sets fires only while the case is at a step that handles its kind.
+    handlers: a timer a case sets fires only while the case is at a step that handles its kind. `code_factor`
+    names the factor ("phone", "email") whose sent code the step waits for.
     """
 
     id: str
@@ -235,6 +236,7 @@ class Step:
     on_timer: Mapping[str, Action] = field(default_factory=dict)
     columns: int = 1
     expects: str | None = None
+    code_factor: str | None = None
 
     @property
     def exits(self) -> tuple[str, ...]:

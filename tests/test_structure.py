@@ -250,3 +250,8 @@ def test_every_defence_in_the_security_page_names_a_test_that_exists() -> None:
     missing = [f"{file}::{name}" for file, name in named
                if not re.search(rf"^(async )?def {name}\(", (ROOT / "tests" / file).read_text(), flags=re.M)]
     assert not missing
+
+
+@pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.id)
+def test_a_step_waits_for_a_sent_code_exactly_where_the_code_timers_apply(flow: Flow) -> None:
+    assert {step.id for step in flow.steps if step.code_factor} == set(flow.handling("codes_expired"))
