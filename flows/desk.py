@@ -6,14 +6,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from flows.announce import broadcast_button, broadcast_cancel_command, broadcast_command
-from flows.engine import BACK, Engine
+from flows.engine import Engine
 from flows.events import TimerFired
 from flows.guard import secret_kind
 from flows.methods.backup_key import BACKUP
 from flows.methods.common import services
 from flows.methods.phone import PHONE
 from flows.methods.reverify import REVERIFY
-from flows.model import Action, Begin, Choice, Close, Context, Flow, Goto, Outcome, Say, Step
+from flows.model import BACK, Action, Begin, Choice, Close, Context, Flow, Goto, Outcome, Say, Step, check_links
 from flows.services import FlowSettings, staff_chats
 from flows.staff import STAFF_TIMERS, purge_undecided, review_button, staff_commands, staff_target
 from flows.texts import Text, text
@@ -45,16 +45,20 @@ START = Flow(
              choices=(Choice("yes", "desk.btn_cancel_yes", run=cancel_case),
                       Choice("no", "desk.btn_cancel_no", to=BACK))),
     ),
+    entries=("resume", "cancel_confirm"),  # detours taken by /start and /cancel
 )
+RESUME = START.entry("resume")
+CANCEL_CONFIRM = START.entry("cancel_confirm")
+check_links((START, *METHODS))  # a target that names no step, in a flow or across flows, fails here at import
 
 
-def _detour(ctx: Context, step: str) -> Outcome:
+def _detour(ctx: Context, entry: str) -> Outcome:
     """Ask something (continue? cancel?) and come back; a detour from a detour keeps the first way back."""
     case = ctx.case
     assert case is not None
     if "_return" in case.data and case.flow == "start":
-        return Goto(f"start:{step}")
-    return Goto(f"start:{step}", data={"_return": f"{case.flow}:{case.step}"})
+        return Goto(entry)
+    return Goto(entry, data={"_return": f"{case.flow}:{case.step}"})
 
 
 async def start_command(ctx: Context) -> Outcome:
@@ -62,7 +66,7 @@ async def start_command(ctx: Context) -> Outcome:
     if case is not None and case.status == "review":
         return Say(say=(text("engine.case_waiting"),))
     if case is not None and (case.flow != "start" or "_return" in case.data):
-        return _detour(ctx, "resume")
+        return _detour(ctx, RESUME)
     return Begin("start")
 
 
@@ -75,10 +79,9 @@ async def cancel_command(ctx: Context) -> Outcome:
         return Say(say=(text("desk.nothing_to_cancel"),))
     if ctx.case.status != "open":
         return Close("cancelled", say=(text("desk.cancelled"),))
-    return _detour(ctx, "cancel_confirm")
+    return _detour(ctx, CANCEL_CONFIRM)
 
 
-CODE_STEPS = {"enter_code": "phone", "phone_code": "phone", "email_code": "email"}
 PROVEN = ("phone_verified", "email_verified")
 
 
@@ -94,7 +97,9 @@ async def status_command(ctx: Context) -> Outcome:
 
 
 def _code_expiry(ctx: Context) -> tuple[Text, ...]:
-    factor = CODE_STEPS.get(ctx.case.step) if ctx.case and ctx.case.flow != "backup" else None
+    case = ctx.case
+    flows = {flow.id: flow for flow in all_flows()}
+    factor = flows[case.flow].step(case.step).code_factor if case and case.flow in flows else None
     sent_at = ctx.data.get(f"{factor}_sent_at") if factor else None
     if sent_at is None:
         return ()

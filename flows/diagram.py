@@ -1,4 +1,5 @@
-"""Mermaid diagrams of flows, drawn from the flow data alone (steps, buttons, accepted input and exits).
+"""Mermaid diagrams of flows, drawn from the flow data alone (steps, buttons, accepted input, timers and the
+steps their actions are declared to lead to).
 
 `mermaid(flow)` gives one `flowchart TD`; `diagrams_markdown(flows)` gives a Markdown section per flow, for the
 README or the command line. The output is deterministic: nodes and edges follow the order the flow declares them.
@@ -17,8 +18,7 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from flows.engine import BACK
-from flows.model import Accepts, Flow, Step, qualify
+from flows.model import BACK, Accepts, Flow, Step, qualify
 from flows.texts import template
 
 START_NODE = "_start"
@@ -30,6 +30,7 @@ FIXED_NODES = {
     RUN_NODE: f'{RUN_NODE}[["⚙ decided by the button: stay, begin or close a case"]]',
 }
 TRIGGERS = {Accepts.TEXT: "text", Accepts.FILE: "photo"}
+TIMER = "timer"
 KEYWORDS = frozenset({"end", "graph", "subgraph", "flowchart", "direction", "style", "class", "classdef", "click"})
 TAG = re.compile(r"<[^>]*>")
 MERMAID_ESCAPES = str.maketrans({"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;"})
@@ -64,9 +65,8 @@ def step_node(step: Step) -> str:
 
 
 def trigger(step: Step) -> str:
-    """What moves a case along a step's own exits: its accepted input, a timer, or both."""
-    kinds = [TRIGGERS[step.accepts]] if step.accepts in TRIGGERS else []
-    return " / ".join(kinds + (["timer"] if step.on_timer else []))
+    """What moves a case along a step's input exits: the kind of input it accepts."""
+    return TRIGGERS.get(step.accepts, "")
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,8 @@ class _Drawing:
     def add_step(self, step: Step) -> None:
         for target in step.exits:
             self.add_edge(Edge(node_id(step.id), self.node(target), trigger(step)))
+        for target in step.timer_exits():
+            self.add_edge(Edge(node_id(step.id), self.node(target), TIMER))
         for choice in step.choices:
             label = english(choice.label)
             for target in choice.targets():

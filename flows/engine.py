@@ -41,8 +41,11 @@ from flows.model import (
     Stay,
     Step,
     TimerSpec,
+    check_links,
+    exits_of,
     qualify,
 )
+from flows.model import BACK as BACK  # re-exported: declared in the vocabulary, where flows use it
 from flows.records import ACTIVE, AuditEntry, Case, Decision, NewTimer
 from flows.replies import (
     AnswerButton,
@@ -62,7 +65,6 @@ IDLE_REMINDER = "idle_reminder"
 DELETE_MESSAGE = "delete_message"
 CASE_TIMEOUT = "case_timeout"
 RESUME = "resume"
-BACK = "<back>"  # a Goto to BACK returns to the step saved in data["_return"] (used by detours like /cancel)
 Translator = Callable[..., str]
 Guard = Callable[[str, str | None], str | None]
 BUTTON_DATA = re.compile(r"^([A-Za-z0-9_-]{12}):(\d{1,9}):([a-z][a-z0-9_]{0,23})$")
@@ -104,7 +106,7 @@ class Engine:
     ) -> None:
         """`on_close` runs, in the same event, for every case the event closes (that case is `ctx.target`); an
         `OnCase` it returns is applied to that case on behalf of "system"."""
-        self.flows = dict(flows)
+        self.flows = {flow.id: flow for flow in check_links(flows.values())}
         self.commands = dict(commands)
         self.text_defaults = dict(text_defaults or {})
         self.translator = translator
@@ -258,7 +260,7 @@ class _Turn:
         step = self.engine.step_of(case)
         action = step.on_timer.get(event.kind)
         if case.step in str(binding).split(",") and action is not None:
-            await self.apply(await action(self.ctx), allowed=step.exits)
+            await self.apply(await action(self.ctx), allowed=exits_of(action))
 
     def watch_silence(self) -> None:
         """After a user's event, (re)start the case's silence timers: a nudge, then closing it as abandoned."""
@@ -266,7 +268,7 @@ class _Turn:
         if case is None or case.status != "open":
             return
         delays = ((IDLE_REMINDER, self.engine.idle_after), (CASE_TIMEOUT, self.engine.abandon_after))
-        specs = tuple(TimerSpec(kind, self.ctx.now + delay, at_steps=(ANY_STEP,), replace=True)
+        specs = tuple(TimerSpec(kind, self.ctx.now + delay, any_step=True, replace=True)
                       for kind, delay in delays if delay is not None)
         self.add_timers(case, specs)
 
@@ -305,7 +307,8 @@ class _Turn:
     # --- outcomes -----------------------------------------------------------------------------------------
 
     async def apply(self, outcome: Outcome, allowed: tuple[str, ...] | None) -> None:
-        """Carry out an outcome; `allowed` lists the exits it may take (None: any, for commands)."""
+        """Carry out an outcome; `allowed` lists the exits it may take (None: from outside the step — a command
+        or a staff decision —, which may go only to a flow's declared entries)."""
         if isinstance(outcome, Say):
             self.say_to(outcome)
         elif isinstance(outcome, OnCase):
@@ -377,6 +380,10 @@ class _Turn:
             raise FlowError(f"Goto({outcome.step!r}) with no open case")
         if allowed is not None and outcome.step not in allowed:
             raise FlowError(f"{case.flow}:{case.step} may not go to {outcome.step!r}")
+        if allowed is None and outcome.step != BACK:
+            flow_id, step_id = qualify(case.flow, outcome.step)
+            if step_id not in self.engine.flows[flow_id].entries:
+                raise FlowError(f"{outcome.step!r} is not a declared entry of flow {flow_id}")
         self.mark_pressed(case)
         destination = str(case.data.pop("_return")) if outcome.step == BACK else outcome.step
         flow_id, step_id = qualify(case.flow, destination)
@@ -511,7 +518,11 @@ class _Turn:
 
     def add_timers(self, case: Case, specs: tuple[TimerSpec, ...]) -> None:
         for spec in specs:
-            self.decision.timers.append(NewTimer(case.id, case.user_id, case.chat_id, spec.binding(case.step), spec))
+            handled_at = self.engine.flows[case.flow].handling(spec.kind)
+            if not (handled_at or spec.detached or spec.any_step):
+                raise FlowError(f"no step of flow {case.flow} handles a {spec.kind!r} timer")
+            binding = spec.binding(handled_at)
+            self.decision.timers.append(NewTimer(case.id, case.user_id, case.chat_id, binding, spec))
 
     def audit_all(self, case: Case, lines: tuple[AuditLine, ...]) -> None:
         for action, subject, detail in lines:

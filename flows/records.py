@@ -27,24 +27,25 @@ recovered."""
 class TimerSpec:
     """Ask the engine to fire `kind` at `due` for this case.
 
-    By default the timer applies only while the case is still at the step that set it; `at_steps` names the steps
-    where it still applies (`(ANY_STEP,)`: any step while the case is open). A `detached` timer fires whatever
-    became of the case (for notices such as "withdrawals are enabled again"); the engine's `timer_handlers`
-    handle it. `replace` drops the case's earlier unfired timers of the same kind.
+    The timer applies while the case is at a step that declares a handler for `kind` (`Step.on_timer`), in the
+    flow the case is in when the timer is set; `any_step` makes it apply at any step while the case is open. A
+    `detached` timer fires whatever became of the case (for notices such as "withdrawals are enabled again");
+    the engine's `timer_handlers` handle it. `replace` drops the case's earlier unfired timers of the same kind.
     """
 
     kind: str
     due: datetime
     payload: Mapping[str, Any] = field(default_factory=dict)
-    at_steps: tuple[str, ...] = ()
+    any_step: bool = False
     detached: bool = False
     replace: bool = False
 
-    def binding(self, current_step: str) -> str | None:
-        """What the timers table stores: the steps it applies at, "*" for any, None when detached."""
+    def binding(self, handled_at: tuple[str, ...]) -> str | None:
+        """What the timers table stores: the steps it applies at (`handled_at`), "*" for any, None when
+        detached."""
         if self.detached:
             return None
-        return ",".join(self.at_steps or (current_step,))
+        return ANY_STEP if self.any_step else ",".join(handled_at)
 
 
 @dataclass(frozen=True)

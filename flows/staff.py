@@ -16,7 +16,7 @@ from typing import Any
 from flows.events import ButtonPressed, CommandReceived, Event
 from flows.methods.common import lock_hours, owner_email, services
 from flows.methods.enrol import new_authenticator
-from flows.methods.reverify import RESTORABLE
+from flows.methods.reverify import RESTORABLE, REVERIFY
 from flows.model import Action, Close, Context, Goto, Letter, OnCase, Outcome, Say, Stay, TimerSpec
 from flows.records import Case
 from flows.review import PHOTO_SLOTS, age, evidence_shown, pending_reviews, recent_audit, review_card
@@ -28,6 +28,9 @@ CASE_ID = re.compile(r"^[A-Za-z0-9_-]{12}$")
 REASONS = ("docs", "mismatch", "fraud")
 DECIDED = ("approved", "rejected")
 TARGETED_COMMANDS = ("case", "reject")
+ENROL = REVERIFY.entry("enrol")  # approved, with a new authenticator to set up
+RESTORED = REVERIFY.entry("restored")  # approved, nothing to set up
+MORE_DOCUMENTS = REVERIFY.entry("documents")  # staff asked for more
 
 
 def is_admin(ctx: Context) -> bool:
@@ -133,7 +136,7 @@ async def approve(ctx: Context, case: Case) -> Outcome:
         fresh, letters = new_authenticator(ctx, case.chat_id, account.email)
         data.update(fresh)
     outcome = Goto(
-        "reverify:enrol" if reenrol else "reverify:restored", say=(said,), data=data,
+        ENROL if reenrol else RESTORED, say=(said,), data=data,
         timers=(TimerSpec("withdrawals_unlocked", until, detached=True), purge_later(ctx)),
         notify=owner_email(svc, account, "review.reset_email", until=stamp), letters=letters,
     )
@@ -157,7 +160,7 @@ def reject(ctx: Context, case: Case, reason: Text) -> OnCase:
 
 
 def ask_for_more(ctx: Context, case: Case) -> OnCase:
-    outcome = Goto("reverify:documents", say=(text("review.more_user"),), data=decision(ctx, "more"))
+    outcome = Goto(MORE_DOCUMENTS, say=(text("review.more_user"),), data=decision(ctx, "more"))
     return OnCase(outcome, tell=(text("review.more_staff", case=case.id),),
                   audit=(("review.more_requested", f"case:{case.id}", {}),))
 

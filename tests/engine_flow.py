@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flows.engine import Engine
-from flows.model import Accepts, Begin, Choice, Close, Context, Flow, Goto, Outcome, Stay, Step, TimerSpec
+from flows.model import Accepts, Begin, Choice, Close, Context, Flow, Goto, Outcome, Stay, Step, TimerSpec, leads_to
 from flows.texts import Text
 
 
+@leads_to("confirm")
 async def take_name(ctx: Context) -> Outcome:
     name = ctx.text.strip()
     if not name.isalpha() or len(name) > 20:
@@ -30,7 +31,7 @@ SIGNUP = Flow(
     title="signup",
     start="ask_name",
     steps=(
-        Step("ask_name", prompt="test.ask_name", accepts=Accepts.TEXT, on_input=take_name, exits=("confirm",)),
+        Step("ask_name", prompt="test.ask_name", accepts=Accepts.TEXT, on_input=take_name),
         Step(
             "confirm",
             prompt="test.confirm",

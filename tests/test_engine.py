@@ -261,3 +261,51 @@ async def test_timer_fires_once_and_only_while_the_case_waits(bot: Bot, clock: F
     assert await bot.runner.fire_due_timers() == 1
     await bot.runner.settle()
     assert chat.new_messages() == []  # the case moved on: dropped without a message
+
+
+async def test_a_command_may_send_a_case_only_to_a_declared_entry() -> None:
+    from datetime import UTC, datetime
+
+    from flows.engine import Engine, FlowError
+    from flows.events import CommandReceived, Sender
+    from flows.model import Context, Goto, Outcome
+    from flows.records import Case
+    from tests.engine_flow import SIGNUP
+
+    async def jump(ctx: Context) -> Outcome:
+        return Goto("done")  # not an entry of the flow
+
+    engine = Engine({"signup": SIGNUP}, {"jump": jump})
+    case = Case("c" * 12, 5, 5, "signup", "ask_name")
+    with pytest.raises(FlowError, match="not a declared entry"):
+        await engine.decide(CommandReceived("k", Sender(5, 5), "jump"), case, None, datetime(2030, 1, 1, tzinfo=UTC))
+
+
+async def test_a_timer_applies_at_the_steps_that_handle_its_kind() -> None:
+    from datetime import UTC, datetime
+
+    from flows.events import Sender, TextReceived
+    from flows.records import Case
+
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    case = Case("c" * 12, 5, 5, "signup", "ask_name")
+    decision = await make_engine().decide(TextReceived("k", Sender(5, 5), "Ada"), case, None, now)
+    assert [timer.step for timer in decision.timers] == ["confirm"]  # the step with on_timer={"nudge": ...}
+
+
+async def test_a_timer_no_step_handles_is_refused() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from flows.engine import Engine, FlowError
+    from flows.events import CommandReceived, Sender
+    from flows.model import Context, Outcome, Stay, TimerSpec
+    from flows.records import Case
+    from tests.engine_flow import SIGNUP
+
+    async def stray(ctx: Context) -> Outcome:
+        return Stay(timers=(TimerSpec("unhandled", ctx.now + timedelta(minutes=1)),))
+
+    engine = Engine({"signup": SIGNUP}, {"stray": stray})
+    case = Case("c" * 12, 5, 5, "signup", "ask_name")
+    with pytest.raises(FlowError, match="handles a 'unhandled' timer"):
+        await engine.decide(CommandReceived("k", Sender(5, 5), "stray"), case, None, datetime(2030, 1, 1, tzinfo=UTC))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import re
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from flows.desk import METHODS, START
-from flows.engine import BACK
-from flows.model import Flow, qualify
+from flows.model import BACK, Choice, Context, Flow, Goto, Outcome, Step, check_links, exits_of, leads_to, qualify
 from flows.stats import CATALOG_KEYS
 from flows.texts import known_keys
 
@@ -56,6 +59,40 @@ def test_every_exit_leads_to_an_existing_step(flow: Flow) -> None:
         assert flow_id in BY_ID and BY_ID[flow_id].has(step_id), f"{flow.id}:{source} → {target}"
 
 
+@leads_to("nowhere")
+async def lost(ctx: Context) -> Outcome:
+    return Goto("nowhere")
+
+
+def test_a_step_leading_to_no_step_fails_as_the_flow_is_built() -> None:
+    with pytest.raises(ValueError, match="leads to 'nowhere'"):
+        Flow("f", "f", "ask", (Step("ask", "p", choices=(Choice("go", "l", run=lost),)),))
+    with pytest.raises(ValueError, match="leads to 'nowhere'"):
+        Flow("f", "f", "ask", (Step("ask", "p", choices=(Choice("go", "l", to="nowhere"),)),))
+    with pytest.raises(ValueError, match="leads to 'nowhere'"):
+        Flow("f", "f", "ask", (Step("ask", "p", on_input=lost),))
+    with pytest.raises(ValueError, match="leads to 'nowhere'"):
+        Flow("f", "f", "ask", (Step("ask", "p", on_timer={"ping": lost}),))
+
+
+def test_a_wrong_start_or_entry_fails_as_the_flow_is_built() -> None:
+    with pytest.raises(ValueError, match="start 'nowhere'"):
+        Flow("f", "f", "nowhere", (Step("ask", "p", final="done"),))
+    with pytest.raises(ValueError, match="entry 'nowhere'"):
+        Flow("f", "f", "ask", (Step("ask", "p", final="done"),), entries=("nowhere",))
+    with pytest.raises(ValueError, match="not a declared entry"):
+        START.entry("menu")
+
+
+def test_a_target_in_another_flow_is_checked_with_the_flows_it_is_linked_to() -> None:
+    flow = Flow("f", "f", "ask", (Step("ask", "p", choices=(Choice("go", "l", to="reverify:nowhere"),)),))
+    with pytest.raises(ValueError, match="leads to 'reverify:nowhere'"):
+        check_links((flow, *FLOWS))
+    with pytest.raises(ValueError, match="leads to 'reverify:nowhere'"):
+        check_links((flow,))  # no flow "reverify" at all
+    assert check_links(FLOWS) == FLOWS
+
+
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.id)
 def test_no_step_is_a_dead_end(flow: Flow) -> None:
     for step in flow.steps:
@@ -67,14 +104,67 @@ def test_no_step_is_a_dead_end(flow: Flow) -> None:
 
 
 def test_every_step_is_reachable() -> None:
-    entry_points = {"start:resume", "start:cancel_confirm", "reverify:enrol", "reverify:restored"}  # commands, staff
-    reachable = {f"{flow.id}:{flow.start}" for flow in FLOWS} | entry_points
+    reachable = {f"{flow.id}:{step}" for flow in FLOWS for step in (flow.start, *flow.entries)}
     for flow in FLOWS:
         for _, target in all_targets(flow):
             if target != BACK:
                 reachable.add(":".join(qualify(flow.id, target)))
     every = {f"{flow.id}:{step.id}" for flow in FLOWS for step in flow.steps}
     assert every - reachable == set()
+
+
+def actions(flow: Flow) -> Iterator[tuple[str, Any]]:
+    """(where, action) for every input, button and timer action of a flow."""
+    for step in flow.steps:
+        if step.on_input is not None:
+            yield f"{flow.id}:{step.id} input", step.on_input
+        for choice in step.choices:
+            if choice.run is not None:
+                yield f"{flow.id}:{step.id} {choice.id}", choice.run
+        for kind, action in step.on_timer.items():
+            yield f"{flow.id}:{step.id} timer {kind}", action
+
+
+def goto_targets(action: Any) -> set[str]:
+    """The steps an action's `Goto`s name, read from its source: literals, conditionals between literals, names
+    bound to a step id (or to a function declared to lead to some) and locals assigned from those."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(action)))
+    known = inspect.getclosurevars(action)
+    bound = {**known.globals, **known.nonlocals}
+    local = {node.targets[0].id: node.value for node in ast.walk(tree)
+             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+
+    def steps(node: ast.expr) -> set[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value}
+        if isinstance(node, ast.IfExp):
+            return steps(node.body) | steps(node.orelse)
+        if isinstance(node, ast.Name) and node.id in local:
+            return steps(local[node.id])
+        if isinstance(node, ast.Name) and node.id in bound:
+            value = bound[node.id]
+            return {value} if isinstance(value, str) else set()
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in bound:
+            value = bound[node.func.id]
+            return set(exits_of(value)) if callable(value) else set()
+        raise AssertionError(f"cannot tell where {ast.unparse(node)} leads (in {action.__qualname__})")
+
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)]
+    return {step for call in calls if call.func.id == "Goto" for step in steps(call.args[0])}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.id)
+def test_every_action_goes_exactly_where_it_is_declared_to_lead(flow: Flow) -> None:
+    for where, action in actions(flow):
+        assert goto_targets(action) == set(exits_of(action)), where
+
+
+def test_the_source_check_would_catch_an_undeclared_goto() -> None:
+    @leads_to("done")
+    async def drifted(ctx: Context) -> Outcome:
+        return Goto("done") if ctx.text else Goto("elsewhere")
+
+    assert goto_targets(drifted) == {"done", "elsewhere"}
 
 
 def text_keys_in_source() -> set[str]:
@@ -160,3 +250,8 @@ def test_every_defence_in_the_security_page_names_a_test_that_exists() -> None:
     missing = [f"{file}::{name}" for file, name in named
                if not re.search(rf"^(async )?def {name}\(", (ROOT / "tests" / file).read_text(), flags=re.M)]
     assert not missing
+
+
+@pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.id)
+def test_a_step_waits_for_a_sent_code_exactly_where_the_code_timers_apply(flow: Flow) -> None:
+    assert {step.id for step in flow.steps if step.code_factor} == set(flow.handling("codes_expired"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flows.directory import NO_ACCOUNT
 from flows.methods.common import account_on_file, ask_email_step, count_wrong, failed_check, services
-from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step
+from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step, leads_to
 from flows.otp import check_totp, new_secret, normalize_code
 from flows.texts import text
 
@@ -16,6 +16,7 @@ TROUBLESHOOT_AFTER = 2
 MAX_WRONG = 5
 
 
+@leads_to("done", "too_many")
 async def take_code(ctx: Context) -> Outcome:
     if len(normalize_code(ctx.text)) != 6:
         return Stay(say=(text("backup.not_a_code"),))
@@ -57,7 +58,7 @@ BACKUP = Flow(
         Step("add_key", prompt="backup.add_key",
              choices=(Choice("added", "backup.btn_added", to="enter_code"), NO_KEY)),
         Step("enter_code", prompt="backup.enter_code", accepts=Accepts.TEXT, on_input=take_code, expects="code",
-             exits=("done", "too_many"), choices=(NO_KEY,)),
+             choices=(NO_KEY,)),
         Step("too_many", prompt="backup.too_many",
              choices=(Choice("reverify", "menu.reverify", to="reverify:warn"),
                       Choice("phone", "menu.phone", to="phone:get_code"))),

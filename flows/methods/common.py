@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from flows.codes import Refused
 from flows.directory import NO_ACCOUNT, AccountView, mask_email, mask_phone
-from flows.model import Accepts, Action, AuditLine, Context, Goto, Notice, Outcome, Stay, Step, TimerSpec
+from flows.model import Accepts, Action, AuditLine, Context, Goto, Notice, Outcome, Stay, Step, TimerSpec, leads_to
 from flows.services import Services
 from flows.texts import Text, text
 
@@ -23,6 +23,7 @@ def services(ctx: Context) -> Services:
 def ask_email_step(next_step: str) -> Step:
     """Ask for the email; known or not, the replies are the same and the case moves on."""
 
+    @leads_to(next_step)
     async def take_email(ctx: Context) -> Outcome:
         email = ctx.text.strip().lower()
         if len(email) > 320 or not EMAIL.match(email):
@@ -31,7 +32,7 @@ def ask_email_step(next_step: str) -> Step:
         return Goto(next_step, data={"email": email, "account_id": account.id if account else None})
 
     return Step("ask_email", prompt="common.ask_email", accepts=Accepts.TEXT, on_input=take_email,
-                exits=(next_step,), expects="email")
+                expects="email")
 
 
 def lock_hours(ctx: Context) -> dict[str, object]:
@@ -68,12 +69,13 @@ class CodeSending:
 REMIND_BEFORE_EXPIRY = timedelta(minutes=5)
 
 
-def code_timers(ctx: Context, steps: tuple[str, ...]) -> tuple[TimerSpec, ...]:
-    """A reminder five minutes before the codes expire, and the expiry itself, while the case is at `steps`."""
+def code_timers(ctx: Context) -> tuple[TimerSpec, ...]:
+    """A reminder five minutes before the codes expire, and the expiry itself, while the case is at a step that
+    waits for a code (one with `on_code_timers`)."""
     expires = ctx.now + services(ctx).settings.code_ttl
-    timers = [TimerSpec("codes_expired", expires, at_steps=steps, replace=True)]
+    timers = [TimerSpec("codes_expired", expires, replace=True)]
     if services(ctx).settings.code_ttl > REMIND_BEFORE_EXPIRY * 2:
-        timers.append(TimerSpec("codes_reminder", expires - REMIND_BEFORE_EXPIRY, at_steps=steps, replace=True))
+        timers.append(TimerSpec("codes_reminder", expires - REMIND_BEFORE_EXPIRY, replace=True))
     return tuple(timers)
 
 

@@ -12,7 +12,7 @@ import io
 import segno
 
 from flows.methods.common import count_wrong, services
-from flows.model import Accepts, Context, Goto, Letter, Outcome, Stay, Step
+from flows.model import Accepts, Context, Goto, Letter, Outcome, Stay, Step, leads_to
 from flows.otp import check_totp, new_secret, normalize_code, provisioning_uri
 from flows.texts import Text, text
 
@@ -45,6 +45,7 @@ def new_authenticator(ctx: Context, chat_id: int, email: str) -> tuple[dict[str,
     return {"pending_totp_enc": svc.box.encrypt(secret), "enrol_wrong": 0}, letters
 
 
+@leads_to("enrolled", "enrol_failed")
 async def confirm(ctx: Context) -> Outcome:
     if len(normalize_code(ctx.text)) != 6:
         return Stay(say=(text("backup.not_a_code"),))
@@ -64,8 +65,7 @@ async def confirm(ctx: Context) -> Outcome:
 
 # The last steps of Method 2, entered when staff approve the reset (see flows.staff.approve).
 ENROL_STEPS = (
-    Step("enrol", prompt="enrol.scan", accepts=Accepts.TEXT, on_input=confirm, expects="code",
-         exits=("enrolled", "enrol_failed")),
+    Step("enrol", prompt="enrol.scan", accepts=Accepts.TEXT, on_input=confirm, expects="code"),
     Step("enrolled", prompt="enrol.done", final="approved"),
     Step("enrol_failed", prompt="enrol.failed", final="approved"),
 )

@@ -23,16 +23,16 @@ from flows.methods.common import (
     send_codes,
     services,
 )
-from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step, TimerSpec
+from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step, TimerSpec, leads_to
 from flows.texts import text
 
 LOST_PHONE = Choice("lost_phone", "phone.lost_phone", to="reverify:warn")
 NO_EMAIL = Choice("no_email", "phone.no_email", to="reverify:warn")
-CODE_STEPS = ("enter_code", "email_code")
 FACTORS = ("phone", "email")
 LOCKOUT = timedelta(minutes=15)
 
 
+@leads_to("enter_code")
 async def get_code(ctx: Context) -> Outcome:
     locked_until = ctx.data.get("locked_until")
     if locked_until is not None and ctx.now.timestamp() < float(locked_until):
@@ -43,17 +43,18 @@ async def get_code(ctx: Context) -> Outcome:
         return Stay(say=sending.say)
     forget = {"phone_verified": False, "email_verified": False}
     return Goto("enter_code", say=sending.say, data={**sending.data, **forget}, notify=sending.notify,
-                timers=code_timers(ctx, CODE_STEPS))
+                timers=code_timers(ctx))
 
 
 def _take_code(factor: str, next_step: str, said_when_right: str) -> Any:
+    @leads_to(next_step, "locked")
     async def take(ctx: Context) -> Outcome:
         check = await check_code(ctx, factor)
         if check.status == "ok":
             return Goto(next_step, say=(text(said_when_right),), data={f"{factor}_verified": True})
         if check.status == "locked":
             until = ctx.now + LOCKOUT
-            lockout_over = TimerSpec("lockout_end", until, at_steps=("locked", "get_code"), replace=True)
+            lockout_over = TimerSpec("lockout_end", until, replace=True)
             return Goto("locked", data={"locked_until": until.timestamp()}, timers=(lockout_over,),
                         notify=check.notify, audit=check.audit)
         if check.status == "wrong":
@@ -68,6 +69,7 @@ async def lockout_over(ctx: Context) -> Outcome:
     return Stay(say=(text("phone.lockout_over"),))
 
 
+@leads_to("done", "get_code")
 async def submit(ctx: Context) -> Outcome:
     """Both codes proved: switch to phone verification, lock withdrawals, tell the owner by email, audit it."""
     if not (ctx.data.get("phone_verified") and ctx.data.get("email_verified")):
@@ -94,17 +96,17 @@ PHONE = Flow(
     steps=(
         ask_email_step("get_code"),
         Step("get_code", prompt="phone.get_code", on_timer={"lockout_end": lockout_over},
-             choices=(Choice("get_code", "phone.btn_get_code", run=get_code, exits=("enter_code",)), LOST_PHONE)),
+             choices=(Choice("get_code", "phone.btn_get_code", run=get_code), LOST_PHONE)),
         Step("enter_code", prompt="phone.enter_code", accepts=Accepts.TEXT, expects="code",
-             on_input=_take_code("phone", "email_code", "phone.sms_ok"), exits=("email_code", "locked"),
+             on_input=_take_code("phone", "email_code", "phone.sms_ok"), code_factor="phone",
              on_timer=on_code_timers("phone"),
-             choices=(Choice("resend", "codes.btn_new_codes", run=get_code, exits=("enter_code",)), LOST_PHONE)),
+             choices=(Choice("resend", "codes.btn_new_codes", run=get_code), LOST_PHONE)),
         Step("email_code", prompt="phone.email_code", accepts=Accepts.TEXT, expects="code",
-             on_input=_take_code("email", "submit", "phone.both_ok"), exits=("submit", "locked"),
+             on_input=_take_code("email", "submit", "phone.both_ok"), code_factor="email",
              on_timer=on_code_timers("phone"),
-             choices=(Choice("resend", "codes.btn_new_codes", run=get_code, exits=("enter_code",)), NO_EMAIL)),
+             choices=(Choice("resend", "codes.btn_new_codes", run=get_code), NO_EMAIL)),
         Step("submit", prompt="phone.submit", prompt_params=lock_hours,
-             choices=(Choice("submit", "phone.btn_submit", run=submit, exits=("done", "get_code")),)),
+             choices=(Choice("submit", "phone.btn_submit", run=submit),)),
         Step("locked", prompt="phone.locked", on_timer={"lockout_end": lockout_over},
              choices=(Choice("reverify", "menu.reverify", to="reverify:warn"),
                       Choice("retry", "phone.btn_try_later", to="get_code"))),

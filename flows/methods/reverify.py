@@ -23,17 +23,17 @@ from flows.methods.common import (
     services,
 )
 from flows.methods.enrol import ENROL_STEPS
-from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step, TimerSpec
+from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step, TimerSpec, exits_of, leads_to
 from flows.review import PHOTO_SLOTS, review_card
 from flows.services import staff_chats
 from flows.texts import Text, text
 
 RESTORABLE = ("totp", "phone", "email")
-CODE_STEPS = ("phone_code", "email_code")
 MAX_WRONG_ANSWERS = 3
 ID_TYPES = ("passport", "national_id", "driving_licence")
 
 
+@leads_to("restore", "ask_email")
 async def start(ctx: Context) -> Outcome:
     return Goto("restore" if "email" in ctx.data else "ask_email")
 
@@ -50,21 +50,24 @@ def _toggle(item: str) -> Choice:
     return Choice(f"toggle_{item}", f"reverify.restore_{item}", run=flip, label_params=mark)
 
 
+@leads_to("get_codes", "send")
 async def confirm_restore(ctx: Context) -> Outcome:
     if not ctx.data.get("restore"):
         return Stay(say=(text("reverify.pick_one"),))
     return Goto("send" if ctx.data.get("codes_passed") else "get_codes")
 
 
+@leads_to("phone_code")
 async def get_codes(ctx: Context) -> Outcome:
     sending = await send_codes(ctx, ("phone", "email"))
     if not sending.sent:
         return Stay(say=sending.say)
     return Goto("phone_code", say=sending.say, data=sending.data, notify=sending.notify,
-                timers=code_timers(ctx, CODE_STEPS))
+                timers=code_timers(ctx))
 
 
 def _take_code(factor: str, next_step: str) -> Any:
+    @leads_to(next_step, "codes_locked")
     async def take(ctx: Context) -> Outcome:
         check = await check_code(ctx, factor)
         if check.status == "ok":
@@ -79,10 +82,12 @@ def _take_code(factor: str, next_step: str) -> Any:
     return take
 
 
+@leads_to("email_code")
 async def skip_phone(ctx: Context) -> Outcome:
     return Goto("email_code", say=(text("reverify.phone_skipped"),), data={"phone_skipped": True})
 
 
+@leads_to("question", "documents", "codes_locked", "restore")
 async def send(ctx: Context) -> Outcome:
     account_id = ctx.data.get("account_id")
     account = await services(ctx).directory.get(int(account_id)) if account_id is not None else None
@@ -99,6 +104,7 @@ async def send(ctx: Context) -> Outcome:
     return Goto("question" if account.security_question else "documents", say=said, data=data)
 
 
+@leads_to("documents", "answer_locked")
 async def take_answer(ctx: Context) -> Outcome:
     svc = services(ctx)
     account_id = int(ctx.data["account_id"])
@@ -112,6 +118,7 @@ async def take_answer(ctx: Context) -> Outcome:
     return Stay(say=(text("reverify.wrong_answer", tries=left),), data=data, notify=notify, audit=audit)
 
 
+@leads_to("country", "selfie")
 async def documents_next(ctx: Context) -> Outcome:
     """Start the documents afresh: after "Ask for more", a photo of an earlier round (say the back of an ID card
     when a passport follows) must not reach staff beside the new ones."""
@@ -120,13 +127,15 @@ async def documents_next(ctx: Context) -> Outcome:
 
 
 def _country_choice(code: str) -> Choice:
+    @leads_to("id_type")
     async def pick(ctx: Context) -> Outcome:
         return Goto("id_type", data={"country": code})
 
-    return Choice(f"c_{code.lower()}", "reverify.country_label", run=pick, exits=("id_type",),
+    return Choice(f"c_{code.lower()}", "reverify.country_label", run=pick,
                   label_params=lambda ctx: {"name": countries.name_of(code)})
 
 
+@leads_to("id_type")
 async def search_country(ctx: Context) -> Outcome:
     found = countries.search(ctx.text)
     if len(found) == 1:
@@ -138,13 +147,18 @@ async def search_country(ctx: Context) -> Outcome:
 
 
 def _id_choice(kind: str) -> Choice:
+    @leads_to("front")
     async def pick(ctx: Context) -> Outcome:
         return Goto("front", data={"id_type": kind})
 
-    return Choice(kind, f"reverify.id_{kind}", run=pick, exits=("front",))
+    return Choice(kind, f"reverify.id_{kind}", run=pick)
 
 
 def _take_photo(slot: str, next_step: Any) -> Any:
+    """Take the photo for `slot` and go on to `next_step`: a step, or a function of the case that picks one of
+    the steps it `leads_to`."""
+
+    @leads_to(*(exits_of(next_step) if callable(next_step) else (next_step,)))
     async def take(ctx: Context) -> Outcome:
         problem = _photo_problem(ctx)
         if problem is not None:
@@ -171,6 +185,7 @@ def _photo_problem(ctx: Context) -> Text | None:
     return None
 
 
+@leads_to("submitted")
 async def submit_for_review(ctx: Context) -> Outcome:
     """Into the review queue: a card to the staff, and a reminder to them if it waits too long."""
     svc = services(ctx)
@@ -183,6 +198,7 @@ async def submit_for_review(ctx: Context) -> Outcome:
                 timers=(replace(overdue, payload={"round": review_round}),), letters=(card,))
 
 
+@leads_to("back", "selfie")
 def _after_front(ctx: Context) -> str:
     return "selfie" if ctx.data.get("id_type") == "passport" else "back"
 
@@ -193,48 +209,44 @@ REVERIFY = Flow(
     start="warn",
     steps=(
         Step("warn", prompt="reverify.warn", prompt_params=lock_hours,
-             choices=(Choice("continue", "reverify.btn_continue", run=start, exits=("restore", "ask_email")),)),
+             choices=(Choice("continue", "reverify.btn_continue", run=start),)),
         ask_email_step("restore"),
         Step("restore", prompt="reverify.restore", columns=1,
              choices=(*(_toggle(item) for item in RESTORABLE),
-                      Choice("confirm", "reverify.btn_confirm_restore", run=confirm_restore,
-                             exits=("get_codes", "send")))),
+                      Choice("confirm", "reverify.btn_confirm_restore", run=confirm_restore))),
         Step("get_codes", prompt="reverify.get_codes",
-             choices=(Choice("get_code", "phone.btn_get_code", run=get_codes, exits=("phone_code",)),)),
+             choices=(Choice("get_code", "phone.btn_get_code", run=get_codes),)),
         Step("phone_code", prompt="reverify.phone_code", accepts=Accepts.TEXT, expects="code",
-             on_input=_take_code("phone", "email_code"), exits=("email_code", "codes_locked"),
+             on_input=_take_code("phone", "email_code"), code_factor="phone",
              on_timer=on_code_timers("phone"),
-             choices=(Choice("resend", "codes.btn_new_codes", run=get_codes, exits=("phone_code",)),
-                      Choice("no_sms", "reverify.btn_no_sms", run=skip_phone, exits=("email_code",)))),
+             choices=(Choice("resend", "codes.btn_new_codes", run=get_codes),
+                      Choice("no_sms", "reverify.btn_no_sms", run=skip_phone))),
         Step("email_code", prompt="reverify.email_code", accepts=Accepts.TEXT, expects="code",
-             on_input=_take_code("email", "send"), exits=("send", "codes_locked"),
+             on_input=_take_code("email", "send"), code_factor="email",
              on_timer=on_code_timers("phone"),
-             choices=(Choice("resend", "codes.btn_new_codes", run=get_codes, exits=("phone_code",)),)),
+             choices=(Choice("resend", "codes.btn_new_codes", run=get_codes),)),
         Step("send", prompt="reverify.send",
-             choices=(Choice("send", "reverify.btn_send", run=send,
-                             exits=("question", "documents", "codes_locked", "restore")),)),
+             choices=(Choice("send", "reverify.btn_send", run=send),)),
         Step("question", prompt="reverify.question",
              choices=(Choice("start", "reverify.btn_start_questions", to="answer"),)),
         Step("answer", prompt="reverify.answer", accepts=Accepts.TEXT, on_input=take_answer, expects="answer",
-             prompt_params=lambda ctx: {"question": ctx.data.get("question") or ""},
-             exits=("documents", "answer_locked")),
+             prompt_params=lambda ctx: {"question": ctx.data.get("question") or ""}),
         Step("documents", prompt="reverify.documents",
-             choices=(Choice("next", "reverify.btn_next", run=documents_next, exits=("country", "selfie")),)),
+             choices=(Choice("next", "reverify.btn_next", run=documents_next),)),
         Step("country", prompt="reverify.country", accepts=Accepts.TEXT, on_input=search_country, expects="country",
-             exits=("id_type",), columns=2, choices=tuple(_country_choice(c) for c in countries.COMMON)),
+             columns=2, choices=tuple(_country_choice(c) for c in countries.COMMON)),
         Step("id_type", prompt="reverify.id_type", choices=tuple(_id_choice(kind) for kind in ID_TYPES)),
         Step("front", prompt="reverify.front", accepts=Accepts.FILE,
-             on_input=_take_photo("front", _after_front), exits=("back", "selfie")),
-        Step("back", prompt="reverify.back", accepts=Accepts.FILE, on_input=_take_photo("back", "selfie"),
-             exits=("selfie",)),
-        Step("selfie", prompt="reverify.selfie", accepts=Accepts.FILE, on_input=_take_photo("selfie", "review"),
-             exits=("review",)),
+             on_input=_take_photo("front", _after_front)),
+        Step("back", prompt="reverify.back", accepts=Accepts.FILE, on_input=_take_photo("back", "selfie")),
+        Step("selfie", prompt="reverify.selfie", accepts=Accepts.FILE, on_input=_take_photo("selfie", "review")),
         Step("review", prompt="reverify.review",
-             choices=(Choice("submit", "reverify.btn_submit_review", run=submit_for_review, exits=("submitted",)),)),
+             choices=(Choice("submit", "reverify.btn_submit_review", run=submit_for_review),)),
         Step("submitted", prompt="reverify.submitted", final="review"),
         *ENROL_STEPS,
         Step("restored", prompt="reverify.restored", final="approved"),
         Step("codes_locked", prompt="reverify.codes_locked", final="failed"),
         Step("answer_locked", prompt="reverify.answer_locked", final="failed"),
     ),
+    entries=("enrol", "restored", "documents"),  # where staff decisions send a case (flows.staff)
 )

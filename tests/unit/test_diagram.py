@@ -8,9 +8,8 @@ import pytest
 
 from flows.desk import METHODS, START
 from flows.diagram import diagrams_markdown, english, mermaid
-from flows.engine import BACK
 from flows.methods.reverify import REVERIFY
-from flows.model import Accepts, Choice, Flow, Step, qualify
+from flows.model import BACK, Accepts, Choice, Context, Flow, Outcome, Stay, Step, leads_to, qualify
 
 FLOWS = (START, *METHODS)
 ID = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -38,6 +37,7 @@ def expected_triples(flow: Flow) -> set[tuple[str, str, str]]:
         return target if target in (BACK, RUN) else ":".join(qualify(flow.id, target))
 
     triples = {(step.id, where(target), INPUT[step.accepts]) for step in flow.steps for target in step.exits}
+    triples |= {(step.id, where(target), "timer") for step in flow.steps for target in step.timer_exits()}
     for step in flow.steps:
         for choice in step.choices:
             triples |= {(step.id, where(target), english(choice.label)) for target in choice.targets() or (RUN,)}
@@ -79,12 +79,17 @@ def test_the_diagram_is_deterministic(flow: Flow) -> None:
     assert mermaid(flow, FLOWS) == mermaid(flow, FLOWS)
 
 
+@leads_to("finished")
+async def finish(ctx: Context) -> Outcome:
+    return Stay()
+
+
 TINY = Flow(
     id="tiny",
     title="menu.title",
     start="ask",
     steps=(
-        Step("ask", prompt="desk.greeting", accepts=Accepts.TEXT, exits=("finished",),
+        Step("ask", prompt="desk.greeting", accepts=Accepts.TEXT, on_input=finish,
              choices=(Choice("other", "menu.reverify", to="reverify:warn"),
                       Choice("back", 'say <b>"no"</b> to {who}', to=BACK),
                       Choice("again", "menu.reverify", to="reverify:warn"))),
