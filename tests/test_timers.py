@@ -98,7 +98,7 @@ async def test_silence_brings_a_nudge_then_the_case_is_abandoned(desk: Bot, cloc
 
 
 async def test_a_case_in_review_gets_no_nudges_and_admins_are_reminded_once(desk: Bot, clock: FakeClock) -> None:
-    from tests.test_method_reverify import pass_codes
+    from tests.unit.test_method_reverify import pass_codes
 
     chat = desk.chat()
     await pass_codes(chat, "ben@example.com")
