@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from flows.store.migrate import upgrade
 from tests.support.e2e import schedule_deletion_now
 
 Line = str | Callable[[str], str]
+SCREENS: list[io.StringIO] = []  # the latest console's screen is last
 
 
 class Typist(io.StringIO):
@@ -55,6 +58,7 @@ def totp(screen: str) -> str:
 async def console(tmp_path: Path, lines: list[Line]) -> str:
     settings = load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/data/r.db")
     screen = io.StringIO()
+    SCREENS.append(screen)
     assert await run_console(settings, stdin=Typist([*lines, "/quit"], screen), out=screen) == 0
     return screen.getvalue()
 
@@ -122,3 +126,28 @@ async def test_timers_fire_in_the_console(tmp_path: Path) -> None:
         await store.close()
     screen = await console(tmp_path, ["/help", "/status", "/help"])
     assert "(a message with a secret was deleted from the chat)" in screen
+
+
+def wrong(factor: str) -> Callable[[str], str]:
+    return lambda screen: f"{(int(code(factor)(screen)) + 1) % 1_000_000:06d}"
+
+
+def once_the_lockout_ends(database: Path) -> Callable[[str], str]:
+    """A line typed after bringing the lockout's end forward (as if its 15 minutes had passed) and waiting for the
+    console to say so: stdin is read in a thread, so the desk runs on meanwhile."""
+    def type_after(screen: str) -> str:
+        with sqlite3.connect(database) as conn:
+            conn.execute("UPDATE timers SET due_at = '2000-01-01 00:00:00.000000' WHERE kind = 'lockout_end'")
+        for _ in range(100):
+            if "The pause is over" in SCREENS[-1].getvalue():
+                break
+            time.sleep(0.1)
+        return "/status"
+    return type_after
+
+
+async def test_a_lockout_ends_in_the_console(tmp_path: Path) -> None:
+    walk = [number_of("Switch to phone verification"), "demo@example.com", number_of("Get Code")]
+    screen = await console(tmp_path, [*walk, *[wrong("SMS")] * 5, once_the_lockout_ends(tmp_path / "data" / "r.db")])
+    assert "Too many wrong codes" in screen
+    assert "The pause is over: you can ask for a new code now." in screen

@@ -24,7 +24,14 @@ from bot.library import (
 )
 from tests.support.botapi import BotApiServer
 from tests.support.desk import SECRET_KEY
-from tests.support.e2e import TOKEN, TgUser, schedule_deletion_now
+from tests.support.e2e import (
+    TOKEN,
+    TgUser,
+    end_lockouts_now,
+    lock_out_with_wrong_codes,
+    schedule_deletion_now,
+    walk_phone_switch_to_the_codes,
+)
 
 
 @pytest.fixture
@@ -88,6 +95,28 @@ async def test_a_mounted_desk_fires_its_timers(server: BotApiServer, tmp_path: P
             call = await server.wait_for(lambda c: c.method == "deleteMessage", timeout=10)
             assert str(call.params["chat_id"]) == "203" and str(call.params["message_id"]) == "7"
         finally:
+            await desk.close()
+
+
+async def test_a_mounted_desk_ends_a_lockout(server: BotApiServer, tmp_path: Path) -> None:
+    application = (ApplicationBuilder().token(TOKEN).base_url(f"{server.url}/bot")
+                   .base_file_url(f"{server.url}/file/bot").build())
+    async with application:
+        settings = settings_for(tmp_path)
+        desk = await start_desk(settings, PtbTransport(application.bot))
+        application.add_handlers(ptb_handlers(desk))
+        await application.start()
+        assert application.updater is not None
+        await application.updater.start_polling(poll_interval=0.0, timeout=1)
+        try:
+            user = TgUser(server, 204)
+            await walk_phone_switch_to_the_codes(user, "nobody@example.com")
+            await lock_out_with_wrong_codes(user)
+            assert await end_lockouts_now(settings.database_url) == 1
+            await user.expect("The pause is over: you can ask for a new code now.")
+        finally:
+            await application.updater.stop()
+            await application.stop()
             await desk.close()
 
 

@@ -217,3 +217,29 @@ async def schedule_deletion_now(store: Store, chat_id: int, message_id: int) -> 
 
     async with store.transaction() as tx:
         await tx.timers.schedule_deletions([(chat_id, message_id, 0)], datetime.now(UTC))
+
+
+async def end_lockouts_now(database_url: str) -> int:
+    """Bring every pending lockout's end forward to now (as if its 15 minutes had passed); returns how many."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from flows.store.tables import timers
+
+    engine = open_database(database_url)
+    try:
+        async with engine.begin() as conn:
+            moved = await conn.execute(update(timers).where(timers.c.kind == "lockout_end", timers.c.fired_at.is_(None))
+                                       .values(due_at=datetime.now(UTC)))
+        return int(moved.rowcount)
+    finally:
+        await engine.dispose()
+
+
+async def lock_out_with_wrong_codes(user: TgUser, wrong: str = "000000") -> None:
+    """At Method 1's SMS code step, enter wrong codes until the desk pauses the recovery."""
+    for _ in range(5):
+        user.send(wrong)
+        await user.expect("")
+    await user.expect("Too many wrong codes")
