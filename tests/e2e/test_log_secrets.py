@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tests.e2e.test_telegram_e2e import walk_method_two_to_country
 from tests.support.botapi import BotApiServer
 from tests.support.desk import BEN_TOTP, totp_now
 from tests.support.e2e import (
@@ -22,7 +23,6 @@ from tests.support.e2e import (
     walk_backup_key_to_the_code,
     walk_phone_switch_to_the_codes,
 )
-from tests.test_telegram_e2e import walk_method_two_to_country
 
 
 async def method_one(user: TgUser) -> list[str]:
