@@ -25,7 +25,6 @@ from flows.model import (
     ANY_STEP,
     Accepts,
     Action,
-    Attachment,
     AuditLine,
     Begin,
     Choice,
@@ -47,6 +46,7 @@ from flows.model import (
 )
 from flows.model import BACK as BACK  # re-exported: declared in the vocabulary, where flows use it
 from flows.records import ACTIVE, AuditEntry, Case, Decision, NewTimer
+from flows.render import Renderer, Translator
 from flows.replies import (
     AnswerButton,
     Button,
@@ -54,10 +54,7 @@ from flows.replies import (
     EditMessage,
     Notify,
     Reply,
-    SendCard,
-    SendFiles,
     SendMessage,
-    SendPhoto,
 )
 from flows.texts import Text, plain_text, translate
 
@@ -65,10 +62,8 @@ IDLE_REMINDER = "idle_reminder"
 DELETE_MESSAGE = "delete_message"
 CASE_TIMEOUT = "case_timeout"
 RESUME = "resume"
-Translator = Callable[..., str]
 Guard = Callable[[str, str | None], str | None]
 BUTTON_DATA = re.compile(r"^([A-Za-z0-9_-]{12}):(\d{1,9}):([a-z][a-z0-9_]{0,23})$")
-ALBUM_LIMIT = 10  # Telegram's sendMediaGroup takes 2-10 items
 
 
 class FlowError(RuntimeError):
@@ -108,8 +103,7 @@ class Engine:
         `OnCase` it returns is applied to that case on behalf of "system"."""
         self.flows = {flow.id: flow for flow in check_links(flows.values())}
         self.commands = dict(commands)
-        self.text_defaults = dict(text_defaults or {})
-        self.translator = translator
+        self.renderer = Renderer(translator, text_defaults or {})
         self.guard = guard
         self.timer_handlers = dict(timer_handlers or {})
         self.button_routes = dict(button_routes or {})
@@ -156,19 +150,10 @@ class Engine:
 
     def render(self, case: Case, language: str | None, ctx: Context) -> SendMessage:
         """The current step's prompt with its buttons, bound to the case and its turn."""
-        step = self.step_of(case)
-        text = self.say(Text(step.prompt, step.prompt_params(ctx) if step.prompt_params else {}), language)
-        shown = [c for c in step.choices if c.shown is None or c.shown(ctx)]
-        buttons = [Button(self._label(c, ctx, language), f"{case.id}:{case.turn}:{c.id}") for c in shown]
-        rows = tuple(tuple(buttons[i : i + step.columns]) for i in range(0, len(buttons), step.columns))
-        return SendMessage(case.chat_id, text, () if step.final else rows)
+        return self.renderer.prompt(case, self.step_of(case), ctx, language)
 
     def say(self, message: Text, language: str | None) -> str:
-        return self.translator(message, language, **self.text_defaults)
-
-    def _label(self, choice: Choice, ctx: Context, language: str | None) -> str:
-        params = choice.label_params(ctx) if choice.label_params else {}
-        return self.say(Text(choice.label, params), language)
+        return self.renderer.say(message, language)
 
 
 class _Turn:
@@ -453,7 +438,7 @@ class _Turn:
         if pressed is None or pressed.message_id is None or choice is None:
             return
         before = self.engine.render(case, self.ctx.language, self.ctx)
-        label = self.engine._label(choice, self.ctx, self.ctx.language)
+        label = self.engine.renderer.label(choice, self.ctx, self.ctx.language)
         chosen = self.engine.say(Text("engine.chosen", {"label": label}), self.ctx.language)
         self.emit(EditMessage(case.chat_id, pressed.message_id, f"{before.text}\n\n{chosen}"))
         self.pressed = None
@@ -483,22 +468,8 @@ class _Turn:
                 self.emit_letter(chat_id, letter)
 
     def emit_letter(self, chat_id: int, letter: Letter) -> None:
-        text = self.engine.say(letter.text, self.ctx.language)
-        albums = file_albums(chat_id, letter.files, letter.files_of)
-        for album in albums:
-            self.emit(album)
-        if letter.png_base64 is not None:
-            self.emit(SendPhoto(chat_id, letter.png_base64, text, sensitive=letter.sensitive,
-                                delete_after=letter.delete_after))
-            return
-        rows = tuple(tuple(Button(self.engine.say(Text(label), self.ctx.language), data) for label, data in row)
-                     for row in letter.buttons)
-        if albums and rows:  # buttons only where the files they act on arrived
-            notice = self.engine.say(letter.if_files_fail, self.ctx.language) if letter.if_files_fail else ""
-            fallback = f"{text}\n\n{notice}" if notice else text
-            self.emit(SendCard(chat_id, text, rows, fallback, tuple(range(-len(albums), 0))))
-            return
-        self.emit(SendMessage(chat_id, text, rows, sensitive=letter.sensitive, delete_after=letter.delete_after))
+        for reply in self.engine.renderer.letter(chat_id, letter, self.ctx.language):
+            self.emit(reply)
 
     def say_all(self, messages: tuple[Text, ...]) -> None:
         for message in messages:
@@ -530,14 +501,3 @@ class _Turn:
 
     def audit(self, action: str, case: Case, detail: Mapping[str, Any]) -> None:
         self.decision.audit.append(AuditEntry(f"user:{case.user_id}", action, f"case:{case.id}", detail))
-
-
-def file_albums(chat_id: int, files: tuple[Attachment, ...], case_id: str | None) -> list[SendFiles]:
-    """Photos together, documents together (Telegram groups documents only with documents), at most
-    ALBUM_LIMIT to an album; an album of one is sent as a single photo or document."""
-    albums = []
-    for media in ("photo", "document"):
-        ids = [f.file_id for f in files if f.kind == media]
-        for start in range(0, len(ids), ALBUM_LIMIT):
-            albums.append(SendFiles(chat_id, media, tuple(ids[start : start + ALBUM_LIMIT]), case_id=case_id))
-    return albums
