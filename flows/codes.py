@@ -74,7 +74,7 @@ class Codes:
         self._records = records
         self._key = key
         self._now = now
-        self._policy = policy
+        self.policy = policy
 
     async def issue(self, account_id: int | None, case_id: str, factor: str, user_id: int) -> Issued | Refused:
         """A new code for this case and factor, voiding the previous one.
@@ -102,7 +102,7 @@ class Codes:
             return CheckResult("missing", 0)
         if self._now >= row.expires_at:
             return CheckResult("expired", 0)
-        if row.wrong_tries >= self._policy.max_wrong:
+        if row.wrong_tries >= self.policy.max_wrong:
             return CheckResult("locked", 0)
         attempt = self._hash(case_id, factor, normalize_code(entered))
         if hmac.compare_digest(attempt, row.code_hash) and not row.decoy and not paused:
@@ -112,13 +112,13 @@ class Codes:
     async def expiry(self, case_id: str, factor: str) -> datetime | None:
         """When the code `check` would still accept expires; None if there is no such code."""
         row = await self._records.newest_live(case_id, factor)
-        if row is None or self._now >= row.expires_at or row.wrong_tries >= self._policy.max_wrong:
+        if row is None or self._now >= row.expires_at or row.wrong_tries >= self.policy.max_wrong:
             return None
         return row.expires_at
 
     async def _store(self, account_id: int | None, case_id: str, factor: str, user_id: int, code: str,
                      decoy: bool) -> Issued:
-        expires_at = self._now + self._policy.ttl
+        expires_at = self._now + self.policy.ttl
         await self._records.add(NewCode(
             account_id=account_id, user_id=user_id, decoy=decoy, case_id=case_id, factor=factor,
             code_hash=self._hash(case_id, factor, code), created_at=self._now, expires_at=expires_at,
@@ -131,18 +131,18 @@ class Codes:
     async def _use(self, row: StoredCode) -> CheckResult:
         if not await self._records.use(row.id, self._now):
             return CheckResult("missing", 0)
-        return CheckResult("ok", self._policy.max_wrong - row.wrong_tries)
+        return CheckResult("ok", self.policy.max_wrong - row.wrong_tries)
 
     async def _count_wrong(self, row: StoredCode) -> CheckResult:
         await self._records.count_wrong(row.id)
-        tries_left = self._policy.max_wrong - row.wrong_tries - 1
+        tries_left = self.policy.max_wrong - row.wrong_tries - 1
         return CheckResult("wrong", tries_left, True) if tries_left > 0 else CheckResult("locked", 0, True)
 
     async def _cooldown(self, case_id: str, factor: str) -> Refused | None:
         last = await self._records.last_created(case_id, factor)
-        if last is None or self._now - last >= self._policy.resend_cooldown:
+        if last is None or self._now - last >= self.policy.resend_cooldown:
             return None
-        return Refused("cooldown", last + self._policy.resend_cooldown)
+        return Refused("cooldown", last + self.policy.resend_cooldown)
 
     async def _over_hourly_limits(self, account_id: int, user_id: int, factor: str) -> bool:
         """Whether real codes sent to this account in the last hour reached the account's limit, or this
@@ -150,4 +150,4 @@ class Codes:
         since = self._now - HOUR
         sent = await self._records.count_real(account_id, since)
         sent_to_requester = await self._records.count_real_to(account_id, user_id, factor, since)
-        return sent >= self._policy.per_account_per_hour or sent_to_requester >= self._policy.per_requester_per_hour
+        return sent >= self.policy.per_account_per_hour or sent_to_requester >= self.policy.per_requester_per_hour

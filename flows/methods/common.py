@@ -51,10 +51,6 @@ def chat_code_message(factor: str, destination: str, code: str) -> Text:
     return Text(f"codes.chat_{factor}", {"destination": destination, "code": code}, sensitive=True)
 
 
-COOLDOWN_SECONDS = 60
-MAX_WRONG_CODES = 5
-
-
 @dataclass(frozen=True)
 class CodeSending:
     """What sending a code comes to: whether it went, what to say, data to keep, and any email or SMS."""
@@ -111,9 +107,10 @@ async def send_code(ctx: Context, factor: str) -> CodeSending:
     svc = services(ctx)
     sent_key = f"{factor}_sent_at"
     last = ctx.data.get(sent_key)
-    if last is not None and ctx.now.timestamp() - float(last) < COOLDOWN_SECONDS:
+    cooldown = svc.codes.policy.resend_cooldown.total_seconds()  # the one policy: flows.codes.CodePolicy
+    if last is not None and ctx.now.timestamp() - float(last) < cooldown:
         retry = ctx.now.timestamp() - float(last)
-        wait = int(COOLDOWN_SECONDS - retry) + 1
+        wait = int(cooldown - retry) + 1
         return CodeSending(False, (text("codes.cooldown", seconds=wait),))
     account = await account_on_file(ctx)
     destination = None if account is None else (account.phone if factor == "phone" else account.email)
