@@ -83,11 +83,17 @@ class App:
     async def start(self, transport: Transport, fire_timers: bool = True) -> Runner:
         """Deliver what an earlier run left, accept events, resume broadcasts and (unless a test drives them by
         hand) fire timers as they fall due."""
+        if self._runner is not None:
+            raise RuntimeError("the desk is already started: stop() it first")
         broadcasts = BroadcastService(self.store, transport, self.clock, rate=self.broadcast_rate,
                                       sleep=self.broadcast_sleep or asyncio.sleep)
         runner = Runner(self.store, self.engine, transport, self.clock, self.services, channels=self.channels,
                         effects=broadcast_effects(broadcasts), companions=[broadcasts])
-        await runner.start()
+        try:
+            await runner.start()
+        except BaseException:  # whatever started (writer, delivery) stops with it
+            await runner.stop()
+            raise
         if fire_timers:
             runner.start_timers()
         self._runner, self._broadcasts = runner, broadcasts

@@ -118,7 +118,14 @@ class Lane:
                 await self._wake.wait()
                 continue
             group = self._next_group()
-            done, pause = await self._send_group(group)
+            try:
+                blocked = await self._blocked(group)
+            except Exception:  # the database failed: the group waits at the front of the queue
+                log.exception("%s: could not read which chats blocked the bot; retrying", self.name)
+                self.queue.extendleft(reversed(group))
+                await asyncio.sleep(1.0)
+                continue
+            done, pause = await self._send_group(group, blocked)
             try:
                 await self._record(done)
             except Exception:  # the database failed: keep going; unrecorded replies go again after a restart
@@ -135,9 +142,8 @@ class Lane:
             group.append(self.queue.popleft())
         return group
 
-    async def _send_group(self, group: list[Pending]) -> tuple[list[Delivery], float]:
+    async def _send_group(self, group: list[Pending], blocked: set[int]) -> tuple[list[Delivery], float]:
         done: list[Delivery] = []
-        blocked = await self._blocked(group)
         for index, entry in enumerate(group):
             if entry.chat_id in blocked and isinstance(entry.reply, SendMessage | EditMessage | SendCard):
                 done.append(self._finished(entry, "skipped"))
@@ -223,8 +229,11 @@ class Lane:
             return await tx.users.blocked_among({entry.chat_id for entry in group})
 
     async def _mark_blocked(self, chat_id: int) -> None:
-        async with self.store.transaction() as tx:
-            await tx.users.set_blocked(chat_id, True)
+        try:
+            async with self.store.transaction() as tx:
+                await tx.users.set_blocked(chat_id, True)
+        except Exception:  # the outcome "blocked" is still recorded with the group; the next 403 tries again
+            log.exception("%s: could not record that chat %d blocked the bot", self.name, chat_id)
 
 
 def _to_delete(done: list[Delivery]) -> list[tuple[int, int, int]]:

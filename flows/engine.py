@@ -45,7 +45,7 @@ from flows.model import (
     qualify,
 )
 from flows.model import BACK as BACK  # re-exported: declared in the vocabulary, where flows use it
-from flows.records import ACTIVE, AuditEntry, Case, Decision, NewTimer
+from flows.records import ACTIVE, DELETE_MESSAGE, AuditEntry, Case, Decision, NewTimer
 from flows.render import Renderer, Translator
 from flows.replies import (
     AnswerButton,
@@ -59,7 +59,6 @@ from flows.replies import (
 from flows.texts import Text, plain_text, translate
 
 IDLE_REMINDER = "idle_reminder"
-DELETE_MESSAGE = "delete_message"
 CASE_TIMEOUT = "case_timeout"
 RESUME = "resume"
 Guard = Callable[[str, str | None], str | None]

@@ -359,7 +359,8 @@ class Store(Protocol):
         ...
 
     def reading(self) -> AbstractAsyncContextManager[Tx]:
-        """A transaction for reading only (it may run beside a writer, and sees what was committed)."""
+        """A transaction for reading only; it sees what was committed. (On SQLite it takes the write lock like any
+        transaction: every BEGIN is IMMEDIATE.)"""
         ...
 
     async def forget_overwritten(self) -> None:

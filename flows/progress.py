@@ -9,7 +9,6 @@ from flows.records import BLOCKED, FAILED, PENDING, SENDING, SENT, UNCERTAIN, Br
 from flows.texts import Text, translate
 
 BAR_CELLS = 10
-UNKNOWN_ETA = "—"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from flows.replies import CopyMessage, Reply, SendMessage
 
 ACTIVE = ("open", "review")
 ANY_STEP = "*"
+DELETE_MESSAGE = "delete_message"  # the kind of timer that deletes a delivered message (no case, no step)
 
 RECOVERY_METHODS = ("phone", "reverify", "backup")
 """The flows that are recovery attempts (the menu, "start", is not one)."""

@@ -10,11 +10,9 @@ from typing import Any
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flows.records import DueTimer, NewTimer
+from flows.records import DELETE_MESSAGE, DueTimer, NewTimer
 from flows.store.tables import timers
 from flows.store.types import as_stored
-
-DELETE_MESSAGE = "delete_message"
 
 
 class SqlTimers:
