@@ -359,8 +359,8 @@ class Store(Protocol):
         ...
 
     def reading(self) -> AbstractAsyncContextManager[Tx]:
-        """A transaction for reading only; it sees what was committed. (On SQLite it takes the write lock like any
-        transaction: every BEGIN is IMMEDIATE.)"""
+        """A transaction for reading only: it sees what was committed, and neither waits for a writer nor holds
+        one up (on SQLite, a deferred transaction on a WAL snapshot). It must not write."""
         ...
 
     async def forget_overwritten(self) -> None:

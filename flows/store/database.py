@@ -24,6 +24,8 @@ from flows.store.stats import SqlStatistics
 from flows.store.timers import SqlTimers
 from flows.store.updates import SqlUpdateLog, SqlUsers
 
+READ_ONLY = "recovery_bot_read_only"  # an execution option: this connection only reads
+
 
 def sqlite_file(url: str | URL) -> Path | None:
     """The database file of a SQLite URL, or None for other backends and in-memory databases."""
@@ -61,7 +63,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reading transaction begins DEFERRED: in WAL mode it reads a snapshot of what was committed and never
+        # waits for (or holds up) the writer. It must not write: it would then race for the lock.
+        reading = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
 async def scrub_wal(engine: AsyncEngine) -> None:
@@ -107,6 +112,7 @@ class SqlStore:
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[SqlTx]:
         async with self.engine.connect() as conn:
+            await conn.execution_options(**{READ_ONLY: True})
             yield SqlTx(conn)
 
     async def forget_overwritten(self) -> None:

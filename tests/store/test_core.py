@@ -186,3 +186,30 @@ async def test_audit_lines_come_newest_first(store: Store) -> None:
         assert [line.action for line in lines] == ["review.approved", "case.opened"]
         assert lines[1].detail == {"flow": "phone"} and lines[1].at == NOW
         assert [line.action for line in await tx.audit.recent(1)] == ["review.approved"]
+
+
+async def test_a_reader_neither_waits_for_a_writer_nor_holds_one_up(db_url: str) -> None:
+    """On SQLite a reading transaction reads a WAL snapshot of what was committed (BEGIN, not BEGIN IMMEDIATE)."""
+    import asyncio
+
+    from flows.store.database import SqlStore, open_database
+
+    store = SqlStore(open_database(db_url))
+    try:
+        async with store.transaction() as tx:
+            await tx.cases.save([case("c1", 7)])
+        async with store.reading() as reader:
+            assert set(await reader.cases.by_id(["c1"])) == {"c1"}
+
+            async def write() -> None:
+                async with store.transaction() as tx:
+                    await tx.cases.save([case("c2", 8)])
+
+            await asyncio.wait_for(write(), timeout=2)  # would wait for the reader's lock if it held one
+            assert set(await reader.cases.by_id(["c1", "c2"])) == {"c1"}  # its snapshot: c2 came after it
+        async with store.transaction() as writer:
+            await writer.cases.save([case("c3", 9)])
+            async with store.reading() as reader:  # while a writer holds the lock
+                assert set(await asyncio.wait_for(reader.cases.by_id(["c1", "c2", "c3"]), timeout=2)) == {"c1", "c2"}
+    finally:
+        await store.close()
