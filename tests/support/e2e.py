@@ -45,6 +45,9 @@ async def prepare_database(url: str) -> None:
         await engine.dispose()
 
 
+STARTUP_SECONDS = 90
+
+
 class BotProcess:
     """`python -m bot.cli run` with the test server as its Bot API, a framework and a database."""
 
@@ -69,7 +72,9 @@ class BotProcess:
                 sys.executable, "-m", "bot.cli", "run", *self.args, env=self.env, cwd=str(ROOT),
                 stdout=log, stderr=log,
             )
-        await self.server.wait_for(lambda c: c.method == ready_method, timeout=30, since=mark, finished=False)
+        # A fresh process imports its framework first: a few seconds, but 30 s and more on a loaded 2-core machine
+        await self.server.wait_for(lambda c: c.method == ready_method, timeout=STARTUP_SECONDS, since=mark,
+                                   finished=False)
 
     async def stop(self, signum: int = signal.SIGTERM) -> int:
         assert self.process is not None
