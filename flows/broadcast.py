@@ -34,34 +34,23 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
-from flows.audience import AUDIENCES, check_audience
+from flows.audience import check_audience
 from flows.clock import Clock
 from flows.delivery import RecipientBlocked, RetryAfter, Transport, Undeliverable
-from flows.pace import MAX_LAG, Pace
+from flows.pace import Pace
 from flows.ports import Broadcasts, Store
-from flows.progress import Progress, duration_text, progress_bar, progress_text, report_text
+from flows.progress import Progress, progress_text, report_text
 from flows.records import (
     BLOCKED,
-    CANCELLED,
     DRAFT,
     FAILED,
-    FINISHED,
     PENDING,
     RUNNING,
-    SENDING,
     SENT,
-    STATES,
     UNCERTAIN,
     BroadcastView,
 )
 from flows.replies import EditMessage, Reply, SendMessage
-
-__all__ = [
-    "AUDIENCES", "BLOCKED", "CANCELLED", "DRAFT", "FAILED", "FINISHED", "MAX_LAG", "PENDING", "RUNNING", "SENDING",
-    "SENT", "STATES", "UNCERTAIN", "BroadcastBusy", "BroadcastError", "BroadcastService", "BroadcastView",
-    "Progress", "check_audience", "count_audience", "create_draft", "duration_text", "progress_bar",
-    "progress_text", "report_text", "set_draft_audience",
-]
 
 log = logging.getLogger(__name__)
 

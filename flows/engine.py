@@ -23,6 +23,7 @@ from flows.events import (
 )
 from flows.model import (
     ANY_STEP,
+    BACK,
     Accepts,
     Action,
     AuditLine,
@@ -44,7 +45,6 @@ from flows.model import (
     exits_of,
     qualify,
 )
-from flows.model import BACK as BACK  # re-exported: declared in the vocabulary, where flows use it
 from flows.records import ACTIVE, DELETE_MESSAGE, AuditEntry, Case, Decision, NewTimer
 from flows.render import Renderer, Translator
 from flows.replies import (

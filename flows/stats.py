@@ -23,7 +23,6 @@ from flows.durations import format_duration
 from flows.ports import Statistics
 from flows.records import RECOVERED, RECOVERY_METHODS, CaseTally
 
-METHODS = RECOVERY_METHODS
 STATUSES = ("open", "review", "completed", "approved", "rejected", "cancelled", "abandoned", "failed", "replaced")
 METHOD_NAMES = {"phone": "Phone code", "reverify": "Re-verification", "backup": "Backup key"}
 
@@ -87,8 +86,8 @@ async def collect(source: Statistics, now: datetime) -> Stats:
     return Stats(
         now=now,
         periods=PERIODS,
-        by_period={p.label: {m: _method_stats(tallies, p.label, m) for m in METHODS} for p in PERIODS},
-        median_recovery={m: _median(durations.get(m, [])) for m in METHODS},
+        by_period={p.label: {m: _method_stats(tallies, p.label, m) for m in RECOVERY_METHODS} for p in PERIODS},
+        median_recovery={m: _median(durations.get(m, [])) for m in RECOVERY_METHODS},
         pending_reviews=totals.pending_reviews,
         oldest_review_age=None if totals.oldest_review is None else now - totals.oldest_review,
         users=totals.users,
@@ -120,7 +119,7 @@ Line = tuple[str, dict[str, object]]
 CATALOG_KEYS = frozenset({
     "stats.title", "stats.no_cases", "stats.outcomes", "stats.median", "stats.reviews", "stats.reviews_none",
     "stats.users", *(f"stats.period_{period.label}" for period in PERIODS),
-    *(f"stats.method_{method}" for method in METHODS),
+    *(f"stats.method_{method}" for method in RECOVERY_METHODS),
 })
 """Every catalog key `stats_lines` can use."""
 
@@ -130,7 +129,7 @@ def stats_lines(stats: Stats) -> list[Line]:
     lines: list[Line] = [("stats.title", {"now": stats.now.astimezone(UTC).strftime("%Y-%m-%d %H:%M")})]
     for period in stats.periods:
         lines.extend(_period_lines(stats, period))
-    lines.append(("stats.median", {m: format_duration(stats.median_recovery[m]) for m in METHODS}))
+    lines.append(("stats.median", {m: format_duration(stats.median_recovery[m]) for m in RECOVERY_METHODS}))
     lines.append(_review_line(stats))
     lines.append(("stats.users", {"users": stats.users, "blocked": stats.blocked_users}))
     return lines
@@ -138,7 +137,7 @@ def stats_lines(stats: Stats) -> list[Line]:
 
 def _period_lines(stats: Stats, period: Period) -> list[Line]:
     lines: list[Line] = [(f"stats.period_{period.label}", {})]
-    numbers = [(method, stats.get(period, method)) for method in METHODS]
+    numbers = [(method, stats.get(period, method)) for method in RECOVERY_METHODS]
     if not any(item.started for _, item in numbers):
         return [*lines, ("stats.no_cases", {})]
     for method, item in numbers:
@@ -165,10 +164,11 @@ def funnel_chart(stats: Stats) -> bytes | None:
         from matplotlib.figure import Figure  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return None
-    figure = Figure(figsize=(7, 2.2 * len(METHODS)), dpi=100, layout="constrained")
+    figure = Figure(figsize=(7, 2.2 * len(RECOVERY_METHODS)), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     figure.suptitle(f"Recovery funnel, last 30 days (to {stats.now.astimezone(UTC):%Y-%m-%d %H:%M} UTC)")
-    for axes, method in zip(figure.subplots(len(METHODS), 1, squeeze=False)[:, 0], METHODS, strict=True):
+    rows = figure.subplots(len(RECOVERY_METHODS), 1, squeeze=False)[:, 0]
+    for axes, method in zip(rows, RECOVERY_METHODS, strict=True):
         _draw_funnel(axes, METHOD_NAMES[method], _funnel_counts(stats.get(MONTH, method)))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

@@ -15,25 +15,12 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flows.broadcast import (
-    BLOCKED,
-    CANCELLED,
-    FAILED,
-    FINISHED,
-    PENDING,
-    RUNNING,
-    SENDING,
-    SENT,
-    UNCERTAIN,
-    BroadcastBusy,
-    BroadcastError,
-    BroadcastService,
-    Progress,
-    progress_text,
-)
+from flows.broadcast import BroadcastBusy, BroadcastError, BroadcastService
 from flows.clock import FakeClock
 from flows.delivery import RecipientBlocked, RetryAfter, Undeliverable
 from flows.events import Sender
+from flows.progress import Progress, progress_text
+from flows.records import BLOCKED, CANCELLED, FAILED, FINISHED, PENDING, RUNNING, SENDING, SENT, UNCERTAIN
 from flows.replies import CopyMessage, EditMessage, Reply, SendMessage
 from flows.store.database import SqlStore
 from flows.store.memory import MemoryStore

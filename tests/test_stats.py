@@ -13,9 +13,9 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flows.records import RECOVERY_METHODS
 from flows.stats import (
     CATALOG_KEYS,
-    METHODS,
     MONTH,
     PERIODS,
     STATUSES,
@@ -130,8 +130,8 @@ async def test_verified_follows_each_methods_own_rule(db: AsyncEngine) -> None:
         a_case(flow="start", data={"phone_verified": True}),
     ])
     stats = await read(db)
-    assert {m: stats.get(TODAY, m).verified for m in METHODS} == {"phone": 2, "reverify": 1, "backup": 1}
-    assert {m: stats.get(TODAY, m).recovered for m in METHODS} == {"phone": 1, "reverify": 1, "backup": 1}
+    assert {m: stats.get(TODAY, m).verified for m in RECOVERY_METHODS} == {"phone": 2, "reverify": 1, "backup": 1}
+    assert {m: stats.get(TODAY, m).recovered for m in RECOVERY_METHODS} == {"phone": 1, "reverify": 1, "backup": 1}
 
 
 async def test_verified_is_counted_per_period(db: AsyncEngine) -> None:
@@ -171,8 +171,8 @@ async def test_pending_reviews_and_the_oldest_ones_age(db: AsyncEngine) -> None:
 async def test_no_reviews_no_users_no_cases(db: AsyncEngine) -> None:
     stats = await read(db)
     assert (stats.pending_reviews, stats.oldest_review_age, stats.users, stats.blocked_users) == (0, None, 0, 0)
-    assert all(stats.get(p, m).started == 0 for p in PERIODS for m in METHODS)
-    assert stats.median_recovery == dict.fromkeys(METHODS)
+    assert all(stats.get(p, m).started == 0 for p in PERIODS for m in RECOVERY_METHODS)
+    assert stats.median_recovery == dict.fromkeys(RECOVERY_METHODS)
 
 
 async def test_users_and_blocked_users(db: AsyncEngine) -> None:
@@ -259,7 +259,7 @@ async def test_funnel_chart_is_none_without_matplotlib(db: AsyncEngine, monkeypa
 
 
 async def test_collect_reads_everything_in_three_statements(db: AsyncEngine) -> None:
-    await insert(db, [a_case(flow=m, status=s) for m in METHODS for s in STATUSES])
+    await insert(db, [a_case(flow=m, status=s) for m in RECOVERY_METHODS for s in STATUSES])
     statements: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
