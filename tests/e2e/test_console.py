@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +17,7 @@ from bot.console import CONSOLE_USER
 from bot.console_app import DEMO_ANSWER, DEMO_EMAIL, run_console
 from flows.store.database import SqlStore, open_database
 from flows.store.migrate import upgrade
-from tests.support.e2e import schedule_deletion_now
+from tests.support.e2e import end_lockouts_now, schedule_deletion_now
 
 Line = str | Callable[[str], str]
 SCREENS: list[io.StringIO] = []  # the latest console's screen is last
@@ -136,8 +136,7 @@ def once_the_lockout_ends(database: Path) -> Callable[[str], str]:
     """A line typed after bringing the lockout's end forward (as if its 15 minutes had passed) and waiting for the
     console to say so: stdin is read in a thread, so the desk runs on meanwhile."""
     def type_after(screen: str) -> str:
-        with sqlite3.connect(database) as conn:
-            conn.execute("UPDATE timers SET due_at = '2000-01-01 00:00:00.000000' WHERE kind = 'lockout_end'")
+        assert asyncio.run(end_lockouts_now(f"sqlite+aiosqlite:///{database}")) == 1  # its own loop, this thread
         for _ in range(100):
             if "The pause is over" in SCREENS[-1].getvalue():
                 break
