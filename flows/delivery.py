@@ -145,7 +145,7 @@ class Lane:
     async def _send_group(self, group: list[Pending], blocked: set[int]) -> tuple[list[Delivery], float]:
         done: list[Delivery] = []
         for index, entry in enumerate(group):
-            if entry.chat_id in blocked and isinstance(entry.reply, SendMessage | EditMessage | SendCard):
+            if entry.chat_id in blocked and _skipped_when_blocked(entry):
                 done.append(self._finished(entry, "skipped"))
                 continue
             try:
@@ -224,9 +224,13 @@ class Lane:
 
     async def _blocked(self, group: list[Pending]) -> set[int]:
         """The chats of this group whose users blocked the bot (as the store knows it now: a user who writes
-        again is unblocked by their event, and a block update or a refused send blocks them)."""
+        again is unblocked by their event, and a block update or a refused send blocks them). Asked only for the
+        chats of replies a block would skip, so a group of emails and SMS costs no read."""
+        chats = {entry.chat_id for entry in group if _skipped_when_blocked(entry)}
+        if not chats:
+            return set()
         async with self.store.reading() as tx:
-            return await tx.users.blocked_among({entry.chat_id for entry in group})
+            return await tx.users.blocked_among(chats)
 
     async def _mark_blocked(self, chat_id: int) -> None:
         try:
@@ -234,6 +238,11 @@ class Lane:
                 await tx.users.set_blocked(chat_id, True)
         except Exception:  # the outcome "blocked" is still recorded with the group; the next 403 tries again
             log.exception("%s: could not record that chat %d blocked the bot", self.name, chat_id)
+
+
+def _skipped_when_blocked(entry: Pending) -> bool:
+    """Messages to a chat that blocked the bot are not tried (files, deletions and answers still are)."""
+    return isinstance(entry.reply, SendMessage | EditMessage | SendCard)
 
 
 def _to_delete(done: list[Delivery]) -> list[tuple[int, int, int]]:
