@@ -122,7 +122,7 @@ class Runner:
     async def fire_due_timers(self, limit: int = 1_000) -> int:
         """Turn due timers into events (each fires once: its key is `timer:{id}`); returns how many."""
         now = self.clock.now()
-        async with self.store.transaction() as tx:
+        async with self.store.reading() as tx:  # a read: each fires once through its update key, in the writer
             due = await tx.timers.due(now, limit)
         for timer in due:
             lateness = (now - timer.due_at).total_seconds()
