@@ -5,28 +5,39 @@ A transport (one per front end) sends one reply and reports how it went by retur
 network fault: the reply is retried with a growing delay.
 
 A review card (`SendCard`) keeps its buttons only if every evidence reply it names was delivered to its chat.
-The evidence is queued before the card in the same chat lane, so its outcome is known by the time the card's
-turn comes: from this run, or recorded in the outbox before a restart.
+The evidence is queued before the card in the same chat's queue, so its outcome is known (and recorded) by the
+time the card's turn comes: from this run, or from the outbox before a restart.
+
+Each chat has its own queue; a pool of workers serves the chats in turn, many at once, so one slow chat, or
+one told by Telegram to wait, holds up no other. Results are recorded in batches by one `Recorder`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from flows.chat_pace import ChatPace
 from flows.clock import Clock
 from flows.ports import Store
 from flows.records import Pending
-from flows.replies import EditMessage, Notify, Reply, SendCard, SendFiles, SendMessage, SendPhoto
+from flows.replies import CopyMessage, EditMessage, Notify, Reply, SendCard, SendFiles, SendMessage, SendPhoto
 
 log = logging.getLogger(__name__)
 
-GROUP = 50
+GROUP = 10
+"""The most replies of one chat sent in one turn before the other chats ready to go get theirs."""
+CHAT_WORKERS = 16
+"""Chats served at once: enough to keep the Bot API busy while each chat still sends one reply at a time."""
+OUT_OF_BAND_WORKERS = 4
+RECORD_BATCH = 500
 MAX_BACKOFF = 60.0
+STOP_GRACE = 5.0  # seconds a stop waits for the last results to be recorded
 SCRUB_EVERY = 30.0  # seconds between write-ahead-log scrubs after redactions
 REMEMBERED_EVIDENCE = 10_000
 Delivered = int | tuple[int, ...] | None
@@ -54,6 +65,13 @@ class Transport(Protocol):
         ...
 
 
+@runtime_checkable
+class Paced(Protocol):
+    """A transport to a platform that limits how fast one chat may receive messages (Telegram)."""
+
+    chat_pace: ChatPace
+
+
 @dataclass(frozen=True)
 class Delivery:
     """How one outbox entry went: sent, failed, blocked or skipped, and the messages it created."""
@@ -74,113 +92,164 @@ def _ids(delivered: Delivered) -> tuple[int, ...]:
 
 
 class Lane:
-    """One delivery queue with its own worker: replies leave in commit order, one at a time."""
+    """A delivery queue per chat, served by a pool of workers.
 
-    def __init__(self, name: str, store: Store, transport: Transport, clock: Clock) -> None:
+    A chat's replies leave in commit order, one at a time; up to `workers` chats are served at once, each in
+    turn (a chat with a long queue does not hold up the others); a chat told to wait (Telegram's 429) or whose
+    send failed waits alone; with a `pace`, a chat sends no faster than Telegram allows in one chat.
+    Each result is handed to the `Recorder` as soon as it returns.
+    """
+
+    def __init__(self, name: str, store: Store, transport: Transport, clock: Clock, *,
+                 workers: int = CHAT_WORKERS, pace: ChatPace | None = None) -> None:
         self.name = name
         self.store = store
         self.transport = transport
-        self.clock = clock
-        self.queue: deque[Pending] = deque()
-        self._wake = asyncio.Event()
+        self.workers = workers
+        self.pace = pace
+        self.queues: dict[int, deque[Pending]] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        self._ready: asyncio.Queue[int] = asyncio.Queue()
+        self._scheduled: set[int] = set()  # chats with replies: ready, being served, or waiting out a pause
+        self._paused: dict[int, asyncio.TimerHandle] = {}
+        self._backoff: dict[int, float] = {}
+        self._unsettled = 0  # pushed and not yet recorded
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task: asyncio.Task[None] | None = None
-        self._backoff = 0.0
-        self._scrubbed_at: float | None = None
-        self._scrub_later: asyncio.Task[None] | None = None
         self._evidence: dict[int, str] = {}  # outcomes of the latest evidence sent in this run
+        self.recorder = Recorder(name, store, clock, self._settled)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"outbox-{self.name}")
+        self.recorder.start()
+        self.tasks = [asyncio.create_task(self._work(), name=f"outbox-{self.name}-{n}")
+                      for n in range(self.workers)]
 
     def push(self, entries: Sequence[Pending]) -> None:
+        for entry in entries:
+            self.queues.setdefault(entry.chat_id, deque()).append(entry)
+            if entry.chat_id not in self._scheduled:
+                self._scheduled.add(entry.chat_id)
+                self._ready.put_nowait(entry.chat_id)
         if entries:
-            self.queue.extend(entries)
+            self._unsettled += len(entries)
             self._idle.clear()
-            self._wake.set()
 
     async def idle(self) -> None:
+        """Wait until everything pushed so far is delivered (or given up on) and recorded."""
         await self._idle.wait()
 
     async def stop(self) -> None:
-        for task in (self._task, self._scrub_later):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        self._task = self._scrub_later = None
+        """Stop sending, and record what was sent (a reply whose send was cut short goes again after a
+        restart)."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks = []
+        for handle in self._paused.values():
+            handle.cancel()
+        self._paused.clear()
+        await self.recorder.stop()
 
-    async def _run(self) -> None:
+    def _settled(self, count: int) -> None:
+        self._unsettled -= count
+        if self._unsettled <= 0:
+            self._unsettled = 0
+            self._idle.set()
+
+    async def _work(self) -> None:
         while True:
-            if not self.queue:
-                self._idle.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            group = self._next_group()
+            chat_id = await self._ready.get()
             try:
-                blocked = await self._blocked(group)
-            except Exception:  # the database failed: the group waits at the front of the queue
-                log.exception("%s: could not read which chats blocked the bot; retrying", self.name)
-                self.queue.extendleft(reversed(group))
-                await asyncio.sleep(1.0)
-                continue
-            done, pause = await self._send_group(group, blocked)
-            try:
-                await self._record(done)
-            except Exception:  # the database failed: keep going; unrecorded replies go again after a restart
-                log.exception("%s: could not record %d deliveries", self.name, len(done))
-                pause = max(pause, 1.0)
-            if pause:
-                await asyncio.sleep(pause)
+                wait = await self._serve(chat_id)
+            except Exception:  # a bug, not a delivery outcome: the chat's replies wait and go again
+                log.exception("%s: delivery to a chat failed unexpectedly; retrying", self.name)
+                wait = 1.0
+            self._next_turn(chat_id, wait)
 
-    def _next_group(self) -> list[Pending]:
-        """Up to GROUP entries; a review card starts a group of its own, so the evidence before it is recorded
-        (and an Approve pressed on it finds the evidence shown) before the card goes out."""
-        group = [self.queue.popleft()]
-        while self.queue and len(group) < GROUP and not isinstance(self.queue[0].reply, SendCard):
-            group.append(self.queue.popleft())
-        return group
+    def _next_turn(self, chat_id: int, wait: float) -> None:
+        """The chat goes to the back of the line, after its pause, or leaves the line once it has no replies."""
+        if not self.queues.get(chat_id):
+            self.queues.pop(chat_id, None)
+            self._scheduled.discard(chat_id)
+        elif wait > 0:
+            loop = asyncio.get_running_loop()
+            self._paused[chat_id] = loop.call_later(wait, self._resume, chat_id)
+        else:
+            self._ready.put_nowait(chat_id)
 
-    async def _send_group(self, group: list[Pending], blocked: set[int]) -> tuple[list[Delivery], float]:
-        done: list[Delivery] = []
+    def _resume(self, chat_id: int) -> None:
+        del self._paused[chat_id]
+        self._ready.put_nowait(chat_id)
+
+    async def _serve(self, chat_id: int) -> float:
+        """Send the next replies of one chat; returns how long the chat must wait before its next turn."""
+        queue = self.queues[chat_id]
+        group = [queue.popleft() for _ in range(min(GROUP, len(queue)))]
+        try:
+            blocked = await self._blocked(chat_id, group)
+        except Exception:  # the database failed: the group waits at the front of its queue
+            log.exception("%s: could not read whether a chat blocked the bot; retrying", self.name)
+            queue.extendleft(reversed(group))
+            return 1.0
         for index, entry in enumerate(group):
-            if entry.chat_id in blocked and _skipped_when_blocked(entry):
-                done.append(self._finished(entry, "skipped"))
-                continue
-            try:
-                reply = await self._card(entry.reply) if isinstance(entry.reply, SendCard) else entry.reply
-                delivered = await self.transport.deliver(reply)
-            except RetryAfter as wait:
-                self.queue.extendleft(reversed(group[index:]))
-                return done, wait.seconds
-            except RecipientBlocked:
-                blocked.add(entry.chat_id)
-                await self._mark_blocked(entry.chat_id)
-                done.append(self._finished(entry, "blocked"))
-            except Undeliverable as error:
-                log.warning("reply %d (%s) dropped: %s", entry.id, self.name, error)
-                done.append(self._finished(entry, "failed"))
-            except Exception as error:  # a network fault: keep the entry, wait, try again
-                self._backoff = min(MAX_BACKOFF, max(0.5, self._backoff * 2))
-                log.warning("%s delivery failed (%s); retrying in %.1f s", self.name, type(error).__name__,
-                            self._backoff)
-                self.queue.extendleft(reversed(group[index:]))
-                return done, self._backoff
-            else:
-                self._backoff = 0.0
-                done.append(self._finished(entry, "sent", _ids(delivered)))
-        return done, 0.0
+            wait = await self._send(entry, blocked)
+            if wait is None:
+                blocked = True
+            elif wait > 0:
+                queue.extendleft(reversed(group[index:]))
+                return wait
+        return 0.0
 
-    def _finished(self, entry: Pending, outcome: str, message_ids: tuple[int, ...] = ()) -> Delivery:
+    async def _send(self, entry: Pending, blocked: bool) -> float | None:
+        """Send one reply and hand its result to the recorder. Returns 0.0 when it is done with, the seconds
+        to wait when it must go again later, or None when the chat turned out to have blocked the bot."""
+        if blocked and _skipped_when_blocked(entry):
+            self._finished(entry, "skipped")
+            return 0.0
+        if self.pace is not None and _is_message(entry.reply):
+            wait = self.pace.wait(entry.chat_id)
+            if wait:
+                return wait
+        try:
+            reply = await self._card(entry.reply) if isinstance(entry.reply, SendCard) else entry.reply
+            delivered = await self.transport.deliver(reply)
+        except RetryAfter as told:
+            return max(told.seconds, 0.1)
+        except RecipientBlocked:
+            await self._mark_blocked(entry.chat_id)
+            self._finished(entry, "blocked")
+            return None
+        except Undeliverable as error:
+            log.warning("reply %d (%s) dropped: %s", entry.id, self.name, error)
+            self._finished(entry, "failed")
+            return 0.0
+        except Exception as error:  # a network fault: keep the entry, wait, try again
+            wait = self._back_off(entry.chat_id)
+            log.warning("%s delivery failed (%s); retrying in %.1f s", self.name, type(error).__name__, wait)
+            return wait
+        self._backoff.pop(entry.chat_id, None)
+        self._finished(entry, "sent", _ids(delivered))
+        return 0.0
+
+    def _back_off(self, chat_id: int) -> float:
+        """A growing delay with jitter, so chats cut off together do not all try again at the same moment."""
+        delay = min(MAX_BACKOFF, max(0.5, self._backoff.get(chat_id, 0.0) * 2))
+        self._backoff[chat_id] = delay
+        return delay * random.uniform(0.8, 1.2)
+
+    def _finished(self, entry: Pending, outcome: str, message_ids: tuple[int, ...] = ()) -> None:
         if isinstance(entry.reply, SendFiles):
             self._evidence[entry.id] = outcome
             while len(self._evidence) > REMEMBERED_EVIDENCE:
                 del self._evidence[next(iter(self._evidence))]
-        return Delivery(entry, outcome, message_ids)
+        self.recorder.add(Delivery(entry, outcome, message_ids))
 
     async def _card(self, card: SendCard) -> SendMessage:
-        """The card with its buttons if all its evidence reached this chat, else its fallback without them."""
+        """The card with its buttons if all its evidence reached this chat, else its fallback without them.
+
+        The evidence's results are recorded first, so an Approve pressed on the card finds the evidence shown.
+        """
+        await self.recorder.flushed()
         outcomes: dict[int, str | None] = {row: self._evidence[row] for row in card.evidence if row in self._evidence}
         earlier = [row for row in card.evidence if row not in outcomes]
         if earlier:  # delivered before a restart
@@ -192,17 +261,102 @@ class Lane:
                         card.chat_id, ", ".join(f"{row}: {outcomes.get(row)}" for row in card.evidence))
         return card.message(delivered)
 
-    async def _record(self, done: list[Delivery]) -> None:
-        if done:
-            secrets = [d.entry for d in done if getattr(d.entry.reply, "sensitive", False)]
-            now = self.clock.now()
+    async def _blocked(self, chat_id: int, group: list[Pending]) -> bool:
+        """Whether this chat's user blocked the bot (as the store knows it now: a user who writes again is
+        unblocked by their event, and a block update or a refused send blocks them). Asked only when a block
+        would skip one of the replies, so emails, SMS and button answers cost no read."""
+        if not any(_skipped_when_blocked(entry) for entry in group):
+            return False
+        async with self.store.reading() as tx:
+            return bool(await tx.users.blocked_among({chat_id}))
+
+    async def _mark_blocked(self, chat_id: int) -> None:
+        try:
             async with self.store.transaction() as tx:
-                await tx.outbox.mark_delivered([(d.entry.id, d.outcome, d.message_id) for d in done], now)
-                await tx.outbox.redact(secrets)
-                await tx.timers.schedule_deletions(_to_delete(done), now)
-                await tx.evidence.record(_evidence_shown(done), now)
-            if secrets:
+                await tx.users.set_blocked(chat_id, True)
+        except Exception:  # the outcome "blocked" is still recorded; the next 403 tries again
+            log.exception("%s: could not record that chat %d blocked the bot", self.name, chat_id)
+
+
+class Recorder:
+    """Records how deliveries went, in batches: what finished while one batch was being committed goes in the
+    next, so under load one transaction records many replies, and when it is quiet each is recorded at once
+    (the window in which a crash makes a reply go twice is one commit long)."""
+
+    def __init__(self, name: str, store: Store, clock: Clock, settled: Callable[[int], None]) -> None:
+        self.name = name
+        self.store = store
+        self.clock = clock
+        self._settled = settled
+        self._waiting: list[Delivery] = []
+        self._wake = asyncio.Event()
+        self._added = 0
+        self._recorded = 0
+        self._progress = asyncio.Condition()
+        self.task: asyncio.Task[None] | None = None
+        self._scrubbed_at: float | None = None
+        self._scrub_later: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"outbox-{self.name}-recorder")
+
+    def add(self, done: Delivery) -> None:
+        self._waiting.append(done)
+        self._added += 1
+        self._wake.set()
+
+    async def flushed(self) -> None:
+        """Wait until every result added so far is recorded."""
+        target = self._added
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._recorded >= target)
+
+    async def stop(self) -> None:
+        """Record what is waiting (for a few seconds at most, if the database is failing), then stop."""
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(self.flushed(), STOP_GRACE)
+            except TimeoutError:
+                log.warning("%s: %d deliveries were not recorded; they go again after a restart",
+                            self.name, self._added - self._recorded)
+        for task in (self.task, self._scrub_later):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self.task = self._scrub_later = None
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            if not self._waiting:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, self._waiting = self._waiting[:RECORD_BATCH], self._waiting[RECORD_BATCH:]
+            try:
+                await self._record(batch)
+            except Exception:  # the database failed: the batch waits and is recorded when it is back
+                failures += 1
+                log.exception("%s: could not record %d deliveries; retrying", self.name, len(batch))
+                self._waiting[:0] = batch
+                await asyncio.sleep(min(30.0, float(failures)))
+                continue
+            failures = 0
+            self._recorded += len(batch)
+            self._settled(len(batch))
+            async with self._progress:
+                self._progress.notify_all()
+            if any(getattr(d.entry.reply, "sensitive", False) for d in batch):
                 await self._scrub()
+
+    async def _record(self, done: list[Delivery]) -> None:
+        secrets = [d.entry for d in done if getattr(d.entry.reply, "sensitive", False)]
+        now = self.clock.now()
+        async with self.store.transaction() as tx:
+            await tx.outbox.mark_delivered([(d.entry.id, d.outcome, d.message_id) for d in done], now)
+            await tx.outbox.redact(secrets)
+            await tx.timers.schedule_deletions(_to_delete(done), now)
+            await tx.evidence.record(_evidence_shown(done), now)
 
     async def _scrub(self) -> None:
         """After a redaction, leave no copy of what was redacted in the write-ahead log: at once, or (within
@@ -211,38 +365,26 @@ class Lane:
         wait = 0.0 if self._scrubbed_at is None else self._scrubbed_at + SCRUB_EVERY - loop.time()
         if wait <= 0:
             self._scrubbed_at = loop.time()
-            await self.store.forget_overwritten()
+            try:
+                await self.store.forget_overwritten()
+            except Exception:
+                log.exception("%s: could not scrub the write-ahead log", self.name)
         elif self._scrub_later is None or self._scrub_later.done():
             self._scrub_later = asyncio.create_task(self._scrub_after(wait))
 
     async def _scrub_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        try:
-            await self._scrub()
-        except Exception:
-            log.exception("%s: could not scrub the write-ahead log", self.name)
-
-    async def _blocked(self, group: list[Pending]) -> set[int]:
-        """The chats of this group whose users blocked the bot (as the store knows it now: a user who writes
-        again is unblocked by their event, and a block update or a refused send blocks them). Asked only for the
-        chats of replies a block would skip, so a group of emails and SMS costs no read."""
-        chats = {entry.chat_id for entry in group if _skipped_when_blocked(entry)}
-        if not chats:
-            return set()
-        async with self.store.reading() as tx:
-            return await tx.users.blocked_among(chats)
-
-    async def _mark_blocked(self, chat_id: int) -> None:
-        try:
-            async with self.store.transaction() as tx:
-                await tx.users.set_blocked(chat_id, True)
-        except Exception:  # the outcome "blocked" is still recorded with the group; the next 403 tries again
-            log.exception("%s: could not record that chat %d blocked the bot", self.name, chat_id)
+        await self._scrub()
 
 
 def _skipped_when_blocked(entry: Pending) -> bool:
     """Messages to a chat that blocked the bot are not tried (files, deletions and answers still are)."""
     return isinstance(entry.reply, SendMessage | EditMessage | SendCard)
+
+
+def _is_message(reply: Reply) -> bool:
+    """What Telegram counts against a chat's message rate (edits, deletions and answers it does not)."""
+    return isinstance(reply, SendMessage | SendCard | SendPhoto | SendFiles | CopyMessage)
 
 
 def _to_delete(done: list[Delivery]) -> list[tuple[int, int, int]]:
@@ -266,8 +408,9 @@ class Dispatcher:
 
     def __init__(self, store: Store, transport: Transport, clock: Clock, channels: Transport | None = None) -> None:
         self.store = store
-        self.chat = Lane("chat", store, transport, clock)
-        self.out_of_band = Lane("out-of-band", store, channels or _NoChannels(), clock)
+        pace = transport.chat_pace if isinstance(transport, Paced) else None
+        self.chat = Lane("chat", store, transport, clock, pace=pace)
+        self.out_of_band = Lane("out-of-band", store, channels or _NoChannels(), clock, workers=OUT_OF_BAND_WORKERS)
 
     async def start(self) -> None:
         """Load what was committed but not delivered before the last stop, and start sending."""
@@ -284,7 +427,7 @@ class Dispatcher:
         self.out_of_band.push([e for e in entries if isinstance(e.reply, Notify)])
 
     async def idle(self) -> None:
-        """Wait until everything queued so far has been delivered (or given up on)."""
+        """Wait until everything queued so far has been delivered (or given up on) and recorded."""
         await self.chat.idle()
         await self.out_of_band.idle()
 

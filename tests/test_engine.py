@@ -228,7 +228,8 @@ async def test_crash_after_commit_before_delivery_delivers_after_restart(
     await doomed.handle(CommandReceived("k1", sender, "start"))
     await doomed.handle(TextReceived("k2", sender, "Ada"))
     # The "crash": tasks die where they stand; nothing is flushed or cleaned up.
-    for task in (doomed._writer, doomed.dispatcher.chat._task, doomed.dispatcher.out_of_band._task):
+    lanes = (doomed.dispatcher.chat, doomed.dispatcher.out_of_band)
+    for task in (doomed._writer, *[t for lane in lanes for t in (*lane.tasks, lane.recorder.task)]):
         assert task is not None
         task.cancel()
 

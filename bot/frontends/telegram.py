@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 
 from bot.frontends.render import send_in_pieces
 from flows import delivery
+from flows.chat_pace import ChatPace
 from flows.replies import (
     AnswerButton,
     Button,
@@ -98,6 +99,7 @@ class TelegramTransport:
 
     def __init__(self, api: BotApi) -> None:
         self.api = api
+        self.chat_pace = ChatPace()  # Telegram's limit in one chat, kept by the outbox's chat lane
 
     async def deliver(self, reply: Reply) -> delivery.Delivered:
         try:
