@@ -15,6 +15,7 @@ one told by Telegram to wait, holds up no other. Results are recorded in batches
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 from collections import deque
@@ -152,8 +153,7 @@ class Lane:
 
     def _settled(self, count: int) -> None:
         self._unsettled -= count
-        if self._unsettled <= 0:
-            self._unsettled = 0
+        if self._unsettled == 0:
             self._idle.set()
 
     async def _work(self) -> None:
@@ -182,22 +182,21 @@ class Lane:
         self._ready.put_nowait(chat_id)
 
     async def _serve(self, chat_id: int) -> float:
-        """Send the next replies of one chat; returns how long the chat must wait before its next turn."""
+        """Send the next replies of one chat; returns how long the chat must wait before its next turn. A reply
+        leaves its queue only once it is done with, so whatever stops this turn leaves the rest in place."""
         queue = self.queues[chat_id]
-        group = [queue.popleft() for _ in range(min(GROUP, len(queue)))]
         try:
-            blocked = await self._blocked(chat_id, group)
-        except Exception:  # the database failed: the group waits at the front of its queue
+            blocked = await self._blocked(chat_id, list(itertools.islice(queue, GROUP)))
+        except Exception:  # the database failed: the chat's replies wait where they are
             log.exception("%s: could not read whether a chat blocked the bot; retrying", self.name)
-            queue.extendleft(reversed(group))
             return 1.0
-        for index, entry in enumerate(group):
-            wait = await self._send(entry, blocked)
+        for _ in range(min(GROUP, len(queue))):
+            wait = await self._send(queue[0], blocked)
             if wait is None:
                 blocked = True
             elif wait > 0:
-                queue.extendleft(reversed(group[index:]))
                 return wait
+            queue.popleft()
         return 0.0
 
     async def _send(self, entry: Pending, blocked: bool) -> float | None:
@@ -334,7 +333,7 @@ class Recorder:
                 continue
             batch, self._waiting = self._waiting[:RECORD_BATCH], self._waiting[RECORD_BATCH:]
             try:
-                await self._record(batch)
+                redacted = await self._record(batch)
             except Exception:  # the database failed: the batch waits and is recorded when it is back
                 failures += 1
                 log.exception("%s: could not record %d deliveries; retrying", self.name, len(batch))
@@ -346,10 +345,11 @@ class Recorder:
             self._settled(len(batch))
             async with self._progress:
                 self._progress.notify_all()
-            if any(getattr(d.entry.reply, "sensitive", False) for d in batch):
+            if redacted:
                 await self._scrub()
 
-    async def _record(self, done: list[Delivery]) -> None:
+    async def _record(self, done: list[Delivery]) -> bool:
+        """Record one batch; True if it redacted anything (the write-ahead log then needs a scrub)."""
         secrets = [d.entry for d in done if getattr(d.entry.reply, "sensitive", False)]
         now = self.clock.now()
         async with self.store.transaction() as tx:
@@ -357,6 +357,7 @@ class Recorder:
             await tx.outbox.redact(secrets)
             await tx.timers.schedule_deletions(_to_delete(done), now)
             await tx.evidence.record(_evidence_shown(done), now)
+        return bool(secrets)
 
     async def _scrub(self) -> None:
         """After a redaction, leave no copy of what was redacted in the write-ahead log: at once, or (within
