@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from flows.blocked_reads import BlockedReads
 from flows.chat_pace import ChatPace
 from flows.clock import Clock
 from flows.ports import Store
@@ -119,6 +120,7 @@ class Lane:
         self._idle.set()
         self._evidence: dict[int, str] = {}  # outcomes of the latest evidence sent in this run
         self.recorder = Recorder(name, store, clock, self._settled)
+        self._blocked_reads = BlockedReads(store)
 
     def start(self) -> None:
         self.recorder.start()
@@ -149,6 +151,7 @@ class Lane:
         for handle in self._paused.values():
             handle.cancel()
         self._paused.clear()
+        await self._blocked_reads.stop()
         await self.recorder.stop()
 
     def _settled(self, count: int) -> None:
@@ -263,11 +266,11 @@ class Lane:
     async def _blocked(self, chat_id: int, group: list[Pending]) -> bool:
         """Whether this chat's user blocked the bot (as the store knows it now: a user who writes again is
         unblocked by their event, and a block update or a refused send blocks them). Asked only when a block
-        would skip one of the replies, so emails, SMS and button answers cost no read."""
+        would skip one of the replies, so emails, SMS and button answers cost no read; the workers asking at
+        the same moment share one read."""
         if not any(_skipped_when_blocked(entry) for entry in group):
             return False
-        async with self.store.reading() as tx:
-            return bool(await tx.users.blocked_among({chat_id}))
+        return await self._blocked_reads.blocked(chat_id)
 
     async def _mark_blocked(self, chat_id: int) -> None:
         try:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from flows.chat_pace import ChatPace
 from flows.clock import FakeClock
 from flows.delivery import CHAT_WORKERS, Delivered, Dispatcher, RetryAfter
+from flows.events import Sender
 from flows.records import Pending
 from flows.replies import AnswerButton, EditMessage, Reply, SendMessage
 from flows.store.memory import MemoryStore, MemoryTx
@@ -26,12 +27,14 @@ class FlakyStore(MemoryStore):
         self.failing_writes = 0
         self.write_delay = write_delay
         self.writes = 0
+        self.reads = 0
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[MemoryTx]:
         if self.failing_reads:
             self.failing_reads -= 1
             raise RuntimeError("database is locked")
+        self.reads += 1
         async with super().reading() as tx:
             yield tx
 
@@ -150,6 +153,18 @@ async def test_results_are_recorded_in_batches_not_one_transaction_per_reply(clo
     assert len(transport.log) == 200
     assert await pending_ids(store) == []
     assert store.writes - writes_before < 50  # one commit for the replies, the rest for their results
+
+
+async def test_chats_served_at_once_share_one_read_of_who_blocked_the_bot(clock: FakeClock) -> None:
+    store, transport = FlakyStore(), SlowTransport(seconds=0.001)
+    async with store.transaction() as tx:
+        await tx.users.touch([Sender(chat, chat) for chat in range(1, 201)], clock.now())
+        await tx.users.set_blocked(13, True)
+    reads_before = store.reads
+    await deliver_all(store, transport, clock, [SendMessage(chat, "hello") for chat in range(1, 201)])
+    assert {r.chat_id for r in transport.log} == set(range(1, 201)) - {13}
+    assert await pending_ids(store) == []
+    assert store.reads - reads_before < 50  # a read per chat would be 200
 
 
 async def test_each_result_is_recorded_as_it_returns_so_a_kill_repeats_only_what_was_in_flight(
