@@ -3,6 +3,7 @@ store on it: every port over one connection per transaction."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -99,15 +100,29 @@ class SqlTx:
 
 
 class SqlStore:
-    """The store on a SQL database (SQLite, or PostgreSQL)."""
+    """The store on a SQL database (SQLite, or PostgreSQL).
+
+    SQLite has one writer at a time. Writers of this process take turns on an asyncio lock before they ask
+    for SQLite's, so none of them sleeps in SQLite's busy handler (which polls with growing naps, up to 100 ms
+    each) while another commits; only another process (an `accounts import`, say) can still make one wait there.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._one_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlTx]:
-        async with self.engine.begin() as conn:
+        async with self._writer_turn(), self.engine.begin() as conn:
             yield SqlTx(conn)
+
+    @asynccontextmanager
+    async def _writer_turn(self) -> AsyncIterator[None]:
+        if self._one_writer is None:
+            yield
+            return
+        async with self._one_writer:
+            yield
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[SqlTx]:
@@ -116,7 +131,8 @@ class SqlStore:
             yield SqlTx(conn)
 
     async def forget_overwritten(self) -> None:
-        await scrub_wal(self.engine)
+        async with self._writer_turn():  # a checkpoint waits for the writer: let it wait here, not in SQLite
+            await scrub_wal(self.engine)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -213,3 +213,33 @@ async def test_a_reader_neither_waits_for_a_writer_nor_holds_one_up(db_url: str)
                 assert set(await asyncio.wait_for(reader.cases.by_id(["c1", "c2", "c3"]), timeout=2)) == {"c1", "c2"}
     finally:
         await store.close()
+
+
+async def test_writers_of_one_process_take_turns_without_waiting_in_sqlites_busy_handler(db_url: str) -> None:
+    """With SQLite's busy timeout at zero, two writers that met at SQLite's lock would fail at once ("database
+    is locked"): they take turns before it instead, each seeing the others' commits."""
+    import asyncio
+
+    from sqlalchemy import event
+
+    from flows.store.database import SqlStore, open_database
+
+    engine = open_database(db_url)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _no_busy_wait(dbapi_connection: object, _record: object) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[attr-defined]
+
+    store = SqlStore(engine)
+
+    async def write(n: int) -> None:
+        async with store.transaction() as tx:
+            await tx.cases.save([case(f"c{n}", n)])
+            await asyncio.sleep(0.01)  # holds SQLite's lock while the others ask for it
+
+    try:
+        await asyncio.gather(*(write(n) for n in range(1, 9)))
+        async with store.reading() as reader:
+            assert set(await reader.cases.by_id([f"c{n}" for n in range(1, 9)])) == {f"c{n}" for n in range(1, 9)}
+    finally:
+        await store.close()
