@@ -4,7 +4,9 @@ real SMTP and SMS servers, and the end-to-end bot process per framework (tests/s
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from flows.store.migrate import upgrade_sync
 from tests.support.chat import Bot
 from tests.support.desk import open_desk
 from tests.support.e2e import bot, framework, server
+from tests.support.postgres import TEMPLATE, PostgresServer
 from tests.support.servers import Mailbox, SmsGateway, mailbox
 
 __all__ = ["bot", "framework", "mailbox", "server"]  # fixtures: e2e (the real process per framework), SMTP
@@ -34,6 +37,30 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
     upgrade_sync(f"sqlite+aiosqlite:///{path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server with a migrated template database, started for the first test that needs it.
+    Its folder is under /tmp itself: the server's own user must be able to reach it."""
+    folder = Path(tempfile.mkdtemp(prefix="recovery-bot-pg-"))
+    folder.chmod(0o755)
+    server = PostgresServer(folder)
+    try:
+        server.start()
+        server.sql(f"CREATE DATABASE {TEMPLATE}")
+        with ThreadPoolExecutor(1) as thread:  # Alembic runs its own event loop; a test's may be running here
+            thread.submit(upgrade_sync, server.url(TEMPLATE)).result()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A fresh, migrated PostgreSQL database for this test."""
+    return postgres.url(postgres.new_database(template=TEMPLATE))
 
 
 @pytest.fixture

@@ -11,8 +11,13 @@ from flows.store.database import SqlStore, open_database
 from flows.store.memory import MemoryStore
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[Store]:
-    adapter: Store = MemoryStore() if request.param == "memory" else SqlStore(open_database(db_url))
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    adapter: Store
+    if request.param == "memory":
+        adapter = MemoryStore()
+    else:
+        url = request.getfixturevalue("db_url" if request.param == "sqlite" else "postgres_url")
+        adapter = SqlStore(open_database(url))
     yield adapter
     await adapter.close()
