@@ -24,8 +24,8 @@ BATCH = 1_000
 FIRST_PASS = 60.0  # seconds after start: start-up (left-over deliveries, late timers) goes first
 EVERY = 3_600.0  # seconds between passes
 PAUSE = 0.1
-"""Seconds between two batches. SQLite's busy handler is no queue: a writer waiting for the lock gets it only
-if the lock is free when it next looks, so the pruner leaves it free for a moment."""
+"""Seconds between two batches, in which a writer waiting for the lock (the runner's, another process's) takes
+it: SQLite's busy handler is no queue, a waiting writer gets the lock only if it is free when it next looks."""
 
 PruneStep = Callable[[Tx, datetime, int], Awaitable[int]]
 
@@ -42,6 +42,8 @@ async def _fired_timers(tx: Tx, before: datetime, limit: int) -> int:
     return await tx.timers.prune(before, limit)
 
 
+# Keys go first: a timer's key `timer:{id}` is claimed in the transaction that marks it fired, at the same time,
+# so a fired timer's key is gone before its row (its id, should SQLite ever give it again, collides with nothing).
 STEPS: dict[str, PruneStep] = {
     "update keys": _update_keys,
     "delivered replies": _delivered_replies,
