@@ -26,7 +26,8 @@ from flows.desk import build_engine
 from flows.engine import Engine
 from flows.inbound import InboundLimiter
 from flows.ports import Store
-from flows.runner import Runner
+from flows.retention import Pruner
+from flows.runner import Companion, Runner
 from flows.services import FlowSettings, ServiceFactory
 from flows.store.database import SqlStore, open_database, sqlite_file
 from flows.store.migrate import upgrade
@@ -37,8 +38,8 @@ Sleep = Callable[[float], Awaitable[None]]
 class App:
     """The desk, assembled once for every entry point — `run`, `console`, a mounted desk, the tests.
 
-    `start(transport)` starts the runner for one front end, and with it delivery, the timers and the broadcast
-    sender (resumed where a restart left it); `stop()` finishes the events in hand and stops them all;
+    `start(transport)` starts the runner for one front end, and with it delivery, the timers, the pruner and the
+    broadcast sender (resumed where a restart left it); `stop()` finishes the events in hand and stops them all;
     `close()` also releases the store and the mail/SMS connections.
     """
 
@@ -82,13 +83,15 @@ class App:
 
     async def start(self, transport: Transport, fire_timers: bool = True) -> Runner:
         """Deliver what an earlier run left, accept events, resume broadcasts and (unless a test drives them by
-        hand) fire timers as they fall due."""
+        hand) fire timers as they fall due and prune old rows (flows/retention.py)."""
         if self._runner is not None:
             raise RuntimeError("the desk is already started: stop() it first")
         broadcasts = BroadcastService(self.store, transport, self.clock, rate=self.broadcast_rate,
                                       sleep=self.broadcast_sleep or asyncio.sleep)
+        # The pruner runs beside the timers: where this process does the background work.
+        companions: list[Companion] = [broadcasts, Pruner(self.store, self.clock)] if fire_timers else [broadcasts]
         runner = Runner(self.store, self.engine, transport, self.clock, self.services, channels=self.channels,
-                        effects=broadcast_effects(broadcasts), companions=[broadcasts])
+                        effects=broadcast_effects(broadcasts), companions=companions)
         try:
             await runner.start()
         except BaseException:  # whatever started (writer, delivery) stops with it

@@ -42,6 +42,11 @@ class UpdateLog(Protocol):
         """Record `keys` as processed; return those that were not processed before (repeats count once)."""
         ...
 
+    async def prune(self, before: datetime, limit: int) -> int:
+        """Forget up to `limit` keys processed before `before`, oldest first; returns how many. A key forgotten
+        is acted on again, so `before` must lie further back than any redelivery (flows/retention.py)."""
+        ...
+
 
 class Users(Protocol):
     """The people who wrote to the bot, and whether they blocked it."""
@@ -107,6 +112,11 @@ class Timers(Protocol):
         """Mark timers fired; one already fired keeps its first time."""
         ...
 
+    async def prune(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` timers fired before `before`, oldest first; returns how many. Unfired timers stay,
+        and so does the newest row, so that no id (a timer's update key is `timer:{id}`) is ever given again."""
+        ...
+
 
 class Outbox(Protocol):
     """Replies committed with their event, delivered after it."""
@@ -130,6 +140,12 @@ class Outbox(Protocol):
 
     async def redact(self, entries: Sequence[Pending]) -> None:
         """Blank the text of delivered entries that carried a secret."""
+        ...
+
+    async def prune(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` entries delivered before `before`, oldest first; returns how many. Undelivered
+        entries stay, so does evidence an undelivered card still names, and so does the newest row, so that no
+        id (a card names its evidence by id) is ever given again."""
         ...
 
 

@@ -33,7 +33,7 @@ EffectHandler = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 
 class Companion(Protocol):
-    """A long-running job that lives as long as the runner (the broadcast sender)."""
+    """A long-running job that lives as long as the runner (the broadcast sender, the pruner)."""
 
     async def resume(self) -> Any: ...
     async def stop(self) -> None: ...

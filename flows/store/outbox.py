@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -78,6 +78,18 @@ class SqlOutbox:
             statement = update(outbox).where(outbox.c.id == bindparam("row_id")).values(payload=bindparam("body"))
             await self._conn.execute(statement, [{"row_id": e.id, "body": redacted(e.reply)} for e in entries])
 
+    async def prune(self, before: datetime, limit: int) -> int:
+        waiting_cards = select(outbox.c.payload).where(outbox.c.delivered_at.is_(None), outbox.c.created_at < before)
+        named = named_evidence(row.payload for row in await self._conn.execute(waiting_cards))
+        # SQLite gives a new row max(id) + 1 (`_next_ids`): without the newest row, an id would come again.
+        newest = select(func.max(outbox.c.id)).scalar_subquery()
+        oldest = select(outbox.c.id).where(outbox.c.delivered_at < before, outbox.c.created_at < before,
+                                           outbox.c.id < newest)
+        if named:
+            oldest = oldest.where(outbox.c.id.not_in(named))
+        statement = outbox.delete().where(outbox.c.id.in_(oldest.order_by(outbox.c.delivered_at).limit(limit)))
+        return int((await self._conn.execute(statement)).rowcount)
+
 
 def _row(reply: Reply, now: datetime) -> dict[str, Any]:
     return {"chat_id": reply.chat_id, "payload": reply_to_json(reply), "created_at": now, "attempts": 0}
@@ -100,6 +112,15 @@ def evidence_by_id(replies: Sequence[Reply], ids: Sequence[int]) -> list[Reply]:
             reply = replace(reply, evidence=tuple(ids[index + o] if o < 0 else o for o in reply.evidence))
         queued.append(reply)
     return queued
+
+
+def named_evidence(payloads: Iterable[dict[str, Any]]) -> set[int]:
+    """The outbox ids named as evidence by the cards among these stored replies.
+
+    A card's evidence is queued in the same `add` as the card (`evidence_by_id`), so at the same time: an entry
+    queued before a cutoff can be named only by a card queued before it too. Pruning relies on that.
+    """
+    return {row_id for body in payloads if body.get("kind") == "card" for row_id in body.get("evidence", ())}
 
 
 @dataclass
@@ -152,3 +173,14 @@ class MemoryOutbox:
             row = self._table.rows.get(entry.id)
             if row is not None:
                 row.payload = as_stored(redacted(entry.reply))
+
+    async def prune(self, before: datetime, limit: int) -> int:
+        rows = self._table.rows
+        named = named_evidence(r.payload for r in rows.values() if r.delivered_at is None and r.created_at < before)
+        newest = max(rows, default=None)
+        old = sorted((r.delivered_at, i) for i, r in rows.items()
+                     if r.delivered_at is not None and r.delivered_at < before and r.created_at < before
+                     and i != newest and i not in named)[:limit]
+        for _, row_id in old:
+            del rows[row_id]
+        return len(old)

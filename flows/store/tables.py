@@ -84,6 +84,8 @@ class OutboxRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_outbox_pending", "id", sqlite_where=text("delivered_at IS NULL"),
               postgresql_where=text("delivered_at IS NULL")),
+        Index("ix_outbox_delivered", "delivered_at", sqlite_where=text("delivered_at IS NOT NULL"),
+              postgresql_where=text("delivered_at IS NOT NULL")),  # pruning (flows/retention.py)
     )
     id: int | None = Field(default=None, primary_key=True)
     chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
@@ -116,6 +118,8 @@ class TimerRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_timers_pending", "due_at", sqlite_where=text("fired_at IS NULL"),
               postgresql_where=text("fired_at IS NULL")),
+        Index("ix_timers_fired", "fired_at", sqlite_where=text("fired_at IS NOT NULL"),
+              postgresql_where=text("fired_at IS NOT NULL")),  # pruning (flows/retention.py)
     )
     id: int | None = Field(default=None, primary_key=True)
     case_id: str = Field(max_length=16, index=True)

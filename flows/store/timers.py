@@ -67,6 +67,14 @@ class SqlTimers:
             await self._conn.execute(update(timers).where(timers.c.id.in_(timer_ids), timers.c.fired_at.is_(None))
                                      .values(fired_at=now))
 
+    async def prune(self, before: datetime, limit: int) -> int:
+        # SQLite gives a new row max(id) + 1: without the newest row, an id (and its update key) would come again.
+        newest = select(func.max(timers.c.id)).scalar_subquery()
+        oldest = (select(timers.c.id).where(timers.c.fired_at < before, timers.c.id < newest)
+                  .order_by(timers.c.fired_at).limit(limit))
+        result = await self._conn.execute(timers.delete().where(timers.c.id.in_(oldest)))
+        return int(result.rowcount)
+
 
 @dataclass
 class TimerRecord:
@@ -122,3 +130,12 @@ class MemoryTimers:
             row = self._table.rows.get(timer_id)
             if row is not None and row.fired_at is None:
                 row.fired_at = now
+
+    async def prune(self, before: datetime, limit: int) -> int:
+        rows = self._table.rows
+        newest = max(rows, default=None)
+        old = sorted((r.fired_at, i) for i, r in rows.items() if r.fired_at is not None and r.fired_at < before
+                     and i != newest)[:limit]
+        for _, timer_id in old:
+            del rows[timer_id]
+        return len(old)

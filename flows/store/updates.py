@@ -28,6 +28,12 @@ class SqlUpdateLog:
             await self._conn.execute(processed.insert(), [{"key": key, "processed_at": now} for key in fresh])
         return set(fresh)
 
+    async def prune(self, before: datetime, limit: int) -> int:
+        oldest = (select(processed.c.key).where(processed.c.processed_at < before)
+                  .order_by(processed.c.processed_at).limit(limit))
+        result = await self._conn.execute(processed.delete().where(processed.c.key.in_(oldest)))
+        return int(result.rowcount)
+
 
 class SqlUsers:
     def __init__(self, conn: AsyncConnection) -> None:
@@ -94,6 +100,12 @@ class MemoryUpdateLog:
         fresh = [key for key in dict.fromkeys(keys) if key not in self._table.processed]
         self._table.processed.update(dict.fromkeys(fresh, now))
         return set(fresh)
+
+    async def prune(self, before: datetime, limit: int) -> int:
+        old = sorted((at, key) for key, at in self._table.processed.items() if at < before)[:limit]
+        for _, key in old:
+            del self._table.processed[key]
+        return len(old)
 
 
 class MemoryUsers:
