@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,10 +32,17 @@ from tests.support.servers import Mailbox, SmsGateway, mailbox
 __all__ = ["bot", "framework", "mailbox", "server"]  # fixtures: e2e (the real process per framework), SMTP
 
 
+def migrate(url: str) -> None:
+    """Migrate to the newest schema. In a thread: Alembic runs its own event loop, and a session fixture may be
+    set up from inside a test's (the store fixture asks for its database by name)."""
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(upgrade_sync, url).result()
+
+
 @pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
-    upgrade_sync(f"sqlite+aiosqlite:///{path}")
+    migrate(f"sqlite+aiosqlite:///{path}")
     return path
 
 
@@ -49,8 +56,7 @@ def postgres() -> Iterator[PostgresServer]:
     try:
         server.start()
         server.sql(f"CREATE DATABASE {TEMPLATE}")
-        with ThreadPoolExecutor(1) as thread:  # Alembic runs its own event loop; a test's may be running here
-            thread.submit(upgrade_sync, server.url(TEMPLATE)).result()
+        migrate(server.url(TEMPLATE))
         yield server
     finally:
         server.stop()
