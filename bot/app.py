@@ -27,7 +27,7 @@ from flows.engine import Engine
 from flows.inbound import InboundLimiter
 from flows.ports import Store
 from flows.runner import Runner
-from flows.services import FlowSettings, ServiceFactory
+from flows.services import FlowSettings, ServiceFactory, warm_up
 from flows.store.database import SqlStore, open_database, sqlite_file
 from flows.store.migrate import upgrade
 
@@ -81,10 +81,11 @@ class App:
         return self._broadcasts
 
     async def start(self, transport: Transport, fire_timers: bool = True) -> Runner:
-        """Deliver what an earlier run left, accept events, resume broadcasts and (unless a test drives them by
-        hand) fire timers as they fall due."""
+        """Load what the hot path needs (catalogs, countries, the decoy hash), deliver what an earlier run left,
+        accept events, resume broadcasts and (unless a test drives them by hand) fire timers as they fall due."""
         if self._runner is not None:
             raise RuntimeError("the desk is already started: stop() it first")
+        await warm_up(self.services)
         broadcasts = BroadcastService(self.store, transport, self.clock, rate=self.broadcast_rate,
                                       sleep=self.broadcast_sleep or asyncio.sleep)
         runner = Runner(self.store, self.engine, transport, self.clock, self.services, channels=self.channels,

@@ -63,6 +63,11 @@ class SecretBox:
         self._fernet = Fernet(base64.urlsafe_b64encode(derive_key(secret_key, "totp-at-rest")))
         self.answer_pepper = derive_key(secret_key, "security-answer-pepper")
 
+    def decoy_hash(self) -> str:
+        """A hash of the current kind checked in place of a missing answer, so that an unknown account costs the
+        same scrypt work as a known one; computed once per key (`warm_up` does it at start-up)."""
+        return _decoy_hash(self.answer_pepper)
+
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode("ascii")
 
@@ -192,7 +197,7 @@ class Directory:
         row = await self._accounts.by_id(account_id)
         stored = row.security_answer_hash if row else None
         pepper = self._secrets.answer_pepper
-        matched = await asyncio.to_thread(verify_answer, answer, stored or _decoy_hash(pepper), pepper)
+        matched = await asyncio.to_thread(verify_answer, answer, stored or self._secrets.decoy_hash(), pepper)
         return matched and stored is not None
 
     async def switch_to_phone(self, account_id: int) -> None:

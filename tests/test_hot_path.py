@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import gc
+import gettext
 import importlib._bootstrap
+import io
+import os
 import re
+from collections.abc import Callable
 from importlib.metadata import requires
 from typing import Any
 
@@ -15,9 +20,17 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from pydantic._internal import _generics
 
+from bot import app
 from bot.frontends.aiogram import AiogramTransport
+from flows import countries, directory
+from flows.clock import FakeClock
 from flows.replies import EditMessage, SendMessage
+from flows.services import FlowSettings, ServiceFactory, warm_up
+from flows.store.memory import MemoryStore
+from flows.texts import Text, template, text, translate
+from tests.engine_flow import make_engine
 from tests.support.botapi import BotApiServer
+from tests.support.chat import Bot
 from tests.support.e2e import TOKEN
 
 
@@ -78,3 +91,48 @@ async def test_aiogram_builds_each_response_model_once(monkeypatch: pytest.Monke
         finally:
             await bot.session.close()
     assert built == []
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, targets: list[tuple[object, str]]) -> list[str]:
+    """Every call, from now on, of the functions named in `targets` ((module, name) pairs)."""
+    calls: list[str] = []
+
+    def counting(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls.append(f"{name}({args[0] if args else ''})")
+            return real(*args, **kwargs)
+        return wrapper
+
+    for module, name in targets:
+        monkeypatch.setattr(module, name, counting(name, getattr(module, name)))
+    return calls
+
+
+async def test_after_warm_up_texts_countries_and_the_decoy_hash_need_no_disk_and_no_scrypt(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    factory = ServiceFactory(FlowSettings(service_name="Acme", secret_key="warm-up " * 5))
+    await warm_up(factory)
+    disk = count_calls(monkeypatch, [(builtins, "open"), (io, "open"), (os, "stat"), (os, "listdir"),
+                                     (os, "scandir"), (gettext, "find"), (gettext, "translation")])
+    scrypt = count_calls(monkeypatch, [(directory, "_scrypt")])
+    for language in (None, "en", "en-US", "de", "pt_BR", "xx"):
+        assert translate("commands.start", language)
+        assert "ABCD" in translate(Text("enrol.key", {"key": "ABCD", "minutes": 10}), language)
+        assert translate(text("engine.no_case"), language)
+    assert template("enrol.key")
+    assert countries.name_of("de") == "Germany" and countries.search("germ") == ["DE"]
+    assert factory.box.decoy_hash() == factory.box.decoy_hash()
+    assert disk == [] and scrypt == []
+
+
+async def test_the_app_warms_up_as_it_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    warmed: list[ServiceFactory | None] = []
+
+    async def recording(services: ServiceFactory | None) -> None:
+        warmed.append(services)
+
+    monkeypatch.setattr(app, "warm_up", recording)
+    factory = ServiceFactory(FlowSettings(service_name="Acme", secret_key="warm-up " * 5))
+    bot = await Bot(MemoryStore(), make_engine(), FakeClock(), factory).start()
+    await bot.stop()
+    assert warmed == [factory]
