@@ -10,6 +10,7 @@ import importlib._bootstrap
 import io
 import os
 import re
+import threading
 from collections.abc import Callable
 from importlib.metadata import requires
 from typing import Any
@@ -19,19 +20,25 @@ import pytest
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from pydantic._internal import _generics
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import app
 from bot.frontends.aiogram import AiogramTransport
 from flows import countries, directory
 from flows.clock import FakeClock
-from flows.replies import EditMessage, SendMessage
+from flows.directory import Directory, SecretBox, hash_answer
+from flows.methods import enrol
+from flows.replies import EditMessage, SendMessage, SendPhoto
 from flows.services import FlowSettings, ServiceFactory, warm_up
+from flows.store import tables
+from flows.store.accounts import SqlAccounts
 from flows.store.memory import MemoryStore
 from flows.texts import Text, template, text, translate
 from tests.engine_flow import make_engine
 from tests.support.botapi import BotApiServer
 from tests.support.chat import Bot
 from tests.support.e2e import TOKEN
+from tests.test_review import submitted_case
 
 
 def count_imports_from_disk(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -136,3 +143,49 @@ async def test_the_app_warms_up_as_it_starts(monkeypatch: pytest.MonkeyPatch) ->
     bot = await Bot(MemoryStore(), make_engine(), FakeClock(), factory).start()
     await bot.stop()
     assert warmed == [factory]
+
+
+def record_threads(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
+    """The thread each later call of `module.name` runs in."""
+    threads: list[int] = []
+    real = getattr(module, name)
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, recording)
+    return threads
+
+
+async def test_security_answers_are_checked_in_a_thread_with_the_same_work_for_unknown_accounts(
+        db: AsyncEngine, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    box = SecretBox("off the loop " * 4)
+    async with db.begin() as conn:
+        stamp = {"identity_verified": False, "two_factor": "phone", "created_at": clock.now(),
+                 "updated_at": clock.now()}
+        known = (await conn.execute(tables.accounts.insert().returning(tables.accounts.c.id), {
+            "email": "jane@example.com", "security_question": "Pet?",
+            "security_answer_hash": hash_answer("the cat", box.answer_pepper), **stamp})).scalar_one()
+        bare = (await conn.execute(tables.accounts.insert().returning(tables.accounts.c.id),
+                                   {"email": "john@example.com", **stamp})).scalar_one()
+        found = Directory(SqlAccounts(conn), box, clock.now())
+        threads = record_threads(monkeypatch, directory, "_scrypt")
+        assert not await found.check_security_answer(directory.NO_ACCOUNT, "the cat")  # the decoy not made yet
+        assert len(threads) == 2 and threading.get_ident() not in threads  # making it is off the loop too
+        threads.clear()
+        assert await found.check_security_answer(known, "The Cat")
+        assert not await found.check_security_answer(known, "the dog")
+        assert not await found.check_security_answer(bare, "")
+        assert not await found.check_security_answer(directory.NO_ACCOUNT, "the cat")
+    assert len(threads) == 4  # one scrypt per check, whether or not there is an answer to check
+    assert threading.get_ident() not in threads
+
+
+async def test_the_new_key_qr_code_is_drawn_off_the_event_loop(desk: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    user, admin = desk.chat(user_id=42), desk.chat(user_id=900)
+    case_id = await submitted_case(desk, user)
+    threads = record_threads(monkeypatch, enrol, "qr_png_base64")
+    await admin.press(f"r:{case_id}:1:approve")
+    assert [r for r in desk.transport.log if isinstance(r, SendPhoto) and r.chat_id == 42]
+    assert len(threads) == 1 and threads[0] != threading.get_ident()
