@@ -13,7 +13,7 @@ import re
 import threading
 from collections.abc import Callable
 from importlib.metadata import requires
-from typing import Any
+from typing import Any, cast
 
 import aiogram
 import pytest
@@ -22,7 +22,8 @@ from aiogram.client.telegram import TelegramAPIServer
 from pydantic._internal import _generics
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import app
+from bot import app, run
+from bot.config import Settings
 from bot.frontends.aiogram import AiogramTransport
 from flows import countries, directory
 from flows.clock import FakeClock
@@ -36,7 +37,7 @@ from flows.store.memory import MemoryStore
 from flows.texts import Text, template, text, translate
 from tests.engine_flow import make_engine
 from tests.support.botapi import BotApiServer
-from tests.support.chat import Bot
+from tests.support.chat import Bot, RecordingTransport
 from tests.support.e2e import TOKEN
 from tests.test_review import submitted_case
 
@@ -189,3 +190,52 @@ async def test_the_new_key_qr_code_is_drawn_off_the_event_loop(desk: Bot, monkey
     await admin.press(f"r:{case_id}:1:approve")
     assert [r for r in desk.transport.log if isinstance(r, SendPhoto) and r.chat_id == 42]
     assert len(threads) == 1 and threads[0] != threading.get_ident()
+
+
+class QuietFront:
+    """Just enough of a front end for `_serve`: no Telegram behind it."""
+
+    name = "quiet"
+
+    def __init__(self) -> None:
+        self.transport = RecordingTransport()
+
+    def attach(self, desk: Any) -> None:
+        self.desk = desk
+
+    async def set_commands(self, commands: Any) -> None:
+        pass
+
+    async def set_admin_commands(self, admin_ids: Any, commands: Any) -> None:
+        pass
+
+    async def delete_webhook(self) -> None:
+        pass
+
+    async def fetch(self, offset: int | None, wait_seconds: int) -> Any:
+        raise AssertionError("not polled in this test")
+
+    async def process(self, update: Any) -> None:
+        raise AssertionError("not polled in this test")
+
+
+async def test_run_freezes_what_start_up_made_once_it_is_done_and_before_serving(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    frozen: list[str] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append("freeze"))
+    monkeypatch.setattr(run, "_stop_on_signals", asyncio.Event)
+    factory = ServiceFactory(FlowSettings(service_name="Acme", secret_key="warm-up " * 5))
+    desk = Bot(MemoryStore(), make_engine(), FakeClock(), factory)
+
+    class Poller:
+        def __init__(self, fetch: Any, process: Any, desk: Any) -> None:
+            pass
+
+        async def run(self, stopping: asyncio.Event) -> None:
+            assert desk.app.runner is not None  # the app had started
+            frozen.append("serving")
+
+    monkeypatch.setattr(run, "Poller", Poller)
+    settings = Settings(_env_file=None, telegram_bot_token="1:x", secret_key="s" * 32)  # type: ignore[call-arg]
+    await run._serve(desk.app, settings, cast(run.Front, QuietFront()), "desk_bot", None)
+    assert frozen == ["freeze", "serving"]
