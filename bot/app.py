@@ -81,11 +81,11 @@ class App:
         return self._broadcasts
 
     async def start(self, transport: Transport, fire_timers: bool = True) -> Runner:
-        """Load what the hot path needs (catalogs, countries, the decoy hash), deliver what an earlier run left,
-        accept events, resume broadcasts and (unless a test drives them by hand) fire timers as they fall due."""
+        """Deliver what an earlier run left, accept events, resume broadcasts and (unless a test drives them by
+        hand) fire timers as they fall due."""
         if self._runner is not None:
             raise RuntimeError("the desk is already started: stop() it first")
-        await warm_up(self.services)
+        await warm_up(self.services)  # catalogs, countries, the decoy hash: nothing of that on the first events
         broadcasts = BroadcastService(self.store, transport, self.clock, rate=self.broadcast_rate,
                                       sleep=self.broadcast_sleep or asyncio.sleep)
         runner = Runner(self.store, self.engine, transport, self.clock, self.services, channels=self.channels,
