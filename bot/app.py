@@ -28,7 +28,7 @@ from flows.inbound import InboundLimiter
 from flows.ports import Store
 from flows.retention import Pruner
 from flows.runner import Companion, Runner
-from flows.services import FlowSettings, ServiceFactory
+from flows.services import FlowSettings, ServiceFactory, warm_up
 from flows.store.database import SqlStore, open_database, sqlite_file
 from flows.store.migrate import upgrade
 
@@ -86,6 +86,7 @@ class App:
         hand) fire timers as they fall due and prune old rows (flows/retention.py)."""
         if self._runner is not None:
             raise RuntimeError("the desk is already started: stop() it first")
+        await warm_up(self.services)  # catalogs, countries, the decoy hash: nothing of that on the first events
         broadcasts = BroadcastService(self.store, transport, self.clock, rate=self.broadcast_rate,
                                       sleep=self.broadcast_sleep or asyncio.sleep)
         # The pruner runs beside the timers: where this process does the background work.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -99,6 +100,7 @@ async def _serve(app: App, settings: Settings, front: Front, username: str, webh
     await front.set_admin_commands(settings.admin_ids, staff)
     warn_about_chat_channels(settings)
     await warn_about_silent_admins(app, settings.admin_ids)
+    freeze_start_up_objects()
     stopping = _stop_on_signals()
     log.info("@%s is serving on %s (%s)", username, front.name, "webhook" if webhook else "long polling")
     try:
@@ -125,6 +127,17 @@ async def _serve_webhook(settings: Settings, front: Front, desk: TelegramDesk, w
         await stopping.wait()
     finally:
         await server.cleanup()
+
+
+def freeze_start_up_objects() -> None:
+    """Once start-up is over, move what it made (modules, catalogs, pydantic models, the assembled app) out of the
+    collector's generations: those objects live as long as the process, and each full collection no longer walks
+    them (under load, the longest full collection fell from about 290 to 6–22 ms of CPU on aiogram and from about
+    125 to 5–16 ms on python-telegram-bot: benchmarks/gc_pauses.py). Garbage is collected first, so none is kept
+    for good. The collector's thresholds stay as they are: young collections take at most about 12 ms each and
+    some 2–3 % of the time under load, so there is little for a larger first generation to win."""
+    gc.collect()
+    gc.freeze()
 
 
 def _stop_on_signals() -> asyncio.Event:

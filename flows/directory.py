@@ -63,6 +63,11 @@ class SecretBox:
         self._fernet = Fernet(base64.urlsafe_b64encode(derive_key(secret_key, "totp-at-rest")))
         self.answer_pepper = derive_key(secret_key, "security-answer-pepper")
 
+    def decoy_hash(self) -> str:
+        """A hash of the current kind checked in place of a missing answer, so that an unknown account costs the
+        same scrypt work as a known one; computed once per key (`warm_up` does it at start-up)."""
+        return _decoy_hash(self.answer_pepper)
+
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode("ascii")
 
@@ -137,6 +142,13 @@ def _decoy_hash(pepper: bytes) -> str:
     return hash_answer("", pepper)
 
 
+def _check_answer(answer: str, stored: str | None, secrets: SecretBox) -> bool:
+    """`verify_answer` against the stored hash, or against the decoy when there is none (the same scrypt work,
+    always False): what `check_security_answer` runs in a thread."""
+    matched = verify_answer(answer, stored or secrets.decoy_hash(), secrets.answer_pepper)
+    return matched and stored is not None
+
+
 def mask_email(email: str) -> str:
     """Hide the local part but its first character: "jane.doe@example.com" → "j•••@example.com"."""
     local, at, domain = email.partition("@")
@@ -188,12 +200,11 @@ class Directory:
         await self._accounts.advance_totp_step(account_id, step, self._now)
 
     async def check_security_answer(self, account_id: int, answer: str) -> bool:
-        """Whether `answer` matches the stored one; as slow for accounts without an answer as with one."""
+        """Whether `answer` matches the stored one; as slow for accounts without an answer as with one. The scrypt
+        work (~100 ms) runs in a thread, so the event loop goes on meanwhile."""
         row = await self._accounts.by_id(account_id)
         stored = row.security_answer_hash if row else None
-        pepper = self._secrets.answer_pepper
-        matched = await asyncio.to_thread(verify_answer, answer, stored or _decoy_hash(pepper), pepper)
-        return matched and stored is not None
+        return await asyncio.to_thread(_check_answer, answer, stored, self._secrets)
 
     async def switch_to_phone(self, account_id: int) -> None:
         """Make the phone the second factor; the old authenticator secret is discarded, so it proves nothing."""

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from flows import countries
 from flows.codes import CodePolicy, Codes
 from flows.directory import Directory, SecretBox
 from flows.keys import derive_key
 from flows.limits import FailedChecks
 from flows.ports import Tx
+from flows.texts import load_catalogs
 
 
 @dataclass(frozen=True)
@@ -73,3 +76,12 @@ class ServiceFactory:
             box=self.box,
             tx=tx,
         )
+
+
+async def warm_up(services: ServiceFactory | None) -> None:
+    """Do at start-up what the first events would otherwise do on the event loop: read and compile the text
+    catalogs, load the country names, and compute the decoy answer hash (~100 ms of scrypt, in a thread)."""
+    load_catalogs()
+    countries.countries()
+    if services is not None:
+        await asyncio.to_thread(services.box.decoy_hash)

@@ -133,7 +133,7 @@ async def approve(ctx: Context, case: Case) -> Outcome:
     data: dict[str, Any] = decision(ctx, "approved")
     letters: tuple[Letter, ...] = ()
     if reenrol:
-        fresh, letters = new_authenticator(ctx, case.chat_id, account.email)
+        fresh, letters = await new_authenticator(ctx, case.chat_id, account.email)
         data.update(fresh)
     outcome = Goto(
         ENROL if reenrol else RESTORED, say=(said,), data=data,

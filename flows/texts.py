@@ -53,6 +53,18 @@ def _catalog(language: str) -> gettext.NullTranslations:
     return translations
 
 
+@cache
+def languages() -> frozenset[str]:
+    """The languages that have a catalog, found on disk once."""
+    return frozenset(path.name for path in LOCALES.iterdir() if (path / "LC_MESSAGES" / f"{DOMAIN}.po").is_file())
+
+
+def load_catalogs() -> None:
+    """Read and compile every catalog now (at start-up), so that no event waits for the disk."""
+    for language in languages():
+        _catalog(language)
+
+
 def known_keys(language: str = DEFAULT_LANGUAGE) -> set[str]:
     """Every key the catalog of `language` defines."""
     with (LOCALES / language / "LC_MESSAGES" / f"{DOMAIN}.po").open("rb") as po_file:
@@ -63,7 +75,7 @@ def _language_for(language: str | None) -> str:
     if not language:
         return DEFAULT_LANGUAGE
     base = language.split("-")[0].split("_")[0].lower()
-    return base if (LOCALES / base).is_dir() else DEFAULT_LANGUAGE
+    return base if base in languages() else DEFAULT_LANGUAGE
 
 
 def translate(message: Text | str, language: str | None = None, **defaults: object) -> str:

@@ -6,6 +6,7 @@ stores it on the account only once the user proves the app works by sending its 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 
@@ -31,13 +32,15 @@ def grouped(secret: str) -> str:
     return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
 
 
-def new_authenticator(ctx: Context, chat_id: int, email: str) -> tuple[dict[str, object], tuple[Letter, ...]]:
-    """A fresh secret (kept encrypted in the case until confirmed) and the two messages that carry it."""
+async def new_authenticator(ctx: Context, chat_id: int, email: str) -> tuple[dict[str, object], tuple[Letter, ...]]:
+    """A fresh secret (kept encrypted in the case until confirmed) and the two messages that carry it; the QR code
+    is drawn in a thread (tens of milliseconds of CPU the event loop need not wait for)."""
     svc = services(ctx)
     secret = new_secret()
     uri = provisioning_uri(secret, email, svc.settings.service_name)
+    png = await asyncio.to_thread(qr_png_base64, uri)
     letters = (
-        Letter((chat_id,), text("enrol.qr_caption"), png_base64=qr_png_base64(uri), sensitive=True,
+        Letter((chat_id,), text("enrol.qr_caption"), png_base64=png, sensitive=True,
                delete_after=KEY_VISIBLE_SECONDS),
         Letter((chat_id,), Text("enrol.key", {"key": grouped(secret), "minutes": KEY_VISIBLE_SECONDS // 60}),
                sensitive=True, delete_after=KEY_VISIBLE_SECONDS),
