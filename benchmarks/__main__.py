@@ -38,7 +38,7 @@ def sizes(quick: bool) -> dict[str, Any]:
                 "scale_chats": 100, "timers": 2_000, "timers_spread": 3.0, "recipients": 2_000,
                 "unpaced_seconds": 2.0, "paced_seconds": 3.0, "rate": rate}
     return {"e2e": E2eSizes(), "engine_chats": 5_000, "bare_seconds": 3.0, "scale": [1_000, 100_000, 1_000_000],
-            "scale_chats": 500, "timers": 100_000, "timers_spread": 45.0, "recipients": 100_000,
+            "scale_chats": 500, "timers": 100_000, "timers_spread": 60.0, "recipients": 100_000,
             "unpaced_seconds": 20.0, "paced_seconds": 12.0, "rate": rate}
 
 
@@ -85,7 +85,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 if not args.no_profile and (found["engine"]["events_per_s"] < 5000 or
                                             (found["ratio_to_bare"] or 0) < 0.8):
                     found["profile"] = await asyncio.to_thread(engine_throughput.profile,
-                                                               min(size["engine_chats"], 1000))
+                                                               min(size["engine_chats"], 500))
                 return found
             results["engine"] = await section("engine", engine)
         if "scale" in wanted:

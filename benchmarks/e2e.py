@@ -376,7 +376,7 @@ class E2eSizes:
     half_seconds: float = 8.0
     echo_users: int = 100
     echo_seconds: float = 6.0
-    live_cases: int = 1_000  # opened through the bot (/start, then a method)
+    live_cases: int = 600  # opened through the bot (/start, then a method)
     open_cases: int = 10_000  # held in all: the rest inserted as copies of a live one
     open_case_users: int = 500
     profile_seconds: float = 8.0

@@ -80,7 +80,9 @@ def e2e(results: dict[str, Any]) -> list[str]:
              "the next flow (fresh user, fresh account) when one ends, for the window, then the steps in flight "
              "finish; *half load*: open loop, flows started at a fixed rate for half the saturation's updates/s. "
              "A step is one user action until the awaited message arrives. The longest stall is the longest time "
-             "with no step completing. API calls exclude getUpdates (counted apart).", ""]
+             "with no step completing. API calls exclude getUpdates (counted apart). The echo bots answer each "
+             "update before taking the next (python-telegram-bot's default), so their rate is bound by the test "
+             "server's answer time as well as by their own CPU.", ""]
     frameworks = results.get("e2e")
     if frameworks is None:
         return [*lines, "Not run in this run (`--only`).", ""]
@@ -226,8 +228,8 @@ def profiles(results: dict[str, Any]) -> list[str]:
         if not spy.get("available"):
             lines += [f"No profile: {spy.get('why')}", ""]
             continue
-        lines += [f"{spy['samples']:,} samples (100/s, idle included) during a phase of "
-                  f"{spy['phase']['updates_per_s']} updates/s.", ""]
+        lines += [f"{spy['samples']:,} samples (100 a second, every thread: aiosqlite's worker thread included) "
+                  f"during a phase of {spy['phase']['updates_per_s']} updates/s, after the measured ones.", ""]
         lines += _table(["own time (leaf frame)", "% of samples"],
                         [[f"`{f}`", _n(p)] for f, p in spy["self_percent"]])
         lines += _table(["project function, including what it calls", "% of samples"],
