@@ -325,13 +325,16 @@ async def drive(server: LoadServer, bot: BotProcess, script: list[Action], jobs:
     calls = Counter(server.counts)
     calls.subtract(calls_before)
     steps = len(load.latencies)
-    elapsed = max(ended - began, 1e-9)
-    marks = [began, *sorted(load.completions)]
+    # Rates and stalls count while the load is offered (the window), not while the last steps drain.
+    window_end = began + duration if duration else ended
+    in_window = [t for t in load.completions if t <= window_end]
+    window = max(window_end - began, 1e-9)
+    marks = [began, *sorted(in_window), window_end]
     stall = max((b - a for a, b in itertools.pairwise(marks)), default=0.0)
     api = sum(n for method, n in calls.items() if method != "getUpdates")
     return {
-        "steps": steps, "flows": load.flows_done, "lost_steps": lost, "seconds": round(elapsed, 2),
-        "updates_per_s": round(steps / elapsed, 1),
+        "steps": steps, "flows": load.flows_done, "lost_steps": lost, "seconds": round(ended - began, 2),
+        "steps_in_window": len(in_window), "updates_per_s": round(len(in_window) / window, 1),
         "p50_ms": ms(quantile(load.latencies, 0.50)), "p99_ms": ms(quantile(load.latencies, 0.99)),
         "max_ms": ms(max(load.latencies, default=None) if load.latencies else None),
         "longest_stall_ms": ms(stall),

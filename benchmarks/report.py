@@ -79,10 +79,11 @@ def e2e(results: dict[str, Any]) -> list[str]:
              "and the simulated users in this process. *users*: closed loop, that many users at once, each starting "
              "the next flow (fresh user, fresh account) when one ends, for the window, then the steps in flight "
              "finish; *half load*: open loop, flows started at a fixed rate for half the saturation's updates/s. "
-             "A step is one user action until the awaited message arrives. The longest stall is the longest time "
-             "with no step completing. API calls exclude getUpdates (counted apart). The echo bots answer each "
-             "update before taking the next (python-telegram-bot's default), so their rate is bound by the test "
-             "server's answer time as well as by their own CPU.", ""]
+             "A step is one user action until the awaited message arrives. updates/s counts the steps completed "
+             "within the window (load offered), p50/p99 every step; the longest stall is the longest time within "
+             "the window with no step completing. API calls exclude getUpdates (counted apart). The echo bots "
+             "answer each update before taking the next (python-telegram-bot's default), so their rate is bound "
+             "by the test server's answer time as well as by their own CPU.", ""]
     frameworks = results.get("e2e")
     if frameworks is None:
         return [*lines, "Not run in this run (`--only`).", ""]
