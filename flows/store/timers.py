@@ -23,8 +23,13 @@ class SqlTimers:
         latest = {(t.case_id, t.spec.kind): t for t in new if t.spec.replace}
         new = [t for t in new if not t.spec.replace or latest[(t.case_id, t.spec.kind)] is t]
         if latest:
-            await self._conn.execute(timers.delete().where(
-                timers.c.fired_at.is_(None), tuple_(timers.c.case_id, timers.c.kind).in_(set(latest))))
+            # A replaced timer is closed (`fired_at` set to its own due time, so pruning takes it in time), not
+            # deleted: SQLite gives a new row max(id) + 1, so deleting the newest timer would hand its id, and its
+            # update key `timer:{id}`, to its replacement, and a firing of the old one already read as due would
+            # then act on the new one.
+            await self._conn.execute(update(timers).where(
+                timers.c.fired_at.is_(None), tuple_(timers.c.case_id, timers.c.kind).in_(set(latest)),
+            ).values(fired_at=timers.c.due_at))
         if new:
             await self._conn.execute(timers.insert(), [
                 {"case_id": t.case_id, "user_id": t.user_id, "chat_id": t.chat_id, "step": t.step,
@@ -95,8 +100,9 @@ class MemoryTimers:
     async def add(self, new: Sequence[NewTimer]) -> None:
         latest = {(t.case_id, t.spec.kind): t for t in new if t.spec.replace}
         rows = self._table.rows
-        for timer_id in [i for i, r in rows.items() if r.fired_at is None and (r.due.case_id, r.due.kind) in latest]:
-            del rows[timer_id]
+        for row in rows.values():  # closed, not deleted, as in SqlTimers.add
+            if row.fired_at is None and (row.due.case_id, row.due.kind) in latest:
+                row.fired_at = row.due.due_at
         for t in new:
             if not t.spec.replace or latest[(t.case_id, t.spec.kind)] is t:
                 self._insert(t.case_id, t.user_id, t.chat_id, t.step, t.spec.kind, dict(t.spec.payload), t.spec.due)

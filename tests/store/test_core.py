@@ -124,6 +124,19 @@ async def test_a_replacing_timer_drops_the_cases_unfired_ones_of_its_kind(store:
         ("c1", "nudge", NOW + timedelta(minutes=2)), ("c1", "other", NOW), ("c2", "nudge", NOW)]
 
 
+async def test_a_replaced_timers_id_is_never_given_to_its_replacement(store: Store) -> None:
+    """The timer loop may have read the old timer as due: its firing (`timer:{id}`) must find it closed, not a
+    newer timer under the same id."""
+    async with store.transaction() as tx:
+        await tx.timers.add([timer("c1", "nudge", NOW, replace=True)])
+        [old] = await tx.timers.due(NOW, 10)
+    async with store.transaction() as tx:
+        await tx.timers.add([timer("c1", "nudge", NOW, replace=True)])
+        [new] = await tx.timers.due(NOW, 10)
+        assert new.id != old.id
+        assert await tx.timers.unfired([old.id]) == set()
+
+
 async def test_deletions_are_timers_without_a_case(store: Store) -> None:
     async with store.transaction() as tx:
         await tx.timers.schedule_deletions([(7, 41, 600)], NOW)
