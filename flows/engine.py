@@ -46,7 +46,7 @@ from flows.model import (
     qualify,
 )
 from flows.records import ACTIVE, DELETE_MESSAGE, AuditEntry, Case, Decision, NewTimer
-from flows.render import Renderer, Translator
+from flows.render import Renderer, Translator, merge_messages
 from flows.replies import (
     AnswerButton,
     Button,
@@ -145,6 +145,7 @@ class Engine:
         await turn.after_closing()
         if not isinstance(event, TimerFired):
             turn.watch_silence()
+        turn.decision.replies = merge_messages(turn.decision.replies)  # texts sent back to back go as one
         return turn.decision
 
     def render(self, case: Case, language: str | None, ctx: Context) -> SendMessage:

@@ -3,15 +3,18 @@ it. No decisions here; the engine decides what to say, this says it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from flows.model import Attachment, Choice, Context, Letter, Step
 from flows.records import Case
-from flows.replies import Button, Reply, SendCard, SendFiles, SendMessage, SendPhoto
+from flows.replies import Button, Notify, Reply, SendCard, SendFiles, SendMessage, SendPhoto
 from flows.texts import Text
 
 Translator = Callable[..., str]
 ALBUM_LIMIT = 10  # Telegram's sendMediaGroup takes 2-10 items
+MESSAGE_LIMIT = 4096  # Telegram's limit for one message, in UTF-16 code units
+PARAGRAPH = "\n\n"  # what joins two texts merged into one message
 
 
 class Renderer:
@@ -62,3 +65,61 @@ def file_albums(chat_id: int, files: tuple[Attachment, ...], case_id: str | None
         for start in range(0, len(ids), ALBUM_LIMIT):
             albums.append(SendFiles(chat_id, media, tuple(ids[start : start + ALBUM_LIMIT]), case_id=case_id))
     return albums
+
+
+def utf16_units(text: str) -> int:
+    """How long Telegram counts `text`: UTF-16 code units (a character outside the BMP, e.g. most emoji, is 2)."""
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
+
+
+def merge_messages(replies: Sequence[Reply]) -> list[Reply]:
+    """One event's replies with back-to-back texts to one chat sent as one message, paragraphs apart.
+
+    A text joins the message before it in its chat when that one has no buttons (the later one's buttons are
+    kept), neither is sensitive nor deletes itself, the two differ only in text and buttons, and the joined text
+    stays within MESSAGE_LIMIT. Only a `SendMessage` merges; anything else in the chat (media, a card, an edit, a
+    button's answer) keeps the texts either side of it apart. Replies that go elsewhere — another chat, or an
+    email or SMS (`Notify`) — do not: whether a code also went out by SMS must not change what the chat gets.
+    The merged message takes the place of the first; a card's evidence offsets are kept pointing at its files.
+    """
+    merged: list[Reply] = []
+    moved_to: list[int] = []  # for each reply given, its index in `merged`
+    open_in: dict[int, int] = {}  # chat id → index in `merged` of the message a next text may join
+    for reply in replies:
+        if isinstance(reply, Notify):
+            moved_to.append(len(merged))
+            merged.append(reply)
+            continue
+        at = open_in.pop(reply.chat_id, None)
+        if at is not None and isinstance(reply, SendMessage):
+            earlier = merged[at]
+            assert isinstance(earlier, SendMessage)
+            if _joinable(earlier, reply):
+                merged[at] = replace(reply, text=f"{earlier.text}{PARAGRAPH}{reply.text}")
+                moved_to.append(at)
+                if not reply.buttons:
+                    open_in[reply.chat_id] = at
+                continue
+        if isinstance(reply, SendCard) and any(offset < 0 for offset in reply.evidence):
+            here = len(moved_to)
+            reply = replace(reply, evidence=tuple(
+                moved_to[here + offset] - len(merged) if offset < 0 else offset for offset in reply.evidence))
+        moved_to.append(len(merged))
+        merged.append(reply)
+        if _open(reply):
+            open_in[reply.chat_id] = len(merged) - 1
+    return merged
+
+
+def _open(reply: Reply) -> bool:
+    """Whether a later text may join this reply."""
+    return (type(reply) is SendMessage and not reply.buttons and not reply.sensitive and reply.delete_after is None
+            and bool(reply.text))
+
+
+def _joinable(earlier: SendMessage, later: SendMessage) -> bool:
+    """Whether `later` may join `earlier` (which is open: see `_open`)."""
+    return (type(later) is SendMessage and _open(earlier) and not later.sensitive and later.delete_after is None
+            and bool(later.text)
+            and replace(earlier, text="", buttons=()) == replace(later, text="", buttons=())
+            and utf16_units(earlier.text) + utf16_units(PARAGRAPH) + utf16_units(later.text) <= MESSAGE_LIMIT)

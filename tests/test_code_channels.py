@@ -7,8 +7,9 @@ import re
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flows.replies import Reply
 from flows.store import tables
-from tests.support.chat import Bot
+from tests.support.chat import Bot, said
 from tests.support.desk import begin, code_in, request_codes
 from tests.support.servers import Mailbox, SmsGateway, mailed_code
 
@@ -43,6 +44,30 @@ async def test_unknown_email_sends_nothing_anywhere(
     assert await known.tap("Get Code") == await unknown.tap("Get Code")
     assert [sms["to"] for sms in gateway.received] == ["+15551234534"]  # Ada's only
     assert [envelope.rcpt_tos for envelope in mailbox.received] == [["ada@example.com"]]
+
+
+def telegram_shape(reply: Reply) -> tuple[object, ...]:
+    """What Telegram sees of a reply, without the chat, message and callback ids (which differ per chat)."""
+    labels = tuple(b.label for row in getattr(reply, "buttons", ()) for b in row)
+    return type(reply).__name__, getattr(reply, "text", None), labels, getattr(reply, "sensitive", None)
+
+
+async def test_get_code_makes_the_same_telegram_calls_for_a_known_and_an_unknown_email(
+    desk_with_channels: Bot, mailbox: Mailbox, gateway: SmsGateway
+) -> None:
+    """A real account's codes go by SMS and email, an unknown email's decoys nowhere: the chat must not tell
+    them apart, not even by how many messages it gets (texts are merged across the SMS and email notices)."""
+    desk = desk_with_channels
+    known, unknown = desk.chat(user_id=1), desk.chat(user_id=2)
+    shapes = []
+    for chat, email in ((known, "ada@example.com"), (unknown, "nobody@example.com")):
+        await begin(chat, "Switch to phone verification", email)
+        mark = len(desk.transport.log)
+        await chat.tap("Get Code")
+        shapes.append([telegram_shape(r) for r in desk.transport.log[mark:]])
+    assert shapes[0] == shapes[1]
+    assert [kind for kind, *_ in shapes[0]] == ["AnswerButton", "EditMessage", "SendMessage"]
+    assert len(gateway.received) == 1 and len(mailbox.received) == 1  # Ada's codes did go out
 
 
 async def test_an_approved_reset_is_also_announced_by_email(
@@ -82,8 +107,8 @@ async def test_the_owner_is_emailed_when_the_account_switches(
     await chat.tap("Get Code")
     await chat.send(gateway.received[-1]["message"].split("code: ")[1][:6])
     await chat.send(mailed_code(mailbox))
-    [said, _] = await chat.tap("Submit")
-    assert said.endswith("We have also told the email address on file about this change.")
+    [switched, _] = said(await chat.tap("Submit"))
+    assert switched.endswith("We have also told the email address on file about this change.")
     notice = mailbox.message(-1)
     assert notice["To"] == "ada@example.com" and notice["Subject"] == "Your Acme account now uses phone verification"
     assert "If this was not you, contact Acme support at once" in notice.get_content()

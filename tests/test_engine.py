@@ -54,7 +54,7 @@ async def test_invalid_input_reprompts_and_changes_nothing(bot: Bot, db: AsyncEn
     chat = bot.chat()
     await chat.send("/start")
     before = await case_row(db)
-    assert await chat.send("R2-D2 !!") == ["Please answer with a text message.", "What is your name?"]
+    assert await chat.send("R2-D2 !!") == ["Please answer with a text message.\n\nWhat is your name?"]  # one message
     assert await case_row(db) == before
 
 
@@ -63,7 +63,8 @@ async def test_text_where_buttons_are_expected(bot: Bot, db: AsyncEngine) -> Non
     await chat.send("/start")
     await chat.send("Ada")
     before = await case_row(db)
-    assert await chat.send("yes") == ["Please choose one of the buttons below.", "Is Ada right?"]
+    assert await chat.send("yes") == ["Please choose one of the buttons below.\n\nIs Ada right?"]
+    assert chat.buttons == ["Yes", "No", "Break"]  # the prompt's buttons, on the one message
     assert await case_row(db) == before
     await chat.tap("Yes")
     assert chat.last == "Thanks!"

@@ -16,7 +16,7 @@ from flows.directory import SecretBox
 from flows.replies import DeleteMessage, Reply, SendFiles, SendMessage, SendPhoto
 from flows.store import tables
 from flows.store.database import SqlTx
-from tests.support.chat import Bot, Chat
+from tests.support.chat import Bot, Chat, said
 from tests.support.desk import (
     SECRET_KEY,
     photo,
@@ -261,9 +261,9 @@ async def test_approving_an_email_restore_leaves_the_2fa_alone(desk: Bot, db: As
     user.new_messages()
     await admin.press(f"r:{case_id}:1:approve")
     assert "email change requested" in admin.last
-    said = user.new_messages()
-    assert "support will contact you to change your email address" in said[0]
-    assert said[-1] == "That is all from here. Sign in to Acme as usual."
+    told = said(user.new_messages())
+    assert "support will contact you to change your email address" in told[0]
+    assert told[-1] == "That is all from here. Sign in to Acme as usual."
     account = await ben(db)
     assert account.two_factor == "totp" and account.totp_secret_enc is not None  # type: ignore[attr-defined]
     assert account.withdrawals_locked_until is not None  # type: ignore[attr-defined]
@@ -276,7 +276,7 @@ async def test_approving_a_phone_restore_removes_the_phone_only(desk: Bot, db: A
     await admin.press(f"r:{case_id}:1:approve")
     account = await ben(db)
     assert account.phone is None and account.two_factor == "totp"  # type: ignore[attr-defined]
-    assert "The phone number on file was removed" in user.messages[-2].text
+    assert "The phone number on file was removed" in user.paragraphs[-2]
 
 
 async def test_two_admins_at_once_one_decision_wins(desk: Bot) -> None:
@@ -307,7 +307,7 @@ async def test_ask_for_more_reopens_the_document_step(desk: Bot) -> None:
     admin, user = desk.chat(user_id=ADMIN), desk.chat(user_id=42)
     case_id = await submitted_case(desk, user)
     await admin.press(f"r:{case_id}:1:more")
-    assert user.messages[-2].text.startswith("Our staff need more from you")
+    assert user.paragraphs[-2].startswith("Our staff need more from you")
     await user.tap("Next")
     from flows.events import FileInfo
 

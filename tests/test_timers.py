@@ -17,7 +17,7 @@ from flows.runner import Runner
 from flows.store import tables
 from flows.store.database import SqlStore, open_database
 from flows.texts import Text
-from tests.support.chat import Bot, Chat, RecordingTransport
+from tests.support.chat import Bot, Chat, RecordingTransport, said
 from tests.support.desk import begin, code_in, request_codes
 
 
@@ -38,10 +38,11 @@ async def test_codes_remind_five_minutes_before_and_offer_new_ones_at_expiry(des
     clock.advance(minutes=1)
     assert await fire(desk, chat) == ["⏳ Your code expires at 12:30 UTC. Send it before then, or ask for a new one."]
     clock.advance(minutes=5)
-    assert await fire(desk, chat) == ["⌛ Your code has expired. Press the button below to get a new one.",
-                                      "Send me the 6-digit code from the SMS."]
+    assert await fire(desk, chat) == ["⌛ Your code has expired. Press the button below to get a new one.\n\n"
+                                      "Send me the 6-digit code from the SMS."]  # one message, with the buttons
+    assert chat.buttons == ["Get new codes", "I no longer have this phone"]
     fresh = code_in(await chat.tap("Get new codes"))
-    assert (await chat.send(fresh))[0] == "The SMS code is right."
+    assert said(await chat.send(fresh))[0] == "The SMS code is right."
 
 
 async def test_a_new_code_replaces_the_old_timers(desk: Bot, clock: FakeClock) -> None:
@@ -74,8 +75,8 @@ async def test_method_two_code_timers_follow_the_case_from_phone_to_email(desk: 
     await chat.send(code_in(replies, "SMS"))
     clock.advance(minutes=30)
     assert await fire(desk, chat) == ["⏳ Your code expires at 12:30 UTC. Send it before then, or ask for a new one.",
-                                      "⌛ Your code has expired. Press the button below to get a new one.",
-                                      "Now send me the code from the email."]
+                                      "⌛ Your code has expired. Press the button below to get a new one.\n\n"
+                                      "Now send me the code from the email."]  # two timers: two events
 
 
 async def test_silence_brings_a_nudge_then_the_case_is_abandoned(desk: Bot, clock: FakeClock) -> None:
@@ -128,7 +129,7 @@ async def test_lockout_end_is_announced(desk: Bot, clock: FakeClock) -> None:
         await chat.send(f"{(int(code) + 1) % 1_000_000:06d}")
     assert "New codes are paused until 2026-01-05 12:15 UTC (in 15 min)." in (await chat.send("/status"))[0]
     clock.advance(minutes=15)
-    messages = await fire(desk, chat)
+    messages = said(await fire(desk, chat))
     assert messages[0] == "The pause is over: you can ask for a new code now."
 
 

@@ -33,6 +33,13 @@ from flows.store.database import SqlStore
 from flows.texts import plain_text
 
 _keys = itertools.count(1)
+PARAGRAPH = "\n\n"
+
+
+def said(messages: list[str]) -> list[str]:
+    """What the bot said, as paragraphs: the same however its texts were grouped into messages (texts sent back
+    to back go out as one message, paragraphs apart; see flows.render.merge_messages)."""
+    return [paragraph for message in messages for paragraph in message.split(PARAGRAPH)]
 
 
 @dataclass
@@ -132,6 +139,17 @@ class Chat:
 
     @property
     def last(self) -> str:
+        """The newest message's last paragraph (the newest thing said; usually the current step's prompt)."""
+        return said([self.messages[-1].text])[-1]
+
+    @property
+    def paragraphs(self) -> list[str]:
+        """The whole chat as it stands, as paragraphs (see `said`)."""
+        return said([shown.text for shown in self.messages])
+
+    @property
+    def last_message(self) -> str:
+        """The newest message, whole."""
         return self.messages[-1].text
 
     @property

@@ -43,7 +43,7 @@ async def test_broadcast_a_copy_of_the_replied_message(desk: Bot) -> None:
     admin = desk.chat(user_id=ADMIN)
     await desk.runner.handle(CommandReceived("k-copy", admin.sender, "broadcast", "", 77, reply_to=55))
     await desk.runner.settle()
-    assert "a copy of the message you replied to" in admin.last
+    assert "a copy of the message you replied to" in admin.last_message
     await admin.tap("📣 Send")
     await desk.runner.settle()
     await desk.broadcasts.join(1)

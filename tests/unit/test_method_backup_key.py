@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flows.clock import FakeClock
-from tests.support.chat import Bot, Chat
+from tests.support.chat import Bot, Chat, said
 from tests.support.desk import ADA_TOTP, BEN_TOTP, begin, totp_now
 
 METHOD = "Reset with my backup key"
@@ -36,7 +36,7 @@ async def test_fullwidth_digits_are_accepted(desk: Bot, clock: FakeClock) -> Non
     chat = desk.chat()
     await reach_code_step(chat)
     fullwidth = totp_now(ADA_TOTP, clock.now()).translate({ord(d): 0xFF10 + int(d) for d in "0123456789"})
-    assert (await chat.send(fullwidth))[0].startswith("The code matches")
+    assert said(await chat.send(fullwidth))[0].startswith("The code matches")
 
 
 async def test_a_code_already_accepted_is_refused(desk: Bot, clock: FakeClock) -> None:
@@ -52,19 +52,19 @@ async def test_wrong_codes_bring_troubleshooting_then_other_methods(desk: Bot, c
     chat = desk.chat()
     await reach_code_step(chat)
     wrong = f"{(int(totp_now(ADA_TOTP, clock.now())) + 5) % 1_000_000:06d}"
-    assert (await chat.send(wrong))[0].endswith("4 tries left.")
-    [hint, _] = await chat.send(wrong)
+    assert said(await chat.send(wrong))[0].endswith("4 tries left.")
+    [hint, _] = said(await chat.send(wrong))
     assert "clock is set automatically" in hint and "0 (zero) and O" in hint and hint.endswith("3 tries left.")
     for _ in range(2):
         await chat.send(wrong)
-    assert (await chat.send(wrong))[0].startswith("Too many codes did not match.")
+    assert said(await chat.send(wrong))[0].startswith("Too many codes did not match.")
     assert chat.buttons == ["Security Check Not Available", "Switch to phone verification"]
 
 
 async def test_something_that_is_not_a_code_is_refused_without_counting(desk: Bot) -> None:
     chat = desk.chat()
     await reach_code_step(chat)
-    assert (await chat.send("12345"))[0].startswith("Please send the 6-digit code from the app")
+    assert said(await chat.send("12345"))[0].startswith("Please send the 6-digit code from the app")
 
 
 async def test_no_key_offers_the_other_methods(desk: Bot) -> None:

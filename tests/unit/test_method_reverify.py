@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flows.clock import FakeClock
 from flows.events import FileInfo
-from tests.support.chat import Bot, Chat
+from tests.support.chat import Bot, Chat, said
 from tests.support.desk import account, begin, code_in, request_codes
 
 METHOD = "Security Check Not Available"
@@ -36,12 +36,12 @@ async def test_full_path_to_review(desk: Bot) -> None:
     await chat.tap("Send")
     await chat.tap("Start answering questions")
     assert "What was your first pet's name?" in chat.last
-    assert (await chat.send("rover"))[0] == "That answer does not match. 2 tries left."
+    assert said(await chat.send("rover"))[0] == "That answer does not match. 2 tries left."
     await chat.send("  REX ")
     assert chat.last.startswith("Now we need to check your identity")
     await chat.tap("Next")
-    assert (await chat.send("land"))[0].startswith("Several countries match:")
-    assert (await chat.send("Atlantis"))[0].startswith("I could not find that country.")
+    assert said(await chat.send("land"))[0].startswith("Several countries match:")
+    assert said(await chat.send("Atlantis"))[0].startswith("I could not find that country.")
     await chat.send("germany")
     await chat.tap("National ID card")
     assert "front" in chat.last
@@ -53,7 +53,7 @@ async def test_full_path_to_review(desk: Bot) -> None:
     await chat.tap("Submit for review")
     assert chat.last.startswith("Thank you. Your request is now with our staff")
     assert "waiting for review" in (await chat.send("/status"))[0]
-    assert (await chat.send("hello"))[0].startswith("Your request is with our staff")
+    assert said(await chat.send("hello"))[0].startswith("Your request is with our staff")
 
 
 async def test_passport_needs_no_back_and_countries_have_buttons(desk: Bot) -> None:
@@ -84,10 +84,10 @@ async def test_documents_must_be_images_of_reasonable_size(desk: Bot) -> None:
     await chat.tap("Send")
     await chat.tap("Next")
     pdf = FileInfo("d1", "ud1", "document", size=10_000, mime_type="application/pdf")
-    assert (await chat.send_file(pdf))[0].startswith("Please send a photo")
+    assert said(await chat.send_file(pdf))[0].startswith("Please send a photo")
     huge = FileInfo("d2", "ud2", "document", size=25 * 1024 * 1024, mime_type="image/jpeg")
-    assert (await chat.send_file(huge))[0] == "That file is too large. Please send a photo under 20 MB."
-    assert (await chat.send("here you go"))[0] == "Please send a photo here."
+    assert said(await chat.send_file(huge))[0] == "That file is too large. Please send a photo under 20 MB."
+    assert said(await chat.send("here you go"))[0] == "Please send a photo here."
     scan = FileInfo("d3", "ud3", "document", size=10_000, mime_type="image/png")
     await chat.send_file(scan)
     assert chat.last.startswith("Everything is ready.")
@@ -102,7 +102,7 @@ async def test_restore_needs_at_least_one_item(desk: Bot) -> None:
     await chat.tap("Authenticator app")
     await chat.tap("Authenticator app")
     assert "☐ Authenticator app" in chat.buttons
-    assert (await chat.tap("Confirm Restore"))[0] == "Please select at least one item to restore."
+    assert said(await chat.tap("Confirm Restore"))[0] == "Please select at least one item to restore."
 
 
 async def test_wrong_answers_stop_the_recovery(desk: Bot) -> None:
@@ -112,7 +112,7 @@ async def test_wrong_answers_stop_the_recovery(desk: Bot) -> None:
     await chat.tap("Start answering questions")
     for _ in range(2):
         await chat.send("wrong")
-    assert (await chat.send("wrong"))[0].startswith("The answer did not match too many times")
+    assert said(await chat.send("wrong"))[0].startswith("The answer did not match too many times")
 
 
 async def test_wrong_email_code_says_which(desk: Bot) -> None:
@@ -120,7 +120,7 @@ async def test_wrong_email_code_says_which(desk: Bot) -> None:
     replies = await request_codes(chat, "ada@example.com", "Email address")
     await chat.send(code_in(replies, "SMS"))
     wrong = f"{(int(code_in(replies, 'Email')) + 1) % 1_000_000:06d}"
-    assert (await chat.send(wrong))[0] == "The email code is not right. 4 tries left."
+    assert said(await chat.send(wrong))[0] == "The email code is not right. 4 tries left."
 
 
 async def test_method_one_user_can_fall_back_without_retyping_the_email(desk: Bot) -> None:
@@ -153,7 +153,7 @@ async def test_restore_choices_narrow_to_what_the_account_has_after_the_codes(de
     assert not any("SMS to" in r for r in replies)
     await chat.tap("I can't receive SMS")
     await chat.send(code_in(replies, "Email"))
-    replies = await chat.tap("Send")
+    replies = said(await chat.tap("Send"))
     assert replies[0] == "Note: this account has no phone number on file, so there is none to restore."
 
 
@@ -163,8 +163,8 @@ async def test_with_nothing_left_to_restore_the_user_chooses_again(desk: Bot, cl
     replies = await request_codes(chat, "ada@example.com", "Phone number")
     await chat.tap("I can't receive SMS")
     await chat.send(code_in(replies, "Email"))
-    said = await chat.tap("Send")
-    assert said[1].startswith("Nothing you chose is on this account.")
+    replies = said(await chat.tap("Send"))
+    assert replies[1].startswith("Nothing you chose is on this account.")
     await chat.tap("Email address")
     await chat.tap("Confirm Restore")  # no new codes: they were proven
     await chat.tap("Send")
@@ -176,16 +176,17 @@ async def test_too_many_wrong_phone_codes_stop_the_recovery(desk: Bot) -> None:
     replies = await request_codes(chat, "ada@example.com", "Email address")
     wrong = f"{(int(code_in(replies, 'SMS')) + 1) % 1_000_000:06d}"
     for tries_left in (4, 3, 2, 1):
-        assert (await chat.send(wrong))[0] == f"The phone code is not right. {tries_left} tries left."
-    assert (await chat.send(wrong))[0].startswith("Too many wrong codes, so this recovery was stopped.")
-    assert (await chat.send("/status"))[0].startswith("You have no recovery in progress.")
+        assert said(await chat.send(wrong))[0] == f"The phone code is not right. {tries_left} tries left."
+    assert said(await chat.send(wrong))[0].startswith("Too many wrong codes, so this recovery was stopped.")
+    assert said(await chat.send("/status"))[0].startswith("You have no recovery in progress.")
 
 
 async def test_expired_codes_offer_new_ones(desk: Bot, clock: FakeClock) -> None:
     chat = desk.chat()
     replies = await request_codes(chat, "ada@example.com", "Email address")
     clock.advance(minutes=30)
-    assert (await chat.send(code_in(replies, "SMS")))[0] == "That code has expired. Press the button to get a new one."
+    assert said(await chat.send(code_in(replies, "SMS")))[0] == (
+        "That code has expired. Press the button to get a new one.")
     replies = await chat.tap("Get new codes")
     assert (await chat.send(code_in(replies, "SMS"))) == ["Now send me the code from the email."]
 
