@@ -17,7 +17,7 @@ from flows.replies import SendMessage
 from flows.retention import BATCH, EVERY, FIRST_PASS, RETENTION, Pruner
 from flows.store.memory import MemoryStore, MemoryTx
 from tests.engine_flow import make_engine
-from tests.support.chat import Bot, RecordingTransport
+from tests.support.chat import Bot, RecordingTransport, said
 
 
 class CountingStore(MemoryStore):
@@ -98,7 +98,8 @@ async def test_an_update_redelivered_within_the_window_still_acts_once(clock: Fa
         clock.advance(hours=2)
         assert (await pruner.prune())["update keys"] == 2  # /start's key and tg:777
         # Telegram redelivers within 24 h, so nothing brings tg:777 back now; were it to come, it would act.
-        assert await chat.send("Ada", key="tg:777") == ["Please choose one of the buttons below.", "Is Ada right?"]
+        assert said(await chat.send("Ada", key="tg:777")) == ["Please choose one of the buttons below.",
+                                                              "Is Ada right?"]
     finally:
         await bot.stop()
 
