@@ -7,7 +7,8 @@ background task that the service owns:
 
 - at most `concurrency` sends are in flight, and sends start at t0 + i/rate (`rate` messages a second overall,
   by the clock and the injected `sleep`; a backlog over `MAX_LAG` seconds is forgiven, not sent in a burst:
-  flows/pace.py);
+  flows/pace.py), and each send leaves at least 1/rate after the one before it, however long its commit took,
+  so that no second ever holds more than `rate` sends;
 - each row is committed "sending" before its send and "sent", "blocked" or "failed" after it. A crash therefore
   leaves at most `concurrency` rows "sending"; `resume()` at the next start marks them "uncertain" (they may or
   may not have arrived, and are never sent again) and continues with the pending ones: no gap, no duplicate;
@@ -37,7 +38,7 @@ from datetime import datetime
 from flows.audience import check_audience
 from flows.clock import Clock
 from flows.delivery import RecipientBlocked, RetryAfter, Transport, Undeliverable
-from flows.pace import Pace
+from flows.pace import Pace, Spacing
 from flows.ports import Broadcasts, Store
 from flows.progress import Progress, progress_text, report_text
 from flows.records import (
@@ -281,6 +282,7 @@ class _Run:
         self.task: asyncio.Task[None] | None = None
         self.inflight: set[asyncio.Task[None]] = set()
         self.pace = Pace(service.clock, service.rate)
+        self.spacing = Spacing(service.clock, service.rate)
         self.view: BroadcastView | None = None
         self.began = service.clock.now()
         self.done_here = 0
@@ -356,6 +358,13 @@ class _Run:
                 return False
         return not self.stopping.is_set()
 
+    async def _spaced(self) -> bool:
+        """Wait until this send is 1/rate after the last one; False if told to stop first."""
+        while (delay := self.spacing.claim()) > 0:
+            if not await self._sleep(delay):
+                return False
+        return True
+
     async def _sleep(self, seconds: float) -> bool:
         """Sleep with the service's `sleep`, unless told to stop first (then False)."""
         if self.stopping.is_set():
@@ -413,6 +422,8 @@ class _Run:
         reply = self.view.reply(chat_id)
         attempts = failures = 0
         while True:
+            if not await self._spaced():
+                return PENDING, attempts
             attempts += 1
             try:
                 await self.service.transport.deliver(reply)

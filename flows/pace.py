@@ -1,7 +1,9 @@
-"""A pace: start slots at a steady rate, by the clock, that pauses when told to (Telegram's 429)."""
+"""A pace: start slots at a steady rate, by the clock, that pauses when told to (Telegram's 429); and a spacing
+that keeps the sends themselves at least 1/rate apart, whatever happened between a slot and its send."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from flows.clock import Clock
@@ -40,3 +42,25 @@ class Pace:
         due = self._due()
         if due is None or due < until:
             self._t0, self._next = until, 0
+
+
+class Spacing:
+    """Sends at least 1/rate apart, by the clock, so that no second holds more than `rate` of them.
+
+    The pace's slots are kept on average, but between a slot and its send lie a commit and a task start, whose
+    times vary: two sends could come closer than their slots. This is asked right before each send.
+    """
+
+    def __init__(self, clock: Clock, rate: float) -> None:
+        self.clock = clock
+        # rounded up to the clock's microsecond, so rounding never lets a (rate + 1)-th send into one second
+        self.gap = timedelta(microseconds=math.ceil(1_000_000 / rate))
+        self._last: datetime | None = None
+
+    def claim(self) -> float:
+        """Seconds to wait before sending; 0.0 means send now (the send is counted from now)."""
+        now = self.clock.now()
+        if self._last is not None and now < self._last + self.gap:
+            return (self._last + self.gap - now).total_seconds()
+        self._last = now
+        return 0.0

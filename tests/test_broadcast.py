@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -22,7 +24,7 @@ from flows.events import Sender
 from flows.progress import Progress, progress_text
 from flows.records import BLOCKED, CANCELLED, FAILED, FINISHED, PENDING, RUNNING, SENDING, SENT, UNCERTAIN
 from flows.replies import CopyMessage, EditMessage, Reply, SendMessage
-from flows.store.database import SqlStore
+from flows.store.database import SqlStore, SqlTx
 from flows.store.memory import MemoryStore
 from flows.store.tables import broadcast_deliveries as deliveries
 from flows.store.tables import broadcasts, cases, users
@@ -283,6 +285,38 @@ async def test_the_pace_is_the_rate_and_no_chat_gets_two_messages(db: AsyncEngin
     assert abs(measured - rate) <= 0.05 * rate, measured
     assert telegram.max_in_flight <= 5
     assert (await service.counts(broadcast_id))[SENT] == 200
+
+
+async def test_no_second_holds_more_than_the_rate_even_after_a_slow_commit(
+    db: AsyncEngine, clock: FakeClock, telegram: Telegram,
+) -> None:
+    """After one commit that took half a second, the pace catches up on the slots it missed (less than
+    `MAX_LAG` behind); the sends themselves still never come closer than 1/rate."""
+
+    class OneSlowCommit(SqlStore):
+        commits = 0
+
+        @asynccontextmanager
+        async def transaction(self) -> AsyncIterator[SqlTx]:
+            async with super().transaction() as tx:
+                yield tx
+            OneSlowCommit.commits += 1
+            if OneSlowCommit.commits == 40:
+                clock.advance(seconds=0.5)
+
+    await add_users(db, range(1, 121))
+    service = BroadcastService(OneSlowCommit(db), telegram, clock, rate=25.0, concurrency=5,
+                               sleep=fake_sleep(clock))
+    broadcast_id = await service.create(ADMIN, "all", text=SECRET)
+
+    await run_to_end(service, broadcast_id)
+
+    stamps = sorted(when for when, _ in telegram.recipient_attempts())
+    assert len(stamps) == 120
+    most = max(bisect.bisect_left(stamps, t + timedelta(seconds=1)) - i for i, t in enumerate(stamps))
+    assert most <= 25, most
+    measured = (len(stamps) - 1) / (stamps[-1] - stamps[0]).total_seconds()
+    assert measured >= 0.9 * 25.0, measured
 
 
 async def test_sends_overlap_but_never_beyond_the_concurrency(db: AsyncEngine, clock: FakeClock,
