@@ -75,10 +75,11 @@ def utf16_units(text: str) -> int:
 def merge_messages(replies: Sequence[Reply]) -> list[Reply]:
     """One event's replies with back-to-back texts to one chat sent as one message, paragraphs apart.
 
-    A text joins the message before it in its chat when that one has no buttons (the later one's buttons are
-    kept), neither is sensitive nor deletes itself, the two differ only in text and buttons, and the joined text
-    stays within MESSAGE_LIMIT. Only a `SendMessage` merges; anything else in the chat (media, a card, an edit, a
-    button's answer) keeps the texts either side of it apart. Replies that go elsewhere — another chat, or an
+    A text joins the message before it in its chat when neither has buttons, neither is sensitive nor deletes
+    itself, the two differ only in text, and the joined text stays within MESSAGE_LIMIT. A message with buttons
+    stays apart: a press edits it to its own prompt again, which would wipe whatever had been joined to it.
+    Only a `SendMessage` merges; anything else in the chat (media, a card, an edit, a button's answer) keeps the
+    texts either side of it apart. Replies that go elsewhere — another chat, or an
     email or SMS (`Notify`) — do not: whether a code also went out by SMS must not change what the chat gets.
     The merged message takes the place of the first; a card's evidence offsets are kept pointing at its files.
     """
@@ -97,8 +98,7 @@ def merge_messages(replies: Sequence[Reply]) -> list[Reply]:
             if _joinable(earlier, reply):
                 merged[at] = replace(reply, text=f"{earlier.text}{PARAGRAPH}{reply.text}")
                 moved_to.append(at)
-                if not reply.buttons:
-                    open_in[reply.chat_id] = at
+                open_in[reply.chat_id] = at
                 continue
         if isinstance(reply, SendCard) and any(offset < 0 for offset in reply.evidence):
             here = len(moved_to)
@@ -119,7 +119,7 @@ def _open(reply: Reply) -> bool:
 
 def _joinable(earlier: SendMessage, later: SendMessage) -> bool:
     """Whether `later` may join `earlier` (which is open: see `_open`)."""
-    return (type(later) is SendMessage and _open(earlier) and not later.sensitive and later.delete_after is None
-            and bool(later.text)
-            and replace(earlier, text="", buttons=()) == replace(later, text="", buttons=())
+    return (type(later) is SendMessage and _open(earlier) and not later.buttons and not later.sensitive
+            and later.delete_after is None and bool(later.text)
+            and replace(earlier, text="") == replace(later, text="")
             and utf16_units(earlier.text) + utf16_units(PARAGRAPH) + utf16_units(later.text) <= MESSAGE_LIMIT)

@@ -63,8 +63,8 @@ async def test_text_where_buttons_are_expected(bot: Bot, db: AsyncEngine) -> Non
     await chat.send("/start")
     await chat.send("Ada")
     before = await case_row(db)
-    assert await chat.send("yes") == ["Please choose one of the buttons below.\n\nIs Ada right?"]
-    assert chat.buttons == ["Yes", "No", "Break"]  # the prompt's buttons, on the one message
+    assert await chat.send("yes") == ["Please choose one of the buttons below.", "Is Ada right?"]
+    assert chat.buttons == ["Yes", "No", "Break"]  # the prompt again, with its buttons, a message of its own
     assert await case_row(db) == before
     await chat.tap("Yes")
     assert chat.last == "Thanks!"

@@ -44,7 +44,8 @@ async def test_get_code_calls_are_the_same_for_a_known_and_an_unknown_email(
             mine = [c for c in server.calls[user.mark:] if c.method != "getUpdates"]
             shapes.append([shape(c) for c in mine])
         assert shapes[0] == shapes[1]
-        assert [method for method, _ in shapes[0]] == ["answerCallbackQuery", "editMessageText", "sendMessage"]
+        assert [method for method, _ in shapes[0]] == ["answerCallbackQuery", "editMessageText", "sendMessage",
+                                                        "sendMessage"]
         assert len(gateway.received) == 1 and len(mailbox.received) == 1  # only Ada's codes went out
     finally:
         assert await process.stop() == 0, process.log.read_text()[-3000:]

@@ -34,17 +34,21 @@ def sms(chat: int = CHAT) -> Notify:
 
 
 def test_two_texts_become_one_message_a_blank_line_apart() -> None:
-    assert merge_messages([text("The code is right."), text("Now send me the email code.", buttons=KEYS)]) == [
-        text("The code is right.\n\nNow send me the email code.", buttons=KEYS)]
+    assert merge_messages([text("The code is right."), text("Now send me the email code.")]) == [
+        text("The code is right.\n\nNow send me the email code.")]
 
 
-def test_a_run_of_texts_becomes_one_message_with_the_last_ones_buttons() -> None:
-    assert merge_messages([text("a"), text("b"), text("c", buttons=KEYS)]) == [text("a\n\nb\n\nc", buttons=KEYS)]
+def test_a_run_of_texts_becomes_one_message() -> None:
+    assert merge_messages([text("a"), text("b"), text("c")]) == [text("a\n\nb\n\nc")]
 
 
-def test_a_text_after_one_with_buttons_stays_apart() -> None:
+def test_a_message_with_buttons_stays_apart_before_or_after() -> None:
+    """A press edits its message back to its own prompt: text joined to it would be wiped."""
     replies: list[Reply] = [text("Pick one", buttons=KEYS), text("Or wait.")]
     assert merge_messages(replies) == replies
+    replies = [text("The code is right."), text("Now send me the email code.", buttons=KEYS)]
+    assert merge_messages(replies) == replies
+    assert merge_messages([text("a"), text("b"), text("c", buttons=KEYS)]) == [text("a\n\nb"), text("c", buttons=KEYS)]
 
 
 def test_sensitive_texts_stay_apart_and_part_what_is_around_them() -> None:
@@ -76,10 +80,10 @@ def test_a_card_is_not_a_plain_text() -> None:
 
 def test_an_sms_or_email_between_two_texts_does_not_part_them() -> None:
     """Whether a code also went by SMS (a real account) or not (a decoy) must not change what the chat gets."""
-    known = merge_messages([text("SMS sent."), text("Email sent."), sms(), sms(), text("Send the code.", buttons=KEYS)])
-    unknown = merge_messages([text("SMS sent."), text("Email sent."), text("Send the code.", buttons=KEYS)])
+    known = merge_messages([text("SMS sent."), text("Email sent."), sms(), sms(), text("Send the code.")])
+    unknown = merge_messages([text("SMS sent."), text("Email sent."), text("Send the code.")])
     assert [r for r in known if not isinstance(r, Notify)] == unknown == [
-        text("SMS sent.\n\nEmail sent.\n\nSend the code.", buttons=KEYS)]
+        text("SMS sent.\n\nEmail sent.\n\nSend the code.")]
     assert [r for r in known if isinstance(r, Notify)] == [sms(), sms()]
 
 

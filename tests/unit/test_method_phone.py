@@ -40,10 +40,10 @@ async def test_happy_path_needs_the_sms_and_the_email_code(desk: Bot, clock: Fak
     assert len(replies) == 5
     assert "SMS to +1•••••34:" in replies[1] and "Email to a•••@example.com:" in replies[3]
     assert replies[-1] == "Send me the 6-digit code from the SMS."
-    assert await chat.send(code_in(replies, "SMS")) == [  # back-to-back texts go out as one message
-        "The SMS code is right.\n\nNow send me the 6-digit code from the email."]
+    assert await chat.send(code_in(replies, "SMS")) == [
+        "The SMS code is right.", "Now send me the 6-digit code from the email."]
     assert await chat.send(code_in(replies, "Email")) == [
-        "Both codes are right.\n\n"
+        "Both codes are right.",
         "Press Submit to switch your account to phone verification. For your safety, withdrawals will then be "
         "locked for 48 hours."]
     before = await account(desk.store, "ada@example.com")
