@@ -88,8 +88,9 @@ class Cases(Protocol):
 
 class Timers(Protocol):
     async def add(self, new: Sequence[NewTimer]) -> None:
-        """Schedule timers; a `replace` spec first drops the case's unfired timers of the same kind (and of the
-        same batch, only the last such spec per case and kind is kept)."""
+        """Schedule timers; a `replace` spec first closes the case's unfired timers of the same kind, so they never
+        fire (closed, not deleted: their ids are never given again), and of the same batch only the last such
+        spec per case and kind is kept."""
         ...
 
     async def schedule_deletions(self, sent: Sequence[tuple[int, int, int]], now: datetime) -> None:
