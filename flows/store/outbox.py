@@ -120,7 +120,8 @@ def named_evidence(payloads: Iterable[dict[str, Any]]) -> set[int]:
     A card's evidence is queued in the same `add` as the card (`evidence_by_id`), so at the same time: an entry
     queued before a cutoff can be named only by a card queued before it too. Pruning relies on that.
     """
-    return {row_id for body in payloads if body.get("kind") == "card" for row_id in body.get("evidence", ())}
+    replies = (reply_from_json(body) for body in payloads)
+    return {row_id for reply in replies if isinstance(reply, SendCard) for row_id in reply.evidence}
 
 
 @dataclass
