@@ -24,8 +24,9 @@ BATCH = 1_000
 FIRST_PASS = 60.0  # seconds after start: start-up (left-over deliveries, late timers) goes first
 EVERY = 3_600.0  # seconds between passes
 PAUSE = 0.1
-"""Seconds between two batches, in which a writer waiting for the lock (the runner's, another process's) takes
-it: SQLite's busy handler is no queue, a waiting writer gets the lock only if it is free when it next looks."""
+"""Seconds between two batches, in which a writer of another process (an `accounts import`, say) can take
+SQLite's lock: its busy handler is no queue, and gets the lock only if it is free when it next looks. Writers
+of this process queue on the store's own lock and need no pause."""
 
 PruneStep = Callable[[Tx, datetime, int], Awaitable[int]]
 
