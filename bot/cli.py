@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 
 from bot.config import Settings, SettingsError, load_settings
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A self-hosted Telegram desk that guides users through 2FA account recovery.",
         epilog="Settings come from the environment and .env (see .env.example).",
     )
+    parser.add_argument("--version", action="version", version=f"recovery-bot {version('recovery-bot')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="serve the desk on Telegram (long polling, or a webhook)")
     run.add_argument("--webhook-url", metavar="URL", help="receive updates by webhook at this public HTTPS URL "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,14 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("console", "db", "accounts", "flows"):
         assert command in result.stdout
+
+
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout == f"recovery-bot {version('recovery-bot')}\n"
+    assert re.fullmatch(r"recovery-bot \d+\.\d+\.\d+\n", result.stdout)
 
 
 def test_a_bad_setting_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
