@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,3 +23,18 @@ def test_ruff_is_clean() -> None:
 def test_mypy_strict_is_clean_on_flows() -> None:
     result = run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_package_ships_a_license_and_its_type_markers() -> None:
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    for package in ("flows", "bot"):
+        assert (ROOT / package / "py.typed").is_file(), package
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in package_data["flows"] and "py.typed" in package_data["bot"]
+
+
+def test_the_linters_are_pinned_to_exact_versions() -> None:
+    test_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    for linter in ("ruff", "mypy"):
+        pins = [requirement for requirement in test_extra if re.match(rf"{linter}\b", requirement)]
+        assert len(pins) == 1 and re.fullmatch(rf"{linter}==[\w.]+", pins[0]), pins
