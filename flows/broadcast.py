@@ -23,8 +23,10 @@ running (flows/store/broadcasts.py), so two processes on one database agree. Eac
 broadcast, so no chat gets more than one message a second from a broadcast. (Broadcasts found running by
 `resume()` are run one after the other.)
 
-The admin's status message is edited with the progress at most every `PROGRESS_EVERY` seconds, and a report is
-sent to the same chat when the broadcast ends (all rows done, or cancelled; texts in flows/progress.py). Message
+The admin's status message is edited with the progress at most every `PROGRESS_EVERY` seconds (best effort), and
+a report to the same chat is queued in the outbox in the transaction that ends the broadcast (all rows done, or
+cancelled; texts in flows/progress.py), so it is delivered like every reply: once, after the commit, and after a
+restart too. A start refused because another broadcast runs tells the admin so, through the outbox too. Message
 texts are never logged. Storage is reached only through the `Broadcasts` port (`tx.broadcasts`).
 """
 
@@ -276,18 +278,16 @@ class BroadcastService:
 
     async def _hand_over(self, pending: Sequence[Pending]) -> None:
         """Deliver committed outbox entries: through the runner's dispatcher, or (a service on its own) here,
-        once each, recording the outcome like the dispatcher would."""
+        recording what went like the dispatcher would; what did not go stays in the outbox for the next start."""
         if not pending:
             return
         if self.dispatch is not None:
             self.dispatch(pending)
             return
-        results: list[tuple[int, str, int | None]] = []
-        for entry in pending:
-            sent = await self._tell(entry.reply, attempts=3)
-            results.append((entry.id, "sent" if sent else "failed", None))
-        async with self.store.transaction() as tx:
-            await tx.outbox.mark_delivered(results, self.clock.now())
+        sent = [(entry.id, "sent", None) for entry in pending if await self._tell(entry.reply, attempts=3)]
+        if sent:
+            async with self.store.transaction() as tx:
+                await tx.outbox.mark_delivered(sent, self.clock.now())
 
     async def _tell(self, reply: Reply, attempts: int = 1) -> bool:
         """Best effort to the admin: a status edit that cannot be delivered is logged and dropped (False)."""
