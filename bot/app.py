@@ -93,6 +93,7 @@ class App:
         companions: list[Companion] = [broadcasts, Pruner(self.store, self.clock)] if fire_timers else [broadcasts]
         runner = Runner(self.store, self.engine, transport, self.clock, self.services, channels=self.channels,
                         effects=broadcast_effects(broadcasts), companions=companions)
+        broadcasts.dispatch = runner.dispatcher.push  # its reports go through the outbox like every reply
         try:
             await runner.start()
         except BaseException:  # whatever started (writer, delivery) stops with it

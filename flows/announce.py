@@ -6,17 +6,27 @@ BroadcastService, which paces it, survives restarts and reports progress in the 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from flows.broadcast import BroadcastService, count_audience, create_draft, set_draft_audience
+from flows.broadcast import (
+    BroadcastBusy,
+    BroadcastService,
+    count_audience,
+    create_draft,
+    running_progress,
+    set_draft_audience,
+)
 from flows.events import ButtonPressed, CommandReceived
 from flows.methods.common import services
 from flows.model import Context, Effect, Letter, Outcome, Say
 from flows.records import DRAFT
 from flows.runner import EffectHandler
 from flows.texts import Text, text
+
+log = logging.getLogger(__name__)
 
 BROADCAST_DATA = re.compile(r"^b:(\d{1,12}):(send|cancel|all|open)$")
 AUDIENCE_PREFIX = re.compile(r"^@(open|lang:[A-Za-z-]{2,12})\s*")
@@ -81,6 +91,12 @@ async def broadcast_button(ctx: Context) -> Outcome:
     if action == "cancel":
         await broadcasts.cancel(draft, ctx.now)
         return Say(say=(text("broadcast.dropped", id=draft),), audit=(("broadcast.dropped", subject, {}),))
+    running = await broadcasts.running()
+    if running:  # nothing starts; the admin hears why (a start racing this one is told by the service)
+        progress = await running_progress(broadcasts, running[0])
+        return Say(say=(text("broadcast.busy", id=draft, running=progress.broadcast_id, percent=progress.percent,
+                             done=progress.done, total=progress.total),),
+                   audit=(("broadcast.refused", subject, {"running": running[0]}),))
     start = Effect("broadcast.start", {"id": draft, "chat_id": event.sender.chat_id, "message_id": event.message_id})
     return Say(say=(text("broadcast.starting", id=draft),), effects=(start,),
                audit=(("broadcast.started", subject, {}),))
@@ -98,7 +114,10 @@ def broadcast_effects(service: BroadcastService) -> Mapping[str, EffectHandler]:
     """What the runner does after the commit: start or cancel a broadcast."""
 
     async def start(params: Mapping[str, Any]) -> None:
-        await service.start(int(params["id"]), int(params["chat_id"]), int(params["message_id"] or 0))
+        try:
+            await service.start(int(params["id"]), int(params["chat_id"]), int(params["message_id"] or 0))
+        except BroadcastBusy:  # the admin was told through the outbox; the draft stays a draft
+            log.info("broadcast %s not started: another one is running", params["id"])
 
     async def cancel(params: Mapping[str, Any]) -> None:
         await service.cancel(int(params["id"]))

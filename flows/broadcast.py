@@ -23,8 +23,10 @@ running (flows/store/broadcasts.py), so two processes on one database agree. Eac
 broadcast, so no chat gets more than one message a second from a broadcast. (Broadcasts found running by
 `resume()` are run one after the other.)
 
-The admin's status message is edited with the progress at most every `PROGRESS_EVERY` seconds, and a report is
-sent to the same chat when the broadcast ends (all rows done, or cancelled; texts in flows/progress.py). Message
+The admin's status message is edited with the progress at most every `PROGRESS_EVERY` seconds (best effort), and
+a report to the same chat is queued in the outbox in the transaction that ends the broadcast (all rows done, or
+cancelled; texts in flows/progress.py), so it is delivered like every reply: once, after the commit, and after a
+restart too. A start refused because another broadcast runs tells the admin so, through the outbox too. Message
 texts are never logged. Storage is reached only through the `Broadcasts` port (`tx.broadcasts`).
 """
 
@@ -39,10 +41,11 @@ from flows.audience import check_audience
 from flows.clock import Clock
 from flows.delivery import RecipientBlocked, RetryAfter, Transport, Undeliverable
 from flows.pace import Pace, Spacing
-from flows.ports import Broadcasts, Store
-from flows.progress import Progress, progress_text, report_text
+from flows.ports import Broadcasts, Store, Tx
+from flows.progress import Progress, busy_text, progress_text, report_text
 from flows.records import (
     BLOCKED,
+    CANCELLED,
     DRAFT,
     FAILED,
     PENDING,
@@ -50,6 +53,7 @@ from flows.records import (
     SENT,
     UNCERTAIN,
     BroadcastView,
+    Pending,
 )
 from flows.replies import EditMessage, Reply, SendMessage
 
@@ -116,6 +120,7 @@ class BroadcastService:
         rate: float = 25.0,
         concurrency: int = 5,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        dispatch: Callable[[Sequence[Pending]], None] | None = None,
     ) -> None:
         if rate <= 0 or concurrency < 1:
             raise ValueError("rate must be positive and concurrency at least 1")
@@ -125,6 +130,9 @@ class BroadcastService:
         self.rate = rate
         self.concurrency = concurrency
         self.sleep = sleep
+        self.dispatch = dispatch
+        """Hands committed outbox entries to delivery (the runner's `Dispatcher.push`). Without it (a service
+        used on its own) the service delivers its own outbox entries once, through its transport."""
         self._runs: dict[int, _Run] = {}
         self._one_at_a_time = asyncio.Lock()
 
@@ -159,11 +167,22 @@ class BroadcastService:
                 status = view.status if view else "unknown"
                 raise BroadcastError(f"broadcast {broadcast_id} is {status}; only a draft can be started")
             total = await tx.broadcasts.start(broadcast_id, status_chat_id, status_message_id, now)
-            if total is None:
-                running = ", ".join(f"{i}" for i in await tx.broadcasts.running()) or "another"
-                raise BroadcastBusy(f"broadcast {running} is running; one broadcast runs at a time")
+        if total is None:
+            await self._refuse(broadcast_id, status_chat_id)
         log.info("broadcast %d started: %d recipients", broadcast_id, total)
         self._launch(broadcast_id)
+
+    async def _refuse(self, broadcast_id: int, chat_id: int) -> None:
+        """Tell the admin, through the outbox, that another broadcast runs (and how far it is); raise
+        `BroadcastBusy`. The draft stays a draft."""
+        now = self.clock.now()
+        async with self.store.transaction() as tx:
+            running = await tx.broadcasts.running()
+            progress = await running_progress(tx.broadcasts, running[0]) if running else None
+            pending = await tx.outbox.add([SendMessage(chat_id, busy_text(broadcast_id, progress))], now)
+        await self._hand_over(pending)
+        others = ", ".join(f"{i}" for i in running) or "another"
+        raise BroadcastBusy(f"broadcast {others} is running; one broadcast runs at a time")
 
     async def resume(self) -> list[int]:
         """At process start: continue every running broadcast; rows left "sending" become "uncertain"."""
@@ -182,17 +201,19 @@ class BroadcastService:
 
         Pending rows stay pending. Returns False when there was nothing to cancel.
         """
+        run = self._runs.get(broadcast_id)
+        report: list[Pending] = []
         async with self.store.transaction() as tx:
             view = await tx.broadcasts.get(broadcast_id)
             if view is None or not await tx.broadcasts.cancel(broadcast_id, self.clock.now()):
                 return False
+            if run is None and view.status == RUNNING:  # no run here to report it: the report goes with the cancel
+                report = await self._queue_report(tx, broadcast_id)
         log.info("broadcast %d cancelled", broadcast_id)
-        run = self._runs.get(broadcast_id)
+        await self._hand_over(report)
         if run is not None:
             run.cancel()
             await self.join(broadcast_id)
-        elif view.status == RUNNING:
-            await self._report(broadcast_id)
         return True
 
     async def stop(self, grace: float = 30.0) -> None:
@@ -244,31 +265,45 @@ class BroadcastService:
             if self._runs.get(run.id) is run:
                 del self._runs[run.id]
 
-    async def _report(self, broadcast_id: int) -> None:
-        """Send the final report to the status chat."""
-        async with self.store.reading() as tx:
-            view = await tx.broadcasts.get(broadcast_id)
-            counts = await tx.broadcasts.counts(broadcast_id)
+    async def _queue_report(self, tx: Tx, broadcast_id: int) -> list[Pending]:
+        """Queue the final report to the status chat in the caller's transaction (the one that ended the
+        broadcast), so it is delivered like every reply: once, after the commit, and after a restart too."""
+        view = await tx.broadcasts.get(broadcast_id)
         if view is None or view.status_chat_id is None:
-            return
-        began = view.started_at or view.created_at
-        took = ((view.finished_at or self.clock.now()) - began).total_seconds()
-        await self._tell(SendMessage(view.status_chat_id, report_text(view, counts, took)), attempts=3)
+            return []
+        counts = await tx.broadcasts.counts(broadcast_id)
+        now = self.clock.now()
+        took = ((view.finished_at or now) - (view.started_at or view.created_at)).total_seconds()
+        return await tx.outbox.add([SendMessage(view.status_chat_id, report_text(view, counts, took))], now)
 
-    async def _tell(self, reply: Reply, attempts: int = 1) -> None:
-        """Best effort to the admin: a status edit or report that cannot be delivered is logged and dropped."""
+    async def _hand_over(self, pending: Sequence[Pending]) -> None:
+        """Deliver committed outbox entries: through the runner's dispatcher, or (a service on its own) here,
+        recording what went like the dispatcher would; what did not go stays in the outbox for the next start."""
+        if not pending:
+            return
+        if self.dispatch is not None:
+            self.dispatch(pending)
+            return
+        sent = [(entry.id, "sent", None) for entry in pending if await self._tell(entry.reply, attempts=3)]
+        if sent:
+            async with self.store.transaction() as tx:
+                await tx.outbox.mark_delivered(sent, self.clock.now())
+
+    async def _tell(self, reply: Reply, attempts: int = 1) -> bool:
+        """Best effort to the admin: a status edit that cannot be delivered is logged and dropped (False)."""
         for attempt in range(1, attempts + 1):
             try:
                 await self.transport.deliver(reply)
-                return
+                return True
             except RetryAfter as wait:
                 if attempt == attempts:
                     log.warning("broadcast status to the admin not delivered (rate limited)")
-                    return
+                    return False
                 await self.sleep(wait.seconds)
             except Exception as error:
                 log.warning("broadcast status to the admin not delivered (%s)", type(error).__name__)
-                return
+                return False
+        return False
 
 
 class _Run:
@@ -297,7 +332,7 @@ class _Run:
     async def run(self) -> None:
         if self.stopping.is_set():  # cancelled or stopped while waiting for another broadcast to end
             if self.cancelled:
-                await self.service._report(self.id)
+                await self._report_cancelled()
             return
         self.view = await self.service.get(self.id)
         if self.view is None or self.view.status != RUNNING:
@@ -401,10 +436,21 @@ class _Run:
     async def _finish(self) -> None:
         if self.stopping.is_set() and not self.cancelled:
             return  # shutdown: the broadcast stays running and continues at the next resume
+        if self.cancelled:
+            await self._report_cancelled()
+            return
         async with self.service.store.transaction() as tx:
             await tx.broadcasts.finish(self.id, self.service.clock.now())
+            report = await self.service._queue_report(tx, self.id)
         log.info("broadcast %d ended", self.id)
-        await self.service._report(self.id)
+        await self.service._hand_over(report)
+
+    async def _report_cancelled(self) -> None:
+        """The report of a broadcast cancelled while this run had it (the cancel committed before)."""
+        async with self.service.store.transaction() as tx:
+            view = await tx.broadcasts.get(self.id)
+            report = await self.service._queue_report(tx, self.id) if view and view.status == CANCELLED else []
+        await self.service._hand_over(report)
 
     # -- one recipient -------------------------------------------------------------------------------------------
 
@@ -482,3 +528,11 @@ class _Run:
         rate = self.done_here / elapsed if elapsed > 0 else 0.0
         total = self.view.total if self.view else sum(counts.values())
         return Progress(self.id, total, counts[SENT], counts[FAILED], counts[BLOCKED], counts[UNCERTAIN], rate)
+
+
+async def running_progress(broadcasts: Broadcasts, broadcast_id: int) -> Progress:
+    """How far a running broadcast is, from its rows (no rate: that is known only to the process sending it)."""
+    view = await broadcasts.get(broadcast_id)
+    counts = await broadcasts.counts(broadcast_id)
+    total = view.total if view else sum(counts.values())
+    return Progress(broadcast_id, total, counts[SENT], counts[FAILED], counts[BLOCKED], counts[UNCERTAIN], 0.0)

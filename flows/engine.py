@@ -373,6 +373,9 @@ class _Turn:
         destination = str(case.data.pop("_return")) if outcome.step == BACK else outcome.step
         flow_id, step_id = qualify(case.flow, destination)
         target = self.engine.flows[flow_id].step(step_id)
+        leaving = (case.flow, case.step) != (flow_id, step_id)
+        if leaving:
+            self.forget_secrets(case)
         case.flow, case.step = flow_id, step_id
         case.data.update(outcome.data)
         case.turn += 1
@@ -420,7 +423,17 @@ class _Turn:
         self.say_all(outcome.say)
         self.notify_all(outcome.notify)
 
+    def forget_secrets(self, case: Case) -> None:
+        """Remove from the case the secrets its current step keeps (`Step.secrets`): it is leaving the step."""
+        flow = self.engine.flows.get(case.flow)
+        if flow is None or not flow.has(case.step):
+            return
+        for key in flow.step(case.step).secrets:
+            case.data.pop(key, None)
+
     def finish(self, case: Case, status: str) -> None:
+        if status not in ACTIVE:
+            self.forget_secrets(case)
         case.status = status
         case.updated_at = self.ctx.now
         case.closed_at = None if status in ACTIVE else self.ctx.now

@@ -223,7 +223,9 @@ class Step:
     `expects` names the kind of text the step asks for ("code", "email", "answer", ...); the anti-phishing guard
     lets through only what was asked for. `on_timer` maps the timer kinds that apply at this step to their
     handlers: a timer a case sets fires only while the case is at a step that handles its kind. `code_factor`
-    names the factor ("phone", "email") whose sent code the step waits for.
+    names the factor ("phone", "email") whose sent code the step waits for. `secrets` names the case data
+    that holds a secret needed only at this step: the engine removes it from the case once the case leaves the
+    step or ends, however (a confirmed code, a move to another step, a close, a cancel, an expiry, a new /start).
     """
 
     id: str
@@ -237,6 +239,7 @@ class Step:
     columns: int = 1
     expects: str | None = None
     code_factor: str | None = None
+    secrets: tuple[str, ...] = ()
 
     @property
     def exits(self) -> tuple[str, ...]:

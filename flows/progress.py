@@ -67,3 +67,13 @@ def report_text(view: BroadcastView, counts: dict[str, int], took: float) -> str
         "sent": counts[SENT], "blocked": counts[BLOCKED], "failed": counts[FAILED], "uncertain": counts[UNCERTAIN],
         "unsent": counts[PENDING] + counts[SENDING], "took": duration_text(took),
     }))
+
+
+def busy_text(refused: int, running: Progress | None) -> str:
+    """Why Send did not start a broadcast: another one is running (with how far it is, when known)."""
+    if running is None:
+        return translate(Text("broadcast.busy_unknown", {"id": refused}))
+    return translate(Text("broadcast.busy", {
+        "id": refused, "running": running.broadcast_id, "percent": running.percent, "done": running.done,
+        "total": running.total,
+    }))

@@ -572,3 +572,60 @@ async def test_message_texts_are_never_logged(db: AsyncEngine, telegram: Telegra
     ours = [r.getMessage() for r in caplog.records if r.name.startswith("flows")]
     assert ours
     assert not [line for line in ours if "secret-announcement-text" in line]
+
+
+# -- the report and the refusal go through the outbox ------------------------------------------------------------
+
+
+async def test_the_report_is_committed_in_the_outbox_with_the_finish_and_delivered_after_a_restart(
+        db: AsyncEngine, clock: FakeClock, telegram: Telegram) -> None:
+    from flows.delivery import Dispatcher
+    from flows.records import Pending
+
+    await add_users(db, range(1, 6))
+    handed: list[Pending] = []
+    crashed = BroadcastService(SqlStore(db), telegram, clock, sleep=fake_sleep(clock), dispatch=handed.extend)
+    broadcast_id = await crashed.create(ADMIN, "all", text=SECRET)
+    await run_to_end(crashed, broadcast_id)  # the process dies before the dispatcher sends what it was handed
+
+    assert telegram.to_admin(SendMessage) == []
+    [entry] = handed
+    async with SqlStore(db).reading() as tx:
+        [waiting] = await tx.outbox.pending()
+        view = await tx.broadcasts.get(broadcast_id)
+    assert waiting.id == entry.id and waiting.chat_id == STATUS_CHAT
+    assert isinstance(waiting.reply, SendMessage) and "finished" in waiting.reply.text
+    assert "Sent: 5" in waiting.reply.text
+    assert view is not None and view.status == FINISHED
+
+    later = Telegram(clock)
+    dispatcher = Dispatcher(SqlStore(db), later, clock)
+    await dispatcher.start()  # the next start delivers what the outbox holds
+    await dispatcher.idle()
+    await dispatcher.stop()
+    [(_, report)] = later.to_admin(SendMessage)
+    assert isinstance(report, SendMessage) and "Sent: 5" in report.text
+    async with SqlStore(db).reading() as tx:
+        assert await tx.outbox.pending() == []  # delivered once: a further restart sends nothing
+
+
+async def test_a_second_start_while_one_runs_tells_the_admin_and_starts_nothing(
+        db: AsyncEngine, telegram: Telegram, service: BroadcastService) -> None:
+    await add_users(db, range(1, 21))
+    telegram.hang_from = 3
+    first = await service.create(ADMIN, "all", text=SECRET)
+    second = await service.create(ADMIN, "all", text=SECRET)
+    await service.start(first, STATUS_CHAT, STATUS_MESSAGE)
+    await telegram.hung(1)
+
+    with pytest.raises(BroadcastBusy):
+        await service.start(second, STATUS_CHAT, STATUS_MESSAGE)
+
+    told = [r.text for _, r in telegram.to_admin(SendMessage) if isinstance(r, SendMessage)]
+    assert len(told) == 1
+    assert f"Broadcast #{second} was not started" in told[0] and f"broadcast #{first} is still running" in told[0]
+    assert "of 20 done" in told[0]
+    view = await service.get(second)
+    assert view is not None and view.status == "draft" and (await service.counts(second))[PENDING] == 0
+    telegram.gate.set()
+    await service.join(first)

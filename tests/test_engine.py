@@ -311,3 +311,35 @@ async def test_a_timer_no_step_handles_is_refused() -> None:
     case = Case("c" * 12, 5, 5, "signup", "ask_name")
     with pytest.raises(FlowError, match="handles a 'unhandled' timer"):
         await engine.decide(CommandReceived("k", Sender(5, 5), "stray"), case, None, datetime(2030, 1, 1, tzinfo=UTC))
+
+
+async def test_a_step_secret_goes_when_the_case_moves_to_another_step_and_stays_while_it_stays() -> None:
+    """Switching method (any move off the step) removes what `Step.secrets` names; staying keeps it."""
+    from datetime import UTC, datetime
+
+    from flows.engine import Engine
+    from flows.events import Sender, TextReceived
+    from flows.model import Accepts, Context, Flow, Goto, Outcome, Step, leads_to
+    from flows.records import Case
+    from tests.engine_flow import texts_for_tests
+
+    @leads_to("hold", "other")
+    async def route(ctx: Context) -> Outcome:
+        return Goto("other" if ctx.text == "switch" else "hold", data={"seen": ctx.text})
+
+    flow = Flow(id="f", title="f", start="hold", steps=(
+        Step("hold", prompt="test.ask_name", accepts=Accepts.TEXT, on_input=route, secrets=("token",)),
+        Step("other", prompt="test.done"),
+    ))
+    engine = Engine({"f": flow}, {}, translator=texts_for_tests)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+
+    staying = await engine.decide(TextReceived("k1", Sender(5, 5), "again"),
+                                  Case("c" * 12, 5, 5, "f", "hold", data={"token": "enc"}), None, now)
+    [kept] = staying.cases
+    assert (kept.step, kept.data.get("token")) == ("hold", "enc")
+
+    leaving = await engine.decide(TextReceived("k2", Sender(5, 5), "switch"),
+                                  Case("d" * 12, 5, 5, "f", "hold", data={"token": "enc"}), None, now)
+    [moved] = leaving.cases
+    assert moved.step == "other" and "token" not in moved.data and moved.data["seen"] == "switch"

@@ -417,3 +417,58 @@ async def test_evidence_that_arrives_after_the_purge_is_deleted_at_once(db: Asyn
     assert due == [("delete_message", {"chat_id": ADMIN, "message_id": 7}),
                    ("delete_message", {"chat_id": ADMIN, "message_id": 8})]
     assert kept == [None]
+
+
+# -- the pending authenticator secret leaves the case however the enrolment ends ------------------------------
+
+
+async def enrolling(desk: Bot, db: AsyncEngine) -> tuple[Chat, str, str]:
+    """A user at the enrol step after an approval: (their chat, the case id, the new secret)."""
+    user, admin = desk.chat(user_id=42), desk.chat(user_id=ADMIN)
+    case_id = await submitted_case(desk, user)
+    await admin.press(f"r:{case_id}:1:approve")
+    [key_message] = [r for r in desk.transport.log if isinstance(r, SendMessage) and "type this key" in r.text]
+    secret = re.search(r"<code>([A-Z2-7 ]+)</code>", key_message.text).group(1).replace(" ", "")  # type: ignore[union-attr]
+    assert (await case_data(db, case_id)).get("pending_totp_enc")  # kept, encrypted, while the code is awaited
+    return user, case_id, secret
+
+
+async def test_a_confirmed_enrolment_removes_the_pending_secret(desk: Bot, db: AsyncEngine,
+                                                                 clock: FakeClock) -> None:
+    user, case_id, secret = await enrolling(desk, db)
+    assert (await user.send(totp_now(secret, clock.now())))[0].startswith("✅ Your new authenticator works.")
+    assert "pending_totp_enc" not in await case_data(db, case_id)
+
+
+async def test_too_many_wrong_codes_remove_the_pending_secret(desk: Bot, db: AsyncEngine) -> None:
+    user, case_id, _ = await enrolling(desk, db)
+    for _ in range(10):
+        await user.send("123456")
+    data = await case_data(db, case_id)
+    assert "pending_totp_enc" not in data and data["enrol_wrong"] == 10
+
+
+async def test_a_cancelled_enrolment_removes_the_pending_secret(desk: Bot, db: AsyncEngine) -> None:
+    user, case_id, _ = await enrolling(desk, db)
+    await user.send("/cancel")
+    assert "pending_totp_enc" not in await case_data(db, case_id)
+
+
+async def test_an_enrolment_abandoned_by_the_timer_removes_the_pending_secret(
+        desk: Bot, db: AsyncEngine, clock: FakeClock) -> None:
+    _, case_id, _ = await enrolling(desk, db)
+    await pass_time(desk, clock, hours=25)
+    async with db.connect() as conn:
+        status = (await conn.execute(select(tables.cases.c.status).where(tables.cases.c.id == case_id))).scalar_one()
+    assert status not in ("open", "review")
+    assert "pending_totp_enc" not in await case_data(db, case_id)
+
+
+async def test_an_enrolment_replaced_by_start_removes_the_pending_secret(desk: Bot, db: AsyncEngine) -> None:
+    user, case_id, _ = await enrolling(desk, db)
+    await user.send("/start")
+    await user.tap("Start over")
+    async with db.connect() as conn:
+        status = (await conn.execute(select(tables.cases.c.status).where(tables.cases.c.id == case_id))).scalar_one()
+    assert status == "replaced"
+    assert "pending_totp_enc" not in await case_data(db, case_id)

@@ -59,16 +59,17 @@ async def confirm(ctx: Context) -> Outcome:
         data, left = count_wrong(ctx, "enrol_wrong", MAX_WRONG)
         if left:
             return Stay(say=(text("enrol.wrong", tries=left),), data=data)
-        return Goto("enrol_failed", data={**data, "pending_totp_enc": None})  # the key is of no use any more
+        return Goto("enrol_failed", data=data)  # leaving the step removes the key (Step.secrets)
     account_id = int(ctx.data["account_id"])
     await svc.directory.set_totp_secret(account_id, secret)
     await svc.directory.record_totp_step(account_id, step)
-    return Goto("enrolled", data={"pending_totp_enc": None})
+    return Goto("enrolled")
 
 
 # The last steps of Method 2, entered when staff approve the reset (see flows.staff.approve).
 ENROL_STEPS = (
-    Step("enrol", prompt="enrol.scan", accepts=Accepts.TEXT, on_input=confirm, expects="code"),
+    Step("enrol", prompt="enrol.scan", accepts=Accepts.TEXT, on_input=confirm, expects="code",
+         secrets=("pending_totp_enc",)),
     Step("enrolled", prompt="enrol.done", final="approved"),
     Step("enrol_failed", prompt="enrol.failed", final="approved"),
 )

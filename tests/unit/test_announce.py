@@ -71,3 +71,18 @@ async def test_broadcast_usage_and_authorisation(desk: Bot) -> None:
     await admin.send("/broadcast Hello")
     _, send = admin.button("📣 Send")
     assert await someone.press(send.data) == ["This button has expired."]
+
+
+async def test_send_while_another_broadcast_runs_tells_the_admin_and_starts_nothing(desk: Bot) -> None:
+    await users(desk)
+    admin = desk.chat(user_id=ADMIN)
+    async with desk.store.transaction() as tx:  # another broadcast is running (from another admin, say)
+        other = await tx.broadcasts.create(desk.clock.now(), ADMIN, "all", None, text="Earlier", copy_from=None)
+        assert await tx.broadcasts.start(other, ADMIN, 1, desk.clock.now()) == 3
+    await admin.send("/broadcast Maintenance tonight")
+    replies = await admin.tap("📣 Send")
+    assert len(replies) == 1
+    assert "Broadcast #2 was not started: broadcast #1 is still running (0%, 0 of 3 done)" in replies[0]
+    async with desk.store.reading() as tx:
+        view = await tx.broadcasts.get(2)
+    assert view is not None and view.status == "draft"
