@@ -137,6 +137,12 @@ class Lane:
             self._unsettled += len(entries)
             self._idle.clear()
 
+    def delivered_elsewhere(self, entry: Pending) -> None:
+        """Record an entry that went out another way (a button's answer in a webhook response) as sent."""
+        self._unsettled += 1
+        self._idle.clear()
+        self.recorder.add(Delivery(entry, "sent"))
+
     async def idle(self) -> None:
         """Wait until everything pushed so far is delivered (or given up on) and recorded."""
         await self._idle.wait()
@@ -429,6 +435,10 @@ class Dispatcher:
     def push(self, entries: Sequence[Pending]) -> None:
         self.chat.push([e for e in entries if not isinstance(e.reply, Notify)])
         self.out_of_band.push([e for e in entries if isinstance(e.reply, Notify)])
+
+    def delivered_elsewhere(self, entry: Pending) -> None:
+        """Record a chat reply held back from delivery that went out another way (in a webhook response)."""
+        self.chat.delivered_elsewhere(entry)
 
     async def idle(self) -> None:
         """Wait until everything queued so far has been delivered (or given up on) and recorded."""

@@ -19,11 +19,11 @@ from typing import Any, Protocol
 from flows.clock import Clock
 from flows.delivery import Dispatcher, Transport
 from flows.engine import Engine
-from flows.events import Event, Sender, TimerFired
+from flows.events import ButtonPressed, Event, Sender, TimerFired
 from flows.model import Effect
 from flows.ports import Store, Tx
 from flows.records import Case, Decision, Pending
-from flows.replies import SendMessage
+from flows.replies import AnswerButton, SendMessage
 from flows.texts import Text
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ LATE_TIMER_SECONDS = 5.0
 @dataclass
 class _Item:
     event: Event
+    hold_answer: bool = False
+    held: Pending | None = None
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -106,11 +108,17 @@ class Runner:
             await companion.stop()
         await self.dispatcher.stop()
 
-    async def handle(self, event: Event) -> None:
-        """Queue one event and wait until it is committed (its replies are then safe in the outbox)."""
-        item = _Item(event)
+    async def handle(self, event: Event, hold_answer: bool = False) -> Pending | None:
+        """Queue one event and wait until it is committed (its replies are then safe in the outbox).
+
+        With `hold_answer`, the committed answer to the event's own button press is not delivered but returned,
+        for the caller to send another way (in the webhook response) and then to hand to the dispatcher:
+        `dispatcher.delivered_elsewhere` once it went out, or `dispatcher.push` if it could not.
+        """
+        item = _Item(event, hold_answer)
         await self._queue.put(item)
         await item.done
+        return item.held
 
     async def settle(self) -> None:
         """Wait until every queued event is committed, its effects done and every reply delivered."""
@@ -203,7 +211,7 @@ class Runner:
             pending = await self._save(tx, decisions, _timer_ids(events), now)
         if any(d.timers for d in decisions):
             self._timers_changed.set()
-        self.dispatcher.push(pending)
+        self.dispatcher.push(_hold_answers(items, pending))
         for effect in (e for d in decisions for e in d.effects):
             self._run_effect(effect)
         for item in items:
@@ -293,6 +301,27 @@ async def _without_replaced_timers(tx: Tx, events: list[Event]) -> list[Event]:
 def _timer_ids(events: Sequence[Event]) -> list[int]:
     """Every timer among the events, repeats included, so none stays due forever."""
     return [e.timer_id for e in events if isinstance(e, TimerFired)]
+
+
+def _hold_answers(items: Sequence[_Item], pending: list[Pending]) -> list[Pending]:
+    """The entries to deliver now: all but the answer to each holding item's own press, which its item keeps.
+
+    Only an answer leaves the queue: Telegram counts it against no chat and no later reply waits for it, so the
+    order of the chat's messages and edits is unchanged.
+    """
+    held: set[int] = set()
+    for item in items:
+        item.held = None
+        event = item.event
+        if not item.hold_answer or not isinstance(event, ButtonPressed) or not event.callback_id:
+            continue
+        for entry in pending:
+            reply = entry.reply
+            if entry.id not in held and isinstance(reply, AnswerButton) and reply.callback_id == event.callback_id:
+                held.add(entry.id)
+                item.held = entry
+                break
+    return [entry for entry in pending if entry.id not in held]
 
 
 def _resolve(item: _Item) -> None:

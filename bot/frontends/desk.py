@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,6 +12,7 @@ from bot.frontends.updates import MembershipChanged, translate_update
 from flows.events import ButtonPressed, Event
 from flows.inbound import InboundLimiter, Verdict
 from flows.ports import Store
+from flows.records import Pending
 from flows.replies import AnswerButton, Reply, SendMessage
 from flows.runner import Runner
 from flows.texts import translate
@@ -19,6 +21,18 @@ log = logging.getLogger(__name__)
 
 Notice = SendMessage | AnswerButton
 NOTICES_IN_FLIGHT = 5  # many flooders at once must not spend the bot's send allowance on notices
+
+
+class AnswerHold:
+    """Where a webhook receiver takes the committed answer to its update's button press, held back from the
+    outbox so that it goes in the webhook response; `entry` stays None when there is none."""
+
+    def __init__(self) -> None:
+        self.entry: Pending | None = None
+
+
+answer_hold: contextvars.ContextVar[AnswerHold | None] = contextvars.ContextVar("answer_hold", default=None)
+"""Set by the webhook around one update; the framework in between runs `handle` within that context."""
 
 
 class TelegramDesk:
@@ -46,7 +60,11 @@ class TelegramDesk:
             if isinstance(translated, MembershipChanged):
                 await self._membership(translated)
             elif translated is not None and self._admitted(translated):
-                await self.runner.handle(translated)
+                hold = answer_hold.get()
+                if hold is None or hold.entry is not None or not isinstance(translated, ButtonPressed):
+                    await self.runner.handle(translated)
+                else:
+                    hold.entry = await self.runner.handle(translated, hold_answer=True)
         except Exception:
             self.failed.add(update.update_id)
             raise

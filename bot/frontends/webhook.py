@@ -1,6 +1,9 @@
 """Webhook mode: an aiohttp server that accepts Telegram's POSTs only with the secret token, and /healthz.
 
 An update is answered 200 only after it is committed; any failure answers 500, so Telegram sends it again.
+When the update is a button press, its committed answer goes in the 200's body as the one method the Bot API
+lets a webhook answer with, and the outbox records it as sent (Telegram tells no one how that method went);
+on a 500 it goes back to the outbox and is delivered as any reply.
 Requests without the secret token are logged at most once a minute, so a flood of them cannot fill the disk.
 """
 
@@ -15,8 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.frontends.desk import TelegramDesk
+from bot.frontends.desk import AnswerHold, TelegramDesk, answer_hold
 from flows.clock import Clock, SystemClock
+from flows.records import Pending
+from flows.replies import AnswerButton
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +66,26 @@ def webhook_app(path: str, secret: str, parse: Parse, process: Process, desk: Te
             update = parse(json.loads(await request.text()))
         except (ValueError, TypeError, KeyError, AttributeError):
             return web.json_response({"ok": False, "error": "not an update"}, status=400)
+        hold = AnswerHold()
+        token = answer_hold.set(hold)
         try:
             await process(update)
         except Exception:
             log.exception("update %s failed", getattr(update, "update_id", "?"))
-            return web.json_response({"ok": False}, status=500)
+            return _failed(desk, hold)
+        finally:
+            answer_hold.reset(token)
         if desk.failed.intersection({update.update_id}):
             desk.failed.discard(update.update_id)
-            return web.json_response({"ok": False}, status=500)
-        return web.json_response({"ok": True})
+            return _failed(desk, hold)
+        body = _answer_method(hold.entry)
+        if body is None:
+            if hold.entry is not None:
+                desk.runner.dispatcher.push([hold.entry])
+            return web.json_response({"ok": True})
+        assert hold.entry is not None
+        desk.runner.dispatcher.delivered_elsewhere(hold.entry)
+        return web.json_response(body)
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
@@ -78,6 +94,24 @@ def webhook_app(path: str, secret: str, parse: Parse, process: Process, desk: Te
     app.router.add_post(path, receive)
     app.router.add_get("/healthz", health)
     return app
+
+
+def _failed(desk: TelegramDesk, hold: AnswerHold) -> web.Response:
+    """The 500; an answer held back for the response goes to the outbox instead (the update is committed, so
+    Telegram's retry will not make it again)."""
+    if hold.entry is not None:
+        desk.runner.dispatcher.push([hold.entry])
+    return web.json_response({"ok": False}, status=500)
+
+
+def _answer_method(entry: Pending | None) -> dict[str, Any] | None:
+    """The webhook response that makes Telegram answer the press, or None if there is no answer to give."""
+    if entry is None or not isinstance(entry.reply, AnswerButton):
+        return None
+    body: dict[str, Any] = {"method": "answerCallbackQuery", "callback_query_id": entry.reply.callback_id}
+    if entry.reply.text:
+        body["text"] = entry.reply.text
+    return body
 
 
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -312,6 +312,32 @@ async def test_webhook_mode_needs_the_secret(server: BotApiServer, framework: st
         assert await process.stop() == 0
 
 
+async def test_webhook_mode_answers_a_press_in_the_webhook_response(server: BotApiServer, framework: str,
+                                                                   tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram/hook"
+    process = BotProcess(server, framework, tmp_path, "--webhook-url", url, "--port", str(port), "--host",
+                         "127.0.0.1")
+    await prepare_database(process.database_url)
+    await process.start(ready_method="setWebhook")
+    try:
+        await server.wait_for(lambda c: c.method == "setWebhook" and c.ok)
+        user = TgUser(server, 111)
+        assert await server.push_update_to_webhook(user.send("/start")) == 200
+        await user.expect("Welcome")
+        press = user.tap("Switch to phone verification")
+        assert await server.push_update_to_webhook(press) == 200
+        answers = server.calls_of("answerCallbackQuery")
+        assert len(answers) == 1 and answers[0].via_webhook and answers[0].ok  # done as the 200 arrived
+        assert answers[0].params["callback_query_id"] == press["callback_query"]["id"]
+        await user.expect("Which email address")  # the edit and the next question still go as calls
+        assert server.chat_messages(111)[-2].keyboard == ()
+        await asyncio.sleep(0.3)
+        assert [c.via_webhook for c in server.calls_of("answerCallbackQuery")] == [True]
+    finally:
+        assert await process.stop() == 0
+
+
 FLOOD = 500
 # Measured behind 500 messages on a loaded 2-core machine: 8-14 s (ptb) and 8 s to over 15 s (aiogram) before
 # the inbound limit, 0.5-1.2 s (ptb) and 1.0-3.4 s (aiogram) with it: what is left is the frameworks' own

@@ -144,6 +144,7 @@ class Call:
     status: int | None = None
     response: Json | None = None
     client_gone: bool = False  # the client hung up before the answer (a cancelled long poll)
+    via_webhook: bool = False  # the method came in the body of a webhook response, not as a request
 
     @property
     def done(self) -> bool:
@@ -1278,9 +1279,28 @@ class BotApiServer:
             self._client = ClientSession(timeout=ClientTimeout(total=10))
         async with self._client.post(self.webhook.url, json=update, headers=headers) as response:
             status = response.status
+            text = await response.text()
         if 200 <= status < 300:
             self._queue = [q for q in self._queue if q.update.get("update_id") != update.get("update_id")]
+            await self._run_webhook_reply(text)
         return status
+
+    async def _run_webhook_reply(self, text: str) -> None:
+        """Do the one method a webhook may name in its 2xx answer, as Telegram does: recorded as a call (with
+        ``via_webhook``); its result goes nowhere, since Telegram cannot tell the receiver how it went."""
+        try:
+            body = json.loads(text) if text else None
+        except ValueError:
+            return
+        if not isinstance(body, dict) or not isinstance(body.get("method"), str):
+            return
+        params = {key: value for key, value in body.items() if key != "method"}
+        known = self._methods.get(body["method"].lower())
+        call = Call(known[0] if known else body["method"], params, self._clock(), via_webhook=True)
+        self.calls.append(call)
+        self._notify()
+        call.status, call.response = await self._answer(call, known[1] if known else None)
+        self._notify()
 
     async def push_pending_to_webhook(self) -> list[int]:
         """Deliver the queued updates in order, stopping at the first non-2xx answer."""

@@ -242,3 +242,31 @@ async def test_a_failed_record_is_retried_and_nothing_is_sent_twice(clock: FakeC
     await dispatcher.stop()
     assert len(transport.log) == 2
     assert await pending_ids(store) == []
+
+
+async def test_an_answer_sent_in_the_webhook_response_is_recorded_as_sent_without_a_call(clock: FakeClock) -> None:
+    store, transport = FlakyStore(), RecordingTransport()
+    dispatcher = Dispatcher(store, transport, clock)
+    await dispatcher.start()
+    answer, edit = await commit(store, clock, [AnswerButton(1, "q-1", "done"), EditMessage(1, 5, "✔ pressed")])
+    dispatcher.push([edit])  # the runner held the answer back for the webhook response
+    dispatcher.delivered_elsewhere(answer)
+    await asyncio.wait_for(dispatcher.idle(), timeout=10)
+    await dispatcher.stop()
+    assert transport.log == [EditMessage(1, 5, "✔ pressed")]
+    assert await pending_ids(store) == []
+    async with store.reading() as tx:
+        assert await tx.outbox.outcomes([answer.id]) == {answer.id: "sent"}
+
+
+async def test_the_runner_holds_back_only_the_answer_to_the_update_s_own_press() -> None:
+    from flows.events import ButtonPressed
+    from flows.runner import _hold_answers, _Item
+
+    press = ButtonPressed("cb:q-1", Sender(1, 1), "go", 5, "q-1")
+    entries = [Pending(1, 1, EditMessage(1, 5, "✔ go")), Pending(2, 1, AnswerButton(1, "q-0")),
+               Pending(3, 1, AnswerButton(1, "q-1")), Pending(4, 1, SendMessage(1, "next"))]
+    holding, plain = _Item(press, hold_answer=True), _Item(press)
+    assert _hold_answers([plain], entries) == entries and plain.held is None
+    assert [e.id for e in _hold_answers([holding], entries)] == [1, 2, 4]  # the chat's messages keep their order
+    assert holding.held == entries[2]
