@@ -283,7 +283,8 @@ async def test_a_bad_token_is_one_line_and_exit_2(server: BotApiServer, framewor
     assert output.strip().count("\n") == 0 and "TELEGRAM_BOT_TOKEN" in output and "999:wrong" not in output
 
 
-async def test_webhook_mode_needs_the_secret(server: BotApiServer, framework: str, tmp_path: Path) -> None:
+async def start_in_webhook_mode(server: BotApiServer, framework: str, tmp_path: Path) -> tuple[BotProcess, str, int]:
+    """A bot process serving a webhook on a free local port, once it has registered it: (process, url, port)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/telegram/hook"
     process = BotProcess(server, framework, tmp_path, "--webhook-url", url, "--port", str(port), "--host",
@@ -292,6 +293,15 @@ async def test_webhook_mode_needs_the_secret(server: BotApiServer, framework: st
     await process.start(ready_method="setWebhook")
     try:
         await server.wait_for(lambda c: c.method == "setWebhook" and c.ok)
+    except BaseException:
+        await process.stop()
+        raise
+    return process, url, port
+
+
+async def test_webhook_mode_needs_the_secret(server: BotApiServer, framework: str, tmp_path: Path) -> None:
+    process, url, port = await start_in_webhook_mode(server, framework, tmp_path)
+    try:
         assert server.webhook is not None and server.webhook.url == url and server.webhook.secret_token
         user = TgUser(server, 110)
         update = user.send("/start")
@@ -314,14 +324,8 @@ async def test_webhook_mode_needs_the_secret(server: BotApiServer, framework: st
 
 async def test_webhook_mode_answers_a_press_in_the_webhook_response(server: BotApiServer, framework: str,
                                                                    tmp_path: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/telegram/hook"
-    process = BotProcess(server, framework, tmp_path, "--webhook-url", url, "--port", str(port), "--host",
-                         "127.0.0.1")
-    await prepare_database(process.database_url)
-    await process.start(ready_method="setWebhook")
+    process, _, _ = await start_in_webhook_mode(server, framework, tmp_path)
     try:
-        await server.wait_for(lambda c: c.method == "setWebhook" and c.ok)
         user = TgUser(server, 111)
         assert await server.push_update_to_webhook(user.send("/start")) == 200
         await user.expect("Welcome")
