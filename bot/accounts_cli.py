@@ -8,7 +8,8 @@ import sys
 from bot.app import App, local_secret_key, open_app
 from bot.config import Settings
 from flows.accounts_csv import import_accounts
-from flows.directory import Directory, mask_email, mask_phone
+from flows.directory import mask_email, mask_phone
+from flows.table_directory import TableDirectory
 
 EXIT_CONFIG = 2
 
@@ -47,7 +48,7 @@ async def _import(app: App, args: argparse.Namespace) -> int:
 
 async def _list(app: App) -> int:
     async with app.store.reading() as tx:
-        found = await Directory(tx.accounts, app.services.box, app.clock.now()).list_accounts()
+        found = await TableDirectory(tx.accounts, app.services.box, app.clock.now()).list_accounts()
     for account in found:
         phone = mask_phone(account.phone) if account.phone else "-"
         print(f"{account.id:>6}  {mask_email(account.email):<32} {phone:<16} 2FA: {account.two_factor}"

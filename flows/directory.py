@@ -1,12 +1,16 @@
-"""The service's account directory, read and changed inside the transaction of one event.
+"""The service's account directory as the flows see it: a port shaped by what a service can safely expose.
 
-TOTP secrets are encrypted at rest (the server needs them back to check codes); security answers are hashed like
-passwords. Emails are stored lower-cased, which is what lets the indexed lookup ignore case.
+The flows look an account up by email, ask whether a TOTP code or a security answer is right, read the
+withdrawal lock, and apply a change; they never see a secret or an answer. Two adapters implement the port:
+`flows.table_directory` (the desk's own `accounts` table, filled by CSV import) and `flows.http_directory` (the
+service's own account system over HTTP, `docs/directory-api.yaml`).
+
+For the table adapter, TOTP secrets are encrypted at rest (the server needs them back to check codes) and security
+answers are hashed like passwords; the helpers for both live here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -16,13 +20,11 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from typing import Protocol
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from flows.keys import derive_key
-from flows.otp import normalize_key
-from flows.ports import Accounts
-from flows.records import AccountChange, StoredAccount
 
 NO_ACCOUNT = 0  # ids start at 1: the statements for an unknown email run with it, the same work, matching nothing
 
@@ -47,7 +49,73 @@ class AccountView:
     identity_verified: bool
     two_factor: str
     withdrawals_locked_until: datetime | None
-    totp_last_step: int | None
+
+
+class DirectoryUnavailable(Exception):
+    """The directory could not answer now (timeout, refused connection, 5xx): try again later. Raised alike for
+    known and unknown accounts."""
+
+
+class ChangeRefused(Exception):
+    """The directory will not apply a change (a permanent answer: retrying the same change cannot succeed)."""
+
+
+RESET_TWO_FACTOR = "reset_two_factor"
+SWITCH_TO_PHONE = "switch_to_phone"
+REMOVE_PHONE = "remove_phone"
+ENROL_AUTHENTICATOR = "enrol_authenticator"
+LOCK_WITHDRAWALS = "lock_withdrawals"
+CHANGE_KINDS = (RESET_TWO_FACTOR, SWITCH_TO_PHONE, REMOVE_PHONE, ENROL_AUTHENTICATOR, LOCK_WITHDRAWALS)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change the desk asks of an account. `secret` (base32) goes with ENROL_AUTHENTICATOR, `until` with
+    LOCK_WITHDRAWALS; `accepted_step` is the TOTP step the user proved the new secret with, so the table adapter
+    refuses that code again (a service keeps its own replay record)."""
+
+    kind: str
+    secret: str | None = None
+    until: datetime | None = None
+    accepted_step: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in CHANGE_KINDS:
+            raise ValueError(f"unknown change {self.kind!r}")
+        if (self.kind == ENROL_AUTHENTICATOR) != (self.secret is not None):
+            raise ValueError("a secret goes with enrol_authenticator and only with it")
+        if (self.kind == LOCK_WITHDRAWALS) != (self.until is not None):
+            raise ValueError("an until goes with lock_withdrawals and only with it")
+
+    def __repr__(self) -> str:  # never show the secret, wherever a change is logged or compared
+        return f"Change({self.kind!r}, until={self.until!r})"
+
+
+class AccountDirectory(Protocol):
+    """What the flows may ask of the service's accounts, inside the transaction of one event. An id the
+    directory does not know (`NO_ACCOUNT` for an unknown email) answers like a known account would, after the
+    same kind of work: None, False, or nothing changed. Any call may raise `DirectoryUnavailable`."""
+
+    async def find_by_email(self, email: str) -> AccountView | None:
+        """The account with this email, ignoring case and surrounding spaces."""
+        ...
+
+    async def get(self, account_id: int) -> AccountView | None: ...
+
+    async def verify_totp(self, account_id: int, code: str) -> bool:
+        """Whether `code` is the account's current authenticator code; a code accepted once is refused after."""
+        ...
+
+    async def verify_security_answer(self, account_id: int, answer: str) -> bool: ...
+
+    async def withdrawal_lock(self, account_id: int) -> datetime | None:
+        """Until when withdrawals are locked (None: not locked, or no such account)."""
+        ...
+
+    async def apply(self, account_id: int, change: Change, key: str) -> AccountView | None:
+        """Apply `change` once per `key` (the same key again changes nothing more); the account after it, or
+        None for no such account. `ChangeRefused` when the directory will never apply it."""
+        ...
 
 
 class DecryptError(ValueError):
@@ -142,13 +210,6 @@ def _decoy_hash(pepper: bytes) -> str:
     return hash_answer("", pepper)
 
 
-def _check_answer(answer: str, stored: str | None, secrets: SecretBox) -> bool:
-    """`verify_answer` against the stored hash, or against the decoy when there is none (the same scrypt work,
-    always False): what `check_security_answer` runs in a thread."""
-    matched = verify_answer(answer, stored or secrets.decoy_hash(), secrets.answer_pepper)
-    return matched and stored is not None
-
-
 def mask_email(email: str) -> str:
     """Hide the local part but its first character: "jane.doe@example.com" → "j•••@example.com"."""
     local, at, domain = email.partition("@")
@@ -160,76 +221,3 @@ def mask_phone(phone: str) -> str:
     plus = "+" if phone.strip().startswith("+") else ""
     digits = re.sub(r"[^0-9]", "", phone)
     return f"{plus}{digits[:1]}•••••{digits[-2:]}" if len(digits) >= 6 else f"{plus}•••••"
-
-
-def _view(row: StoredAccount) -> AccountView:
-    return AccountView(
-        id=row.id, email=row.email, phone=row.phone, has_totp=row.totp_secret_enc is not None,
-        security_question=row.security_question, identity_verified=row.identity_verified,
-        two_factor=row.two_factor, withdrawals_locked_until=row.withdrawals_locked_until,
-        totp_last_step=row.totp_last_step,
-    )
-
-
-class Directory:
-    """The accounts, through the `Accounts` port of a transaction the caller owns (nothing here commits)."""
-
-    def __init__(self, accounts: Accounts, secrets: SecretBox, now: datetime) -> None:
-        self._accounts = accounts
-        self._secrets = secrets
-        self._now = now
-
-    async def find_by_email(self, email: str) -> AccountView | None:
-        """The account with this email, ignoring case and surrounding spaces."""
-        return _maybe_view(await self._accounts.by_email(normalize_email(email)))
-
-    async def get(self, account_id: int) -> AccountView | None:
-        return _maybe_view(await self._accounts.by_id(account_id))
-
-    async def list_accounts(self) -> list[AccountView]:
-        return [_view(row) for row in await self._accounts.all()]
-
-    async def totp_secret(self, account_id: int) -> str | None:
-        """The decrypted base32 secret, or None; DecryptError if SECRET_KEY changed since it was stored."""
-        row = await self._accounts.by_id(account_id)
-        encrypted = row.totp_secret_enc if row else None
-        return None if encrypted is None else self._secrets.decrypt(encrypted)
-
-    async def record_totp_step(self, account_id: int, step: int) -> None:
-        """Remember the last accepted time step; it never moves backwards."""
-        await self._accounts.advance_totp_step(account_id, step, self._now)
-
-    async def check_security_answer(self, account_id: int, answer: str) -> bool:
-        """Whether `answer` matches the stored one; as slow for accounts without an answer as with one. The scrypt
-        work (~100 ms) runs in a thread, so the event loop goes on meanwhile."""
-        row = await self._accounts.by_id(account_id)
-        stored = row.security_answer_hash if row else None
-        return await asyncio.to_thread(_check_answer, answer, stored, self._secrets)
-
-    async def switch_to_phone(self, account_id: int) -> None:
-        """Make the phone the second factor; the old authenticator secret is discarded, so it proves nothing."""
-        await self._change(account_id, {"two_factor": "phone", "totp_secret_enc": None, "totp_last_step": None})
-
-    async def reset_two_factor(self, account_id: int) -> None:
-        """No second factor ("none") until the user enrols again."""
-        await self._change(account_id, {"two_factor": "none", "totp_secret_enc": None, "totp_last_step": None})
-
-    async def remove_phone(self, account_id: int) -> None:
-        """Forget the phone number on file (the owner lost it); a new one is added in the service afterwards."""
-        await self._change(account_id, {"phone": None})
-
-    async def set_totp_secret(self, account_id: int, secret_b32: str) -> None:
-        """Enrol a new authenticator secret (normalised; ValueError if it is not a usable base32 key)."""
-        encrypted = self._secrets.encrypt(normalize_key(secret_b32))
-        await self._change(account_id, {"totp_secret_enc": encrypted, "two_factor": "totp", "totp_last_step": None})
-
-    async def lock_withdrawals(self, account_id: int, until: datetime) -> datetime | None:
-        """Lock withdrawals until `until` or any later lock already set; returns the lock now in force."""
-        return await self._accounts.extend_withdrawal_lock(account_id, until, self._now)
-
-    async def _change(self, account_id: int, values: AccountChange) -> None:
-        await self._accounts.change({account_id: values}, self._now)
-
-
-def _maybe_view(row: StoredAccount | None) -> AccountView | None:
-    return _view(row) if row else None

@@ -29,7 +29,9 @@ from flows.records import (
     NewCode,
     NewTimer,
     Pending,
+    QueuedChange,
     StoredAccount,
+    StoredChange,
     StoredCode,
 )
 from flows.replies import Reply
@@ -270,6 +272,50 @@ class Accounts(Protocol):
         ...
 
 
+class DirectoryIds(Protocol):
+    """The desk's own ids for the accounts of an HTTP directory, whose ids are the service's (opaque strings)."""
+
+    async def local_ids(self, remote_ids: Sequence[str], now: datetime) -> dict[str, int]:
+        """The desk's id of each remote id, given now to those seen for the first time."""
+        ...
+
+    async def remote_id(self, local_id: int) -> str | None:
+        """The service's id behind a desk id (None for an id never given)."""
+        ...
+
+
+class DirectoryChanges(Protocol):
+    """Changes to the service's accounts waiting for the change worker, applied in queue order per account."""
+
+    async def queue(self, changes: Sequence[QueuedChange], now: datetime) -> None:
+        """Queue changes, due now; a key already queued is not queued again."""
+        ...
+
+    async def due(self, now: datetime, limit: int) -> list[StoredChange]:
+        """Pending changes due by `now` with no older pending change of the same account, oldest first."""
+        ...
+
+    async def next_due(self) -> datetime | None:
+        """When the earliest pending change falls due."""
+        ...
+
+    async def retry_later(self, change_id: int, at: datetime, error: str) -> None:
+        """Count a failed attempt and make the change due again at `at`."""
+        ...
+
+    async def settle(self, change_id: int, status: str, error: str | None, now: datetime) -> None:
+        """Close a pending change as "applied" or "failed"; its encrypted secret, if any, is dropped."""
+        ...
+
+    async def of_case(self, case_id: str) -> list[StoredChange]:
+        """The case's changes, oldest first."""
+        ...
+
+    async def tally(self) -> dict[str, int]:
+        """How many changes are "pending" and how many "failed"."""
+        ...
+
+
 class CodeRecords(Protocol):
     """Verification codes as stored; a code is live until used or voided."""
 
@@ -362,6 +408,10 @@ class Tx(Protocol):
     def broadcasts(self) -> Broadcasts: ...
     @property
     def accounts(self) -> Accounts: ...
+    @property
+    def directory_ids(self) -> DirectoryIds: ...
+    @property
+    def directory_changes(self) -> DirectoryChanges: ...
     @property
     def codes(self) -> CodeRecords: ...
     @property

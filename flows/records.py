@@ -264,3 +264,34 @@ class StoredCode:
     wrong_tries: int = 0
     used_at: datetime | None = None
     voided_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QueuedChange:
+    """A change to one of the service's accounts, to be sent by the change worker once (by `key`).
+
+    `change` holds the kind and its values as JSON (a new authenticator secret only encrypted); `then` is what to
+    tell the case's chat once the service confirms it (the engine's texts as JSON)."""
+
+    key: str
+    account_id: int
+    remote_id: str
+    change: Mapping[str, Any]
+    case_id: str | None = None
+    chat_id: int | None = None
+    then: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredChange:
+    """A queued change as stored: "pending" until the service confirms it ("applied") or refuses it for good
+    ("failed"); `attempts` calls made so far, the next one due at `next_at`."""
+
+    id: int
+    queued: QueuedChange
+    status: str
+    attempts: int
+    next_at: datetime
+    error: str | None
+    created_at: datetime
+    settled_at: datetime | None

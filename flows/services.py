@@ -9,10 +9,11 @@ from datetime import datetime, timedelta
 
 from flows import countries
 from flows.codes import CodePolicy, Codes
-from flows.directory import Directory, SecretBox
+from flows.directory import AccountDirectory, SecretBox
 from flows.keys import derive_key
 from flows.limits import FailedChecks
 from flows.ports import Tx
+from flows.table_directory import TableDirectory
 from flows.texts import load_catalogs
 
 
@@ -49,7 +50,7 @@ class Services:
     store port (`tx`), in the event's transaction."""
 
     settings: FlowSettings
-    directory: Directory
+    directory: AccountDirectory
     codes: Codes
     failures: FailedChecks
     now: datetime
@@ -69,7 +70,7 @@ class ServiceFactory:
     def __call__(self, tx: Tx, now: datetime) -> Services:
         return Services(
             settings=self.settings,
-            directory=Directory(tx.accounts, self.box, now),
+            directory=TableDirectory(tx.accounts, self.box, now),
             codes=Codes(tx.codes, self.code_key, now, self.policy),
             failures=FailedChecks(tx.failures, now),
             now=now,

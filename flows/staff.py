@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from flows.directory import REMOVE_PHONE, RESET_TWO_FACTOR, Change
 from flows.events import ButtonPressed, CommandReceived, Event
-from flows.methods.common import lock_hours, owner_email, services
+from flows.methods.common import change_key, lock_hours, lock_withdrawals, owner_email, services
 from flows.methods.enrol import new_authenticator
 from flows.methods.reverify import RESTORABLE, REVERIFY
 from flows.model import Action, Close, Context, Goto, Letter, OnCase, Outcome, Say, Stay, TimerSpec
@@ -123,10 +124,10 @@ async def approve(ctx: Context, case: Case) -> Outcome:
     asked = [item for item in RESTORABLE if item in case.data.get("restore", [])]
     reenrol = "totp" in asked or ("phone" in asked and account.two_factor == "phone")
     if reenrol:
-        await svc.directory.reset_two_factor(account_id)
+        await svc.directory.apply(account_id, Change(RESET_TWO_FACTOR), change_key(ctx, RESET_TWO_FACTOR))
     if "phone" in asked:
-        await svc.directory.remove_phone(account_id)
-    until = await svc.directory.lock_withdrawals(account_id, ctx.now + svc.settings.withdrawal_lock) or ctx.now
+        await svc.directory.apply(account_id, Change(REMOVE_PHONE), change_key(ctx, REMOVE_PHONE))
+    until = await lock_withdrawals(ctx, account_id)
     stamp = f"{until:%Y-%m-%d %H:%M} UTC"
     said = text("review.approved_user", hours=lock_hours(ctx)["hours"], until=stamp,
                 changes=tuple(text(f"review.changed_{item}") for item in asked))

@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.accounts_csv import ImportReport, import_accounts, parse_accounts
 from flows.clock import FakeClock
-from flows.directory import AccountView, Directory, SecretBox
+from flows.directory import AccountView, SecretBox
 from flows.store.accounts import SqlAccounts
 from flows.store.tables import accounts
+from flows.table_directory import TableDirectory
 
 BOX = SecretBox("x" * 40)
 HEADER = "email,phone,totp_secret,security_question,security_answer,identity_verified"
@@ -38,7 +39,7 @@ async def raw_rows(db: AsyncEngine) -> list[tuple[Any, ...]]:
 
 async def views(db: AsyncEngine, clock: FakeClock) -> dict[str, AccountView]:
     async with db.connect() as conn:
-        return {view.email: view for view in await Directory(SqlAccounts(conn), BOX, clock.now()).list_accounts()}
+        return {view.email: view for view in await TableDirectory(SqlAccounts(conn), BOX, clock.now()).list_accounts()}
 
 
 async def test_a_good_file_is_imported(db: AsyncEngine, clock: FakeClock) -> None:
@@ -46,9 +47,9 @@ async def test_a_good_file_is_imported(db: AsyncEngine, clock: FakeClock) -> Non
     jane = (await views(db, clock))["jane.doe@example.com"]
     assert (jane.phone, jane.two_factor, jane.identity_verified) == ("+15551234534", "totp", True)
     async with db.connect() as conn:
-        directory = Directory(SqlAccounts(conn), BOX, clock.now())
+        directory = TableDirectory(SqlAccounts(conn), BOX, clock.now())
         assert await directory.totp_secret(jane.id) == "JBSWY3DPEHPK3PXP"
-        assert await directory.check_security_answer(jane.id, "the cat")
+        assert await directory.verify_security_answer(jane.id, "the cat")
     assert "JBSWY3DPEHPK3PXP" not in repr(await raw_rows(db))
     john = (await views(db, clock))["john@example.com"]
     assert (john.has_totp, john.two_factor, john.security_question) == (False, "phone", None)
@@ -75,7 +76,7 @@ async def test_a_reimport_peppers_an_answer_hashed_before_the_pepper(db: AsyncEn
     async with db.connect() as conn:
         stored = await conn.scalar(select(accounts.c.security_answer_hash).where(accounts.c.id == jane.id))
         assert str(stored).startswith("scrypt-hmac$")
-        assert await Directory(SqlAccounts(conn), BOX, clock.now()).check_security_answer(jane.id, "The Cat")
+        assert await TableDirectory(SqlAccounts(conn), BOX, clock.now()).verify_security_answer(jane.id, "The Cat")
 
 
 async def test_an_update_row_changes_only_its_account(db: AsyncEngine, clock: FakeClock) -> None:
@@ -93,15 +94,15 @@ async def test_an_update_row_changes_only_its_account(db: AsyncEngine, clock: Fa
 async def test_a_new_secret_and_answer_replace_the_old_ones(db: AsyncEngine, clock: FakeClock) -> None:
     await run_import(db, GOOD, clock)
     async with db.begin() as conn:
-        await Directory(SqlAccounts(conn), BOX, clock.now()).record_totp_step(1, 1234)
+        await SqlAccounts(conn).advance_totp_step(1, 1234, clock.now())
     changed = GOOD.replace("jbsw-y3dp ehpk-3pxp", "KRSXG5CTMVRXEZLU").replace("The Cat", "The Dog")
     assert await run_import(db, changed, clock) == ImportReport(updated=1, unchanged=2)
     async with db.connect() as conn:
-        directory = Directory(SqlAccounts(conn), BOX, clock.now())
+        directory = TableDirectory(SqlAccounts(conn), BOX, clock.now())
         assert await directory.totp_secret(1) == "KRSXG5CTMVRXEZLU"
-        assert await directory.check_security_answer(1, "the dog")
-        assert not await directory.check_security_answer(1, "the cat")
-        jane = await directory.get(1)
+        assert await directory.verify_security_answer(1, "the dog")
+        assert not await directory.verify_security_answer(1, "the cat")
+        jane = await SqlAccounts(conn).by_id(1)
     assert jane is not None and jane.totp_last_step is None
 
 

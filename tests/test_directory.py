@@ -12,16 +12,23 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flows.clock import FakeClock
 from flows.directory import (
+    ENROL_AUTHENTICATOR,
+    LOCK_WITHDRAWALS,
+    RESET_TWO_FACTOR,
+    SWITCH_TO_PHONE,
+    Change,
     DecryptError,
-    Directory,
     SecretBox,
     hash_answer,
     mask_email,
     mask_phone,
     verify_answer,
 )
+from flows.otp import time_step
 from flows.store.accounts import SqlAccounts
 from flows.store.tables import accounts
+from flows.table_directory import TableDirectory
+from tests.support.desk import totp_now
 
 SECRET_KEY = "x" * 40
 BOX = SecretBox(SECRET_KEY)
@@ -43,7 +50,7 @@ async def raw_row(conn: AsyncConnection, account_id: int) -> tuple[Any, ...]:
 async def test_find_by_email_ignores_case_and_spaces(db: AsyncEngine, clock: FakeClock) -> None:
     async with db.begin() as conn:
         account_id = await add_account(conn, clock, "jane.doe@example.com", phone="+15551234534")
-        directory = Directory(SqlAccounts(conn), BOX, clock.now())
+        directory = TableDirectory(SqlAccounts(conn), BOX, clock.now())
         found = await directory.find_by_email("  Jane.DOE@Example.com ")
         assert found is not None
         assert (found.id, found.email, found.phone, found.has_totp) == (account_id, "jane.doe@example.com",
@@ -56,19 +63,17 @@ async def test_find_by_email_ignores_case_and_spaces(db: AsyncEngine, clock: Fak
 async def test_totp_secret_is_encrypted_at_rest(db: AsyncEngine, clock: FakeClock) -> None:
     async with db.begin() as conn:
         account_id = await add_account(conn, clock, "jane@example.com")
-        directory = Directory(SqlAccounts(conn), BOX, clock.now())
-        await directory.set_totp_secret(account_id, "jbsw-y3dp ehpk-3pxp")
+        directory = TableDirectory(SqlAccounts(conn), BOX, clock.now())
+        view = await directory.apply(account_id, Change(ENROL_AUTHENTICATOR, secret="jbsw-y3dp ehpk-3pxp"), "k1")
         assert TOTP not in repr(await raw_row(conn, account_id))
         assert await directory.totp_secret(account_id) == TOTP
-        view = await directory.get(account_id)
-        assert view is not None
-        assert (view.has_totp, view.two_factor, view.totp_last_step) == (True, "totp", None)
+        assert view is not None and (view.has_totp, view.two_factor) == (True, "totp")
 
 
 async def test_a_different_secret_key_cannot_decrypt(db: AsyncEngine, clock: FakeClock) -> None:
     async with db.begin() as conn:
         account_id = await add_account(conn, clock, "jane@example.com", totp_secret_enc=BOX.encrypt(TOTP))
-        other = Directory(SqlAccounts(conn), SecretBox("y" * 40), clock.now())
+        other = TableDirectory(SqlAccounts(conn), SecretBox("y" * 40), clock.now())
         with pytest.raises(DecryptError):
             await other.totp_secret(account_id)
     with pytest.raises(DecryptError):
@@ -80,17 +85,31 @@ async def test_an_invalid_secret_is_refused(db: AsyncEngine, clock: FakeClock) -
     async with db.begin() as conn:
         account_id = await add_account(conn, clock, "jane@example.com")
         with pytest.raises(ValueError):
-            await Directory(SqlAccounts(conn), BOX, clock.now()).set_totp_secret(account_id, "JBSW0Y3DPEHPK3PX")
+            await TableDirectory(SqlAccounts(conn), BOX, clock.now()).apply(
+                account_id, Change(ENROL_AUTHENTICATOR, secret="JBSW0Y3DPEHPK3PX"), "k1")
 
 
-async def test_totp_step_never_moves_backwards(db: AsyncEngine, clock: FakeClock) -> None:
+async def test_a_totp_code_is_accepted_once(db: AsyncEngine, clock: FakeClock) -> None:
     async with db.begin() as conn:
         account_id = await add_account(conn, clock, "jane@example.com", totp_secret_enc=BOX.encrypt(TOTP))
-        directory = Directory(SqlAccounts(conn), BOX, clock.now())
-        await directory.record_totp_step(account_id, 100)
-        await directory.record_totp_step(account_id, 99)
-        view = await directory.get(account_id)
-        assert view is not None and view.totp_last_step == 100
+        bare_id = await add_account(conn, clock, "john@example.com")
+        directory = TableDirectory(SqlAccounts(conn), BOX, clock.now())
+        code = totp_now(TOTP, clock.now())
+        assert not await directory.verify_totp(account_id, "000000" if code != "000000" else "111111")
+        assert await directory.verify_totp(account_id, code)
+        assert not await directory.verify_totp(account_id, code)  # replayed
+        assert not await directory.verify_totp(bare_id, code)
+        assert not await directory.verify_totp(account_id + 99, code)
+        assert (await raw_row(conn, account_id))[4] == time_step(clock.now())
+
+
+async def test_enrolling_remembers_the_step_the_new_key_was_proved_with(db: AsyncEngine, clock: FakeClock) -> None:
+    async with db.begin() as conn:
+        account_id = await add_account(conn, clock, "jane@example.com")
+        directory = TableDirectory(SqlAccounts(conn), BOX, clock.now())
+        step = time_step(clock.now())
+        await directory.apply(account_id, Change(ENROL_AUTHENTICATOR, secret=TOTP, accepted_step=step), "k1")
+        assert not await directory.verify_totp(account_id, totp_now(TOTP, clock.now()))
 
 
 async def test_security_answers_are_hashed_with_a_pepper_and_normalised(db: AsyncEngine, clock: FakeClock) -> None:
@@ -101,12 +120,12 @@ async def test_security_answers_are_hashed_with_a_pepper_and_normalised(db: Asyn
         account_id = await add_account(conn, clock, "jane@example.com", security_question="Pet?",
                                        security_answer_hash=stored)
         bare_id = await add_account(conn, clock, "john@example.com")
-        directory = Directory(SqlAccounts(conn), BOX, clock.now())
-        assert await directory.check_security_answer(account_id, "  The  CAT ")
-        assert await directory.check_security_answer(account_id, "ＴＨＥ\tcat")
-        assert not await directory.check_security_answer(account_id, "the dog")
-        assert not await directory.check_security_answer(bare_id, "")
-        assert not await directory.check_security_answer(account_id + 99, "the cat")
+        directory = TableDirectory(SqlAccounts(conn), BOX, clock.now())
+        assert await directory.verify_security_answer(account_id, "  The  CAT ")
+        assert await directory.verify_security_answer(account_id, "ＴＨＥ\tcat")
+        assert not await directory.verify_security_answer(account_id, "the dog")
+        assert not await directory.verify_security_answer(bare_id, "")
+        assert not await directory.verify_security_answer(account_id + 99, "the cat")
 
 
 def test_hashes_made_before_the_pepper_still_verify() -> None:
@@ -128,14 +147,19 @@ async def test_withdrawal_lock_is_never_shortened(db: AsyncEngine, clock: FakeCl
     now = clock.now()
     async with db.begin() as conn:
         account_id = await add_account(conn, clock, "jane@example.com")
-        directory = Directory(SqlAccounts(conn), BOX, now)
-        assert await directory.lock_withdrawals(account_id, now + timedelta(hours=48)) == now + timedelta(hours=48)
-        assert await directory.lock_withdrawals(account_id, now + timedelta(hours=24)) == now + timedelta(hours=48)
-        assert await directory.lock_withdrawals(account_id, now + timedelta(hours=72)) == now + timedelta(hours=72)
-        view = await directory.get(account_id)
-        assert view is not None and view.withdrawals_locked_until == now + timedelta(hours=72)
-        assert view.withdrawals_locked_until.tzinfo is not None
-        assert await directory.lock_withdrawals(account_id + 1, now) is None
+        directory = TableDirectory(SqlAccounts(conn), BOX, now)
+
+        async def lock(account: int, hours: int) -> object:
+            after = await directory.apply(account, Change(LOCK_WITHDRAWALS, until=now + timedelta(hours=hours)), "k")
+            return after and after.withdrawals_locked_until
+
+        assert await lock(account_id, 48) == now + timedelta(hours=48)
+        assert await lock(account_id, 24) == now + timedelta(hours=48)
+        assert await lock(account_id, 72) == now + timedelta(hours=72)
+        until = await directory.withdrawal_lock(account_id)
+        assert until == now + timedelta(hours=72) and until.tzinfo is not None
+        assert await lock(account_id + 1, 48) is None
+        assert await directory.withdrawal_lock(account_id + 1) is None
 
 
 async def test_switching_and_resetting_the_second_factor(db: AsyncEngine, clock: FakeClock) -> None:
@@ -145,12 +169,12 @@ async def test_switching_and_resetting_the_second_factor(db: AsyncEngine, clock:
         reset_id = await add_account(conn, clock, "b@example.com", totp_secret_enc=BOX.encrypt(TOTP),
                                      totp_last_step=7, two_factor="totp")
         clock.advance(minutes=5)
-        directory = Directory(SqlAccounts(conn), BOX, clock.now())
-        await directory.switch_to_phone(phone_id)
-        await directory.reset_two_factor(reset_id)
+        directory = TableDirectory(SqlAccounts(conn), BOX, clock.now())
+        await directory.apply(phone_id, Change(SWITCH_TO_PHONE), "k1")
+        await directory.apply(reset_id, Change(RESET_TWO_FACTOR), "k2")
         views = {view.id: view for view in await directory.list_accounts()}
-        assert [(v.two_factor, v.has_totp, v.totp_last_step) for v in views.values()] == [
-            ("phone", False, None), ("none", False, None)]
+        assert [(v.two_factor, v.has_totp) for v in views.values()] == [("phone", False), ("none", False)]
+        assert [(await raw_row(conn, account))[4] for account in (phone_id, reset_id)] == [None, None]
         assert await directory.totp_secret(reset_id) is None
 
 
@@ -158,7 +182,7 @@ async def test_list_accounts_in_creation_order(db: AsyncEngine, clock: FakeClock
     async with db.begin() as conn:
         for email in ("c@example.com", "a@example.com", "b@example.com"):
             await add_account(conn, clock, email)
-        listed = await Directory(SqlAccounts(conn), BOX, clock.now()).list_accounts()
+        listed = await TableDirectory(SqlAccounts(conn), BOX, clock.now()).list_accounts()
     assert [view.email for view in listed] == ["c@example.com", "a@example.com", "b@example.com"]
 
 

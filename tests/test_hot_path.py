@@ -27,13 +27,14 @@ from bot.config import Settings
 from bot.frontends.aiogram import AiogramTransport
 from flows import countries, directory
 from flows.clock import FakeClock
-from flows.directory import Directory, SecretBox, hash_answer
+from flows.directory import SecretBox, hash_answer
 from flows.methods import enrol
 from flows.replies import EditMessage, SendMessage, SendPhoto
 from flows.services import FlowSettings, ServiceFactory, warm_up
 from flows.store import tables
 from flows.store.accounts import SqlAccounts
 from flows.store.memory import MemoryStore
+from flows.table_directory import TableDirectory
 from flows.texts import Text, template, text, translate
 from tests.engine_flow import make_engine
 from tests.support.botapi import BotApiServer
@@ -170,15 +171,15 @@ async def test_security_answers_are_checked_in_a_thread_with_the_same_work_for_u
             "security_answer_hash": hash_answer("the cat", box.answer_pepper), **stamp})).scalar_one()
         bare = (await conn.execute(tables.accounts.insert().returning(tables.accounts.c.id),
                                    {"email": "john@example.com", **stamp})).scalar_one()
-        found = Directory(SqlAccounts(conn), box, clock.now())
+        found = TableDirectory(SqlAccounts(conn), box, clock.now())
         threads = record_threads(monkeypatch, directory, "_scrypt")
-        assert not await found.check_security_answer(directory.NO_ACCOUNT, "the cat")  # the decoy not made yet
+        assert not await found.verify_security_answer(directory.NO_ACCOUNT, "the cat")  # the decoy not made yet
         assert len(threads) == 2 and threading.get_ident() not in threads  # making it is off the loop too
         threads.clear()
-        assert await found.check_security_answer(known, "The Cat")
-        assert not await found.check_security_answer(known, "the dog")
-        assert not await found.check_security_answer(bare, "")
-        assert not await found.check_security_answer(directory.NO_ACCOUNT, "the cat")
+        assert await found.verify_security_answer(known, "The Cat")
+        assert not await found.verify_security_answer(known, "the dog")
+        assert not await found.verify_security_answer(bare, "")
+        assert not await found.verify_security_answer(directory.NO_ACCOUNT, "the cat")
     assert len(threads) == 4  # one scrypt per check, whether or not there is an answer to check
     assert threading.get_ident() not in threads
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flows.directory import NO_ACCOUNT
 from flows.methods.common import account_on_file, ask_email_step, count_wrong, failed_check, services
 from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step, leads_to
-from flows.otp import check_totp, new_secret, normalize_code
+from flows.otp import normalize_code
 from flows.texts import text
 
 TROUBLESHOOT_AFTER = 2
@@ -31,20 +31,15 @@ async def take_code(ctx: Context) -> Outcome:
 
 
 async def _code_matches(ctx: Context) -> bool:
-    """Whether the code is the account's current one. An unknown email, an account without a key and a paused
-    account are checked against a throwaway key, so every answer takes the same work and none matches."""
+    """Whether the code is the account's current one. A paused account is checked like an unknown email (the
+    directory does the same work for no account and finds no match), so a right code is not used up meanwhile."""
     svc = services(ctx)
     account = await account_on_file(ctx)
-    secret = await svc.directory.totp_secret(account.id if account is not None else NO_ACCOUNT)
     paused = await svc.failures.paused(account.id if account else None)
-    step = check_totp(secret or DECOY_KEY, ctx.text, ctx.now, account.totp_last_step if account else None)
-    if step is None or account is None or secret is None or paused:
-        return False
-    await svc.directory.record_totp_step(account.id, step)
-    return True
+    checked = account.id if account is not None and not paused else NO_ACCOUNT
+    return await svc.directory.verify_totp(checked, ctx.text) and checked != NO_ACCOUNT
 
 
-DECOY_KEY = new_secret()
 NO_KEY = Choice("no_key", "backup.btn_no_key", to="no_key")
 
 BACKUP = Flow(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from flows.codes import Refused
-from flows.directory import NO_ACCOUNT, AccountView, mask_email, mask_phone
+from flows.directory import LOCK_WITHDRAWALS, NO_ACCOUNT, AccountView, Change, mask_email, mask_phone
 from flows.model import Accepts, Action, AuditLine, Context, Goto, Notice, Outcome, Stay, Step, TimerSpec, leads_to
 from flows.services import Services
 from flows.texts import Text, text
@@ -38,6 +38,19 @@ def ask_email_step(next_step: str) -> Step:
 def lock_hours(ctx: Context) -> dict[str, object]:
     """The withdrawal lock in whole hours, for texts that announce it."""
     return {"hours": int(services(ctx).settings.withdrawal_lock.total_seconds() // 3600)}
+
+
+def change_key(ctx: Context, kind: str) -> str:
+    """The idempotency key of a change this event causes: the update is acted on once, so is its change."""
+    return f"{ctx.event.key}:{kind}"
+
+
+async def lock_withdrawals(ctx: Context, account_id: int) -> datetime:
+    """Lock withdrawals for the configured time from now (a later lock in force stays); the lock now in force."""
+    until = ctx.now + services(ctx).settings.withdrawal_lock
+    change = Change(LOCK_WITHDRAWALS, until=until)
+    account = await services(ctx).directory.apply(account_id, change, change_key(ctx, LOCK_WITHDRAWALS))
+    return (account.withdrawals_locked_until if account else None) or ctx.now
 
 
 def count_wrong(ctx: Context, key: str, limit: int) -> tuple[dict[str, Any], int]:

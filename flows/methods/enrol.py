@@ -12,7 +12,8 @@ import io
 
 import segno
 
-from flows.methods.common import count_wrong, services
+from flows.directory import ENROL_AUTHENTICATOR, Change
+from flows.methods.common import change_key, count_wrong, services
 from flows.model import Accepts, Context, Goto, Letter, Outcome, Stay, Step, leads_to
 from flows.otp import check_totp, new_secret, normalize_code, provisioning_uri
 from flows.texts import Text, text
@@ -61,8 +62,8 @@ async def confirm(ctx: Context) -> Outcome:
             return Stay(say=(text("enrol.wrong", tries=left),), data=data)
         return Goto("enrol_failed", data=data)  # leaving the step removes the key (Step.secrets)
     account_id = int(ctx.data["account_id"])
-    await svc.directory.set_totp_secret(account_id, secret)
-    await svc.directory.record_totp_step(account_id, step)
+    await svc.directory.apply(account_id, Change(ENROL_AUTHENTICATOR, secret=secret, accepted_step=step),
+                              change_key(ctx, ENROL_AUTHENTICATOR))
     return Goto("enrolled")
 
 

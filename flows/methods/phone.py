@@ -12,12 +12,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from flows.directory import SWITCH_TO_PHONE, Change
 from flows.methods.common import (
     account_on_file,
     ask_email_step,
+    change_key,
     check_code,
     code_timers,
     lock_hours,
+    lock_withdrawals,
     on_code_timers,
     owner_email,
     send_codes,
@@ -78,8 +81,8 @@ async def submit(ctx: Context) -> Outcome:
     account = await account_on_file(ctx)
     if account is None:  # cannot happen: an unknown email never passes a code
         return Goto("get_code")
-    await svc.directory.switch_to_phone(account.id)
-    until = await svc.directory.lock_withdrawals(account.id, ctx.now + svc.settings.withdrawal_lock) or ctx.now
+    await svc.directory.apply(account.id, Change(SWITCH_TO_PHONE), change_key(ctx, SWITCH_TO_PHONE))
+    until = await lock_withdrawals(ctx, account.id)
     stamp = f"{until:%Y-%m-%d %H:%M} UTC"
     detail = {"case": ctx.case.id if ctx.case else "", "withdrawals_locked_until": until.isoformat()}
     emails = owner_email(svc, account, "phone.changed_email", until=stamp)

@@ -109,7 +109,7 @@ async def take_answer(ctx: Context) -> Outcome:
     svc = services(ctx)
     account_id = int(ctx.data["account_id"])
     paused = await svc.failures.paused(account_id)
-    if await svc.directory.check_security_answer(account_id, ctx.text) and not paused:
+    if await svc.directory.verify_security_answer(account_id, ctx.text) and not paused:
         return Goto("documents", data={"answer_verified": True})
     notify, audit = await failed_check(ctx, "answer")
     data, left = count_wrong(ctx, "answer_wrong", MAX_WRONG_ANSWERS)

@@ -18,6 +18,7 @@ from flows.store.audit import SqlAudit
 from flows.store.broadcasts import SqlBroadcasts
 from flows.store.cases import SqlCases
 from flows.store.codes import SqlCodes
+from flows.store.directory import SqlDirectoryChanges, SqlDirectoryIds
 from flows.store.evidence import SqlEvidence
 from flows.store.failures import SqlFailures
 from flows.store.outbox import SqlOutbox
@@ -94,6 +95,8 @@ class SqlTx:
         self.audit = SqlAudit(conn)
         self.broadcasts = SqlBroadcasts(conn)
         self.accounts = SqlAccounts(conn)
+        self.directory_ids = SqlDirectoryIds(conn)
+        self.directory_changes = SqlDirectoryChanges(conn)
         self.codes = SqlCodes(conn)
         self.failures = SqlFailures(conn)
         self.statistics = SqlStatistics(conn)

@@ -18,6 +18,7 @@ from flows.store.audit import AuditTable, MemoryAudit
 from flows.store.broadcasts import BroadcastTable, MemoryBroadcasts
 from flows.store.cases import CaseTable, MemoryCases
 from flows.store.codes import CodeTable, MemoryCodes
+from flows.store.directory import DirectoryTable, MemoryDirectoryChanges, MemoryDirectoryIds
 from flows.store.evidence import EvidenceTable, MemoryEvidence
 from flows.store.failures import FailureTable, MemoryFailures
 from flows.store.outbox import MemoryOutbox, OutboxTable
@@ -56,6 +57,8 @@ class MemoryTx:
         self.audit = MemoryAudit(tables.of(AuditTable))
         self.broadcasts = MemoryBroadcasts(tables.of(BroadcastTable), tables.of(UserTable), tables.of(CaseTable))
         self.accounts = MemoryAccounts(tables.of(AccountTable))
+        self.directory_ids = MemoryDirectoryIds(tables.of(DirectoryTable))
+        self.directory_changes = MemoryDirectoryChanges(tables.of(DirectoryTable))
         self.codes = MemoryCodes(tables.of(CodeTable))
         self.failures = MemoryFailures(tables.of(FailureTable))
         self.statistics = MemoryStatistics(tables.of(CaseTable), tables.of(UserTable))

@@ -159,6 +159,39 @@ class CodeRow(SQLModel, table=True):
     voided_at: datetime | None = _when(nullable=True)
 
 
+class DirectoryIdRow(SQLModel, table=True):
+    """The desk's id for an account of an HTTP directory (the service's ids are opaque strings)."""
+
+    __tablename__ = "directory_ids"
+    id: int | None = Field(default=None, primary_key=True)
+    remote_id: str = Field(max_length=64, unique=True)
+    created_at: datetime = _when()
+
+
+class DirectoryChangeRow(SQLModel, table=True):
+    """A change to a service account, sent by the change worker with `key` as its idempotency key."""
+
+    __tablename__ = "directory_changes"
+    __table_args__ = (
+        Index("ix_directory_changes_pending", "next_at", sqlite_where=text("status = 'pending'"),
+              postgresql_where=text("status = 'pending'")),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=128, unique=True)
+    account_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    remote_id: str = Field(max_length=64)
+    change: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONText(), nullable=False))
+    case_id: str | None = Field(default=None, max_length=16, index=True)
+    chat_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    then: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONText(), nullable=False))
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = Field(default=0)
+    next_at: datetime = _when()
+    error: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _when()
+    settled_at: datetime | None = _when(nullable=True)
+
+
 class FailedCheck(SQLModel, table=True):
     """A failed check of an account's factor (a code, an authenticator code, the security answer), from any chat.
 
@@ -241,6 +274,8 @@ evidence_messages = _table(EvidenceMessageRow)
 timers = _table(TimerRow)
 codes = _table(CodeRow)
 failed_checks = _table(FailedCheck)
+directory_ids = _table(DirectoryIdRow)
+directory_changes = _table(DirectoryChangeRow)
 broadcasts = _table(BroadcastRow)
 broadcast_deliveries = _table(BroadcastDeliveryRow)
 audit = _table(AuditRow)

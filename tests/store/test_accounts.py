@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from flows.directory import Directory, SecretBox
+from flows.directory import SecretBox
 from flows.ports import Store
+from flows.table_directory import TableDirectory
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
@@ -47,7 +48,7 @@ async def test_lookups_match_the_stored_email_exactly(store: Store) -> None:
 async def test_the_directory_finds_an_email_whatever_its_case(store: Store) -> None:
     ids = await seeded(store, "jane.doe@example.com")
     async with store.reading() as tx:
-        found = await Directory(tx.accounts, SecretBox("x" * 40), NOW).find_by_email("  Jane.DOE@Example.com ")
+        found = await TableDirectory(tx.accounts, SecretBox("x" * 40), NOW).find_by_email("  Jane.DOE@Example.com ")
     assert found is not None and found.id == ids["jane.doe@example.com"]
 
 
