@@ -11,6 +11,7 @@ from pathlib import Path
 from bot.config import Settings
 from flows.announce import broadcast_effects
 from flows.broadcast import BroadcastService
+from flows.change_worker import ChangeWorker
 from flows.channels import (
     ChannelRouter,
     ChannelSender,
@@ -24,6 +25,7 @@ from flows.clock import Clock, SystemClock
 from flows.delivery import Transport
 from flows.desk import build_engine
 from flows.engine import Engine
+from flows.http_directory import DirectoryClient
 from flows.inbound import InboundLimiter
 from flows.ports import Store
 from flows.retention import Pruner
@@ -91,8 +93,13 @@ class App:
                                       sleep=self.broadcast_sleep or asyncio.sleep)
         # The pruner runs beside the timers: where this process does the background work.
         companions: list[Companion] = [broadcasts, Pruner(self.store, self.clock)] if fire_timers else [broadcasts]
+        worker = self._change_worker()
+        if worker is not None:
+            companions.append(worker)
         runner = Runner(self.store, self.engine, transport, self.clock, self.services, channels=self.channels,
                         effects=broadcast_effects(broadcasts), companions=companions)
+        if worker is not None:  # what it learns from the service reaches the user through timers
+            worker.on_timers = runner.timers_changed
         broadcasts.dispatch = runner.dispatcher.push  # its reports go through the outbox like every reply
         try:
             await runner.start()
@@ -103,6 +110,12 @@ class App:
             runner.start_timers()
         self._runner, self._broadcasts = runner, broadcasts
         return runner
+
+    def _change_worker(self) -> ChangeWorker | None:
+        """With an HTTP directory, the worker that sends the changes decisions queue for it."""
+        if self.services is None or self.services.directory is None:
+            return None
+        return ChangeWorker(self.store, self.services.directory, self.services.box, self.clock)
 
     async def stop(self) -> None:
         """Stop the timers, finish the events in hand, then stop delivery and broadcasts."""
@@ -147,6 +160,17 @@ def flow_settings(settings: Settings, secret_key: str) -> FlowSettings:
     )
 
 
+def directory_client(settings: Settings) -> DirectoryClient | None:
+    """The client of the service's own account system, when ACCOUNT_DIRECTORY_URL is set (else the built-in
+    accounts table is the directory)."""
+    if not settings.account_directory_url:
+        return None
+    token, key = settings.account_directory_token, settings.account_directory_signing_key
+    return DirectoryClient(settings.account_directory_url, token=token.get_secret_value() if token else None,
+                           signing_key=key.get_secret_value() if key else None,
+                           timeout=settings.account_directory_timeout_seconds)
+
+
 async def open_app(settings: Settings, secret_key: str, clock: Clock | None = None) -> App:
     """Bring the database up to date and assemble the desk the settings describe."""
     await upgrade(settings.database_url)
@@ -154,15 +178,22 @@ async def open_app(settings: Settings, secret_key: str, clock: Clock | None = No
     clock = clock or SystemClock()
     router = channel_router(settings)
     window = timedelta(seconds=settings.inbound_window_seconds)
+    directory = directory_client(settings)
+
+    async def close_connections() -> None:
+        await router.close()
+        if directory is not None:
+            await directory.close()
+
     return App(
         store=SqlStore(open_database(settings.database_url)),
         engine=build_engine(flows_settings),
-        services=ServiceFactory(flows_settings),
+        services=ServiceFactory(flows_settings, directory),
         clock=clock,
         channels=ChannelTransport(router),
         broadcast_rate=settings.broadcast_rate,
         limiter=InboundLimiter(clock, settings.inbound_limit, window, flows_settings.is_admin),
-        on_close=router.close,
+        on_close=close_connections,
     )
 
 

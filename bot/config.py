@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     sms_webhook_url: str | None = None
     sms_webhook_token: SecretStr | None = None
     code_delivery: Literal["chat"] | None = None
+    account_directory_url: str | None = None
+    account_directory_token: SecretStr | None = None
+    account_directory_signing_key: SecretStr | None = None
+    account_directory_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _smtp_needs_a_sender(self) -> Settings:
@@ -50,7 +54,14 @@ class Settings(BaseSettings):
             raise ValueError("SMTP_FROM is required when SMTP_HOST is set (the From address of code emails)")
         return self
 
-    @field_validator("sms_webhook_url")
+    @model_validator(mode="after")
+    def _directory_needs_credentials(self) -> Settings:
+        if self.account_directory_url and not (self.account_directory_token or self.account_directory_signing_key):
+            raise ValueError("ACCOUNT_DIRECTORY_URL needs ACCOUNT_DIRECTORY_TOKEN or ACCOUNT_DIRECTORY_SIGNING_KEY "
+                             "(how the desk proves itself to your account service)")
+        return self
+
+    @field_validator("sms_webhook_url", "account_directory_url")
     @classmethod
     def _check_webhook(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):

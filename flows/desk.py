@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from flows.announce import broadcast_button, broadcast_cancel_command, broadcast_command
+from flows.changes import APPLIED, FAILED, STAFF_ALERT, text_from_json
 from flows.engine import Engine
 from flows.events import TimerFired
 from flows.guard import secret_kind
@@ -164,9 +165,33 @@ async def withdrawals_unlocked(ctx: Context) -> Outcome:
     return Say(say=(text("desk.withdrawals_unlocked"),))
 
 
+async def change_applied(ctx: Context) -> Outcome:
+    """An HTTP directory confirmed a decision's changes: the message the user would have had at once."""
+    said = ctx.event.payload.get("say") if isinstance(ctx.event, TimerFired) else None
+    return Say(say=tuple(text_from_json(body) for body in said) if isinstance(said, list) else ())
+
+
+async def change_failed(ctx: Context) -> Outcome:
+    return Say(say=(text("directory.change_failed_user"),))
+
+
+async def change_alert(ctx: Context) -> Outcome:
+    """Tell staff that the service refused a change for good (never the user's chat: no staff, no message)."""
+    payload = ctx.event.payload if isinstance(ctx.event, TimerFired) else {}
+    chats = staff_chats(services(ctx).settings)
+    if not chats:
+        return Say()
+    said = text("directory.change_failed_staff", case=payload.get("case", ""), change=payload.get("change", ""),
+                error=payload.get("error", ""))
+    return Say(say=(said,), to_chats=chats)
+
+
 TIMER_HANDLERS: Mapping[str, Action] = {
     "review_sla": review_overdue,
     "withdrawals_unlocked": withdrawals_unlocked,
+    APPLIED: change_applied,
+    FAILED: change_failed,
+    STAFF_ALERT: change_alert,
     **STAFF_TIMERS,
 }
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from flows.clock import Clock
 from flows.delivery import Dispatcher, Transport
+from flows.directory import DirectoryUnavailable
 from flows.engine import Engine
 from flows.events import ButtonPressed, Event, Sender, TimerFired
 from flows.model import Effect
@@ -85,6 +86,10 @@ class Runner:
         self._writer = asyncio.create_task(self._write_loop(), name="event-writer")
         for companion in self.companions:
             await companion.resume()
+
+    def timers_changed(self) -> None:
+        """Look again for due timers now (something outside an event has just set one)."""
+        self._timers_changed.set()
 
     def start_timers(self) -> None:
         """Fire timers as they fall due, in the background, until `stop()` (every entry point does this, so a
@@ -185,15 +190,15 @@ class Runner:
     async def _write_each(self, items: list[_Item]) -> None:
         try:
             await self._commit(items)
-        except Exception:
+        except Exception as error:
             if len(items) == 1:
-                await self._commit_failed(items[0])
+                await self._commit_failed(items[0], error)
                 return
             for item in items:
                 try:
                     await self._commit([item])
-                except Exception:
-                    await self._commit_failed(item)
+                except Exception as alone:
+                    await self._commit_failed(item, alone)
 
     async def _commit(self, items: Sequence[_Item]) -> None:
         now = self.clock.now()
@@ -250,10 +255,16 @@ class Runner:
         await tx.audit.add([a for d in decisions for a in d.audit], now)
         return await tx.outbox.add([r for d in decisions for r in d.replies], now)
 
-    async def _commit_failed(self, item: _Item) -> None:
-        """Record an event whose handling raised: the user hears of it and a redelivery will not loop forever."""
+    async def _commit_failed(self, item: _Item, error: Exception) -> None:
+        """Record an event whose handling raised: nothing it did is kept, the user hears of it, and a redelivery
+        will not loop forever. When the account directory did not answer, the user is told to try again in a few
+        minutes, whatever the account."""
         event = item.event
-        log.exception("event %s (%s) failed", event.key, type(event).__name__)
+        unavailable = isinstance(error, DirectoryUnavailable)
+        if unavailable:
+            log.warning("event %s (%s) waits: %s", event.key, type(event).__name__, error)
+        else:
+            log.error("event %s (%s) failed", event.key, type(event).__name__, exc_info=error)
         try:
             now = self.clock.now()
             async with self.store.transaction() as tx:
@@ -261,7 +272,8 @@ class Runner:
                 if not await tx.updates.claim([event.key], now):
                     _resolve(item)
                     return
-                text = self.engine.say(Text("engine.internal_error"), getattr(event.sender, "language", None))
+                key = "directory.unavailable" if unavailable else "engine.internal_error"
+                text = self.engine.say(Text(key), getattr(event.sender, "language", None))
                 replies = [] if isinstance(event, TimerFired) else [SendMessage(event.sender.chat_id, text)]
                 pending = await tx.outbox.add(replies, now)
         except Exception as error:  # the database itself failed: the caller must not confirm the update

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flows import countries
+from flows.changes import AppliedAtOnce, Changes, QueuedForWorker
 from flows.codes import CodePolicy, Codes
 from flows.directory import AccountDirectory, SecretBox
+from flows.http_directory import DirectoryClient, DirectoryHealth, HttpDirectory
 from flows.keys import derive_key
 from flows.limits import FailedChecks
 from flows.ports import Tx
@@ -51,31 +53,45 @@ class Services:
 
     settings: FlowSettings
     directory: AccountDirectory
+    changes: Changes
     codes: Codes
     failures: FailedChecks
     now: datetime
     box: SecretBox
     tx: Tx
+    directory_health: DirectoryHealth | None = None
 
 
 class ServiceFactory:
-    """Builds `Services` for each transaction; keys are derived once."""
+    """Builds `Services` for each transaction; keys are derived once. With a `directory` client the accounts are
+    the service's own, over HTTP; without, the built-in table's."""
 
-    def __init__(self, settings: FlowSettings) -> None:
+    def __init__(self, settings: FlowSettings, directory: DirectoryClient | None = None) -> None:
         self.settings = settings
+        self.directory = directory
         self.box = SecretBox(settings.secret_key)
         self.code_key = derive_key(settings.secret_key, "verification-codes")
         self.policy = CodePolicy(ttl=settings.code_ttl)
 
     def __call__(self, tx: Tx, now: datetime) -> Services:
+        directory: AccountDirectory
+        changes: Changes
+        if self.directory is not None:
+            directory = HttpDirectory(self.directory, tx.directory_ids, now)
+            changes = QueuedForWorker(tx.directory_changes, tx.directory_ids, self.box, now)
+        else:
+            directory = TableDirectory(tx.accounts, self.box, now)
+            changes = AppliedAtOnce(directory)
         return Services(
             settings=self.settings,
-            directory=TableDirectory(tx.accounts, self.box, now),
+            directory=directory,
+            changes=changes,
             codes=Codes(tx.codes, self.code_key, now, self.policy),
             failures=FailedChecks(tx.failures, now),
             now=now,
             box=self.box,
             tx=tx,
+            directory_health=self.directory.health if self.directory is not None else None,
         )
 
 

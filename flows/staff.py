@@ -15,7 +15,7 @@ from typing import Any
 
 from flows.directory import REMOVE_PHONE, RESET_TWO_FACTOR, Change
 from flows.events import ButtonPressed, CommandReceived, Event
-from flows.methods.common import change_key, lock_hours, lock_withdrawals, owner_email, services
+from flows.methods.common import change_account, lock_hours, owner_email, services, withdrawal_lock
 from flows.methods.enrol import new_authenticator
 from flows.methods.reverify import RESTORABLE, REVERIFY
 from flows.model import Action, Close, Context, Goto, Letter, OnCase, Outcome, Say, Stay, TimerSpec
@@ -123,21 +123,20 @@ async def approve(ctx: Context, case: Case) -> Outcome:
     assert account is not None
     asked = [item for item in RESTORABLE if item in case.data.get("restore", [])]
     reenrol = "totp" in asked or ("phone" in asked and account.two_factor == "phone")
-    if reenrol:
-        await svc.directory.apply(account_id, Change(RESET_TWO_FACTOR), change_key(ctx, RESET_TWO_FACTOR))
-    if "phone" in asked:
-        await svc.directory.apply(account_id, Change(REMOVE_PHONE), change_key(ctx, REMOVE_PHONE))
-    until = await lock_withdrawals(ctx, account_id)
+    lock, until = await withdrawal_lock(ctx, account_id)
+    changes = [Change(RESET_TWO_FACTOR)] if reenrol else []
+    changes += [Change(REMOVE_PHONE)] if "phone" in asked else []
     stamp = f"{until:%Y-%m-%d %H:%M} UTC"
     said = text("review.approved_user", hours=lock_hours(ctx)["hours"], until=stamp,
                 changes=tuple(text(f"review.changed_{item}") for item in asked))
+    said_now = await change_account(ctx, case, account_id, (*changes, lock), then=(said,))
     data: dict[str, Any] = decision(ctx, "approved")
     letters: tuple[Letter, ...] = ()
     if reenrol:
         fresh, letters = await new_authenticator(ctx, case.chat_id, account.email)
         data.update(fresh)
     outcome = Goto(
-        ENROL if reenrol else RESTORED, say=(said,), data=data,
+        ENROL if reenrol else RESTORED, say=said_now, data=data,
         timers=(TimerSpec("withdrawals_unlocked", until, detached=True), purge_later(ctx)),
         notify=owner_email(svc, account, "review.reset_email", until=stamp), letters=letters,
     )
@@ -216,11 +215,22 @@ async def case_command(ctx: Context) -> Outcome:
     if case is None:
         return Say(say=(text("review.no_such_case"),))
     card = await review_card(services(ctx), case, (ctx.event.sender.chat_id,), ctx.now)
+    changes = await case_changes(ctx, case)
     if case.status != "review":
         card = replace(card, buttons=())
-        return Say(say=(text("review.not_waiting", case=case.id, state=text(f"desk.state_{case.status}")),),
-                   letters=(card,))
-    return Say(letters=(card,))
+        return Say(say=(text("review.not_waiting", case=case.id, state=text(f"desk.state_{case.status}")),
+                        *changes), letters=(card,))
+    return Say(say=changes, letters=(card,))
+
+
+async def case_changes(ctx: Context, case: Case) -> tuple[Text, ...]:
+    """The case's changes sent to an HTTP directory, each with where it stands."""
+    queued = await services(ctx).tx.directory_changes.of_case(case.id)
+    if not queued:
+        return ()
+    items = tuple(text("directory.case_change", change=row.queued.change.get("kind", "?"),
+                       status=row.status if row.error is None else f"{row.status} ({row.error})") for row in queued)
+    return (text("directory.case_changes", changes=items),)
 
 
 async def audit_command(ctx: Context) -> Outcome:
@@ -232,10 +242,22 @@ async def audit_command(ctx: Context) -> Outcome:
     return Say(say=(text("staff.audit", lines=lines),))
 
 
+async def directory_lines(ctx: Context) -> tuple[Text, ...]:
+    """With an HTTP directory: whether it answers, and the changes waiting for it or refused by it."""
+    svc = services(ctx)
+    health = svc.directory_health
+    if health is None:
+        return ()
+    tally = await svc.tx.directory_changes.tally()
+    state = (text("directory.stats_down", reason=health.last_reason or "", failures=health.failures_since(3600))
+             if health.down else text("directory.stats_ok"))
+    return (text("directory.stats", state=state, pending=tally["pending"], failed=tally["failed"]),)
+
+
 async def stats_command(ctx: Context) -> Outcome:
     """The numbers as text, and as a funnel chart where the optional `charts` extra is installed."""
     stats = await collect(services(ctx).tx.statistics, ctx.now)
-    lines = tuple(Text(key, params) for key, params in stats_lines(stats))
+    lines = tuple(Text(key, params) for key, params in stats_lines(stats)) + await directory_lines(ctx)
     report = Say(say=(Text("stats.report", {"lines": lines}),))
     chart = await asyncio.to_thread(funnel_chart, stats)
     if chart is None:

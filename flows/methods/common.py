@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -10,6 +11,7 @@ from typing import Any, cast
 from flows.codes import Refused
 from flows.directory import LOCK_WITHDRAWALS, NO_ACCOUNT, AccountView, Change, mask_email, mask_phone
 from flows.model import Accepts, Action, AuditLine, Context, Goto, Notice, Outcome, Stay, Step, TimerSpec, leads_to
+from flows.records import Case
 from flows.services import Services
 from flows.texts import Text, text
 
@@ -40,17 +42,19 @@ def lock_hours(ctx: Context) -> dict[str, object]:
     return {"hours": int(services(ctx).settings.withdrawal_lock.total_seconds() // 3600)}
 
 
-def change_key(ctx: Context, kind: str) -> str:
-    """The idempotency key of a change this event causes: the update is acted on once, so is its change."""
-    return f"{ctx.event.key}:{kind}"
-
-
-async def lock_withdrawals(ctx: Context, account_id: int) -> datetime:
-    """Lock withdrawals for the configured time from now (a later lock in force stays); the lock now in force."""
+async def withdrawal_lock(ctx: Context, account_id: int) -> tuple[Change, datetime]:
+    """The change that locks withdrawals for the configured time from now, and until when they will then be
+    locked (a later lock in force stays: a lock only extends)."""
     until = ctx.now + services(ctx).settings.withdrawal_lock
-    change = Change(LOCK_WITHDRAWALS, until=until)
-    account = await services(ctx).directory.apply(account_id, change, change_key(ctx, LOCK_WITHDRAWALS))
-    return (account.withdrawals_locked_until if account else None) or ctx.now
+    current = await services(ctx).directory.withdrawal_lock(account_id)
+    return Change(LOCK_WITHDRAWALS, until=until), max(until, current) if current else until
+
+
+async def change_account(ctx: Context, case: Case | None, account_id: int, changes: Sequence[Change],
+                         then: Sequence[Text]) -> tuple[Text, ...]:
+    """Make the changes this event decides, once (keyed by the event); what to tell the user now: `then`, or
+    that they are being applied when the service confirms them later."""
+    return await services(ctx).changes.request(account_id, changes, ctx.event.key, case, then)
 
 
 def count_wrong(ctx: Context, key: str, limit: int) -> tuple[dict[str, Any], int]:

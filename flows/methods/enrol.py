@@ -13,7 +13,7 @@ import io
 import segno
 
 from flows.directory import ENROL_AUTHENTICATOR, Change
-from flows.methods.common import change_key, count_wrong, services
+from flows.methods.common import change_account, count_wrong, services
 from flows.model import Accepts, Context, Goto, Letter, Outcome, Stay, Step, leads_to
 from flows.otp import check_totp, new_secret, normalize_code, provisioning_uri
 from flows.texts import Text, text
@@ -49,7 +49,7 @@ async def new_authenticator(ctx: Context, chat_id: int, email: str) -> tuple[dic
     return {"pending_totp_enc": svc.box.encrypt(secret), "enrol_wrong": 0}, letters
 
 
-@leads_to("enrolled", "enrol_failed")
+@leads_to("enrolled", "enrol_applying", "enrol_failed")
 async def confirm(ctx: Context) -> Outcome:
     if len(normalize_code(ctx.text)) != 6:
         return Stay(say=(text("backup.not_a_code"),))
@@ -62,9 +62,9 @@ async def confirm(ctx: Context) -> Outcome:
             return Stay(say=(text("enrol.wrong", tries=left),), data=data)
         return Goto("enrol_failed", data=data)  # leaving the step removes the key (Step.secrets)
     account_id = int(ctx.data["account_id"])
-    await svc.directory.apply(account_id, Change(ENROL_AUTHENTICATOR, secret=secret, accepted_step=step),
-                              change_key(ctx, ENROL_AUTHENTICATOR))
-    return Goto("enrolled")
+    enrol = Change(ENROL_AUTHENTICATOR, secret=secret, accepted_step=step)
+    await change_account(ctx, ctx.case, account_id, (enrol,), then=(text("enrol.done"),))
+    return Goto("enrolled" if svc.changes.at_once else "enrol_applying")  # each step's prompt says which
 
 
 # The last steps of Method 2, entered when staff approve the reset (see flows.staff.approve).
@@ -72,5 +72,6 @@ ENROL_STEPS = (
     Step("enrol", prompt="enrol.scan", accepts=Accepts.TEXT, on_input=confirm, expects="code",
          secrets=("pending_totp_enc",)),
     Step("enrolled", prompt="enrol.done", final="approved"),
+    Step("enrol_applying", prompt="directory.being_applied", final="approved"),
     Step("enrol_failed", prompt="enrol.failed", final="approved"),
 )

@@ -16,15 +16,15 @@ from flows.directory import SWITCH_TO_PHONE, Change
 from flows.methods.common import (
     account_on_file,
     ask_email_step,
-    change_key,
+    change_account,
     check_code,
     code_timers,
     lock_hours,
-    lock_withdrawals,
     on_code_timers,
     owner_email,
     send_codes,
     services,
+    withdrawal_lock,
 )
 from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step, TimerSpec, leads_to
 from flows.texts import text
@@ -81,13 +81,13 @@ async def submit(ctx: Context) -> Outcome:
     account = await account_on_file(ctx)
     if account is None:  # cannot happen: an unknown email never passes a code
         return Goto("get_code")
-    await svc.directory.apply(account.id, Change(SWITCH_TO_PHONE), change_key(ctx, SWITCH_TO_PHONE))
-    until = await lock_withdrawals(ctx, account.id)
+    lock, until = await withdrawal_lock(ctx, account.id)
     stamp = f"{until:%Y-%m-%d %H:%M} UTC"
     detail = {"case": ctx.case.id if ctx.case else "", "withdrawals_locked_until": until.isoformat()}
     emails = owner_email(svc, account, "phone.changed_email", until=stamp)
     said = text("phone.switched_emailed" if emails else "phone.switched", until=stamp)
-    return Goto("done", say=(said,), timers=(TimerSpec("withdrawals_unlocked", until, detached=True),),
+    said_now = await change_account(ctx, ctx.case, account.id, (Change(SWITCH_TO_PHONE), lock), then=(said,))
+    return Goto("done", say=said_now, timers=(TimerSpec("withdrawals_unlocked", until, detached=True),),
                 notify=emails,
                 audit=(("account.switched_to_phone", f"account:{account.id}", detail),))
 
