@@ -9,12 +9,13 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
+from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
 
@@ -85,6 +86,30 @@ def test_the_contract_is_a_valid_openapi_3_1_document() -> None:
     assert operations == {"lookupAccount", "getAccount", "verifyTotp", "verifySecurityAnswer", "applyChange",
                           "getWithdrawalLock", "health"}
     assert set(document["webhooks"]) == {"deskEvent"}
+
+
+def examples_with_their_schemas(node: Any, pointer: str = "") -> Iterator[tuple[str, str, Any]]:
+    """(where, JSON pointer of the schema, example) for every example next to a schema in the document."""
+    if isinstance(node, dict):
+        if "schema" in node:
+            schema = f"{pointer}/schema"
+            if "example" in node:
+                yield pointer, schema, node["example"]
+            for name, example in node.get("examples", {}).items():
+                yield f"{pointer}/examples/{name}", schema, example["value"]
+        for key, value in node.items():
+            yield from examples_with_their_schemas(value, f"{pointer}/{key.replace('~', '~0').replace('/', '~1')}")
+
+
+def test_every_example_in_the_contract_follows_its_schema() -> None:
+    document, _ = read_from_filename(str(CONTRACT))
+    found = list(examples_with_their_schemas(document))
+    assert len(found) > 20
+    for where, schema, example in found:
+        # The whole document as the root schema, so that its "#/components/..." references resolve; JSON Schema
+        # ignores the OpenAPI keys around the reference.
+        validator = OAS31Validator({**document, "$ref": f"#{schema}"})
+        assert [error.message for error in validator.iter_errors(example)] == [], where
 
 
 def test_the_signature_example_in_the_contract_is_the_hmac_it_describes() -> None:
