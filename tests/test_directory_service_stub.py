@@ -19,7 +19,17 @@ from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
 
-from tests.support.directory_service import CONTRACT, HMAC_KEY, TOKEN, ContractTotp, DirectoryService, StubAccount
+from tests.support.directory_service import (
+    CONTRACT,
+    HMAC_KEY,
+    TOKEN,
+    ContractTotp,
+    DirectoryService,
+    StubAccount,
+    directory_service,
+)
+
+__all__ = ["directory_service"]  # the fixture
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 RESET = {"kind": "reset_two_factor"}
@@ -59,10 +69,8 @@ class Desk:
 
 
 @pytest.fixture
-async def service() -> AsyncIterator[DirectoryService]:
-    async with DirectoryService(token=TOKEN, hmac_key=HMAC_KEY) as running:
-        yield running
-    assert not running.violations, "\n".join(map(str, running.violations))
+def service(directory_service: DirectoryService) -> DirectoryService:
+    return directory_service
 
 
 @pytest.fixture
