@@ -267,6 +267,19 @@ async def test_a_delayed_answer_outlasts_a_client_timeout(desk: Desk, service: D
     assert (status, body["account"]["id"]) == (200, jane.id)
 
 
+async def test_a_change_that_answers_too_late_is_still_applied_once_after_a_retry(
+        desk: Desk, service: DirectoryService, jane: StubAccount) -> None:
+    service.delay_next("changes", seconds=1)
+    key = str(uuid.uuid4())
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await desk.change(jane, RESET, key)
+    assert (await desk.change(jane, RESET, key))[0] == 200
+    await service.settled()
+    assert service.changes_for(jane) == [RESET]
+    assert [call.status for call in service.calls_to("changes")] == [200, None]
+
+
 async def test_a_dropped_connection_after_the_change_then_a_retry_applies_it_once(
         desk: Desk, service: DirectoryService, jane: StubAccount) -> None:
     service.drop_after_apply_next()

@@ -7,6 +7,7 @@ openapi-core. Anything off contract is answered 500 and kept in `violations`, wh
         svc.fail_next("changes", status=503, times=2)   # the next two change requests answer 503
         svc.delay_next("lookup", seconds=5)             # the next lookup answers 5 s late
         svc.drop_after_apply_next()                     # the next change is applied, then the connection dropped
+        await svc.settled()                             # wait for requests still being served (a late change)
         ... the code under test calls svc.url ...
         assert [c.change for c in svc.applied_changes] == [{"kind": "reset_two_factor"}]
         assert svc.violations == []
@@ -105,7 +106,8 @@ class AppliedChange:
 
 @dataclass(frozen=True)
 class Call:
-    """One request the service received and the status it answered (None: the connection was dropped)."""
+    """One request the service received and the status it answered (None: the connection was dropped, by the
+    service or by a client that gave up waiting)."""
 
     operation: str | None
     method: str
@@ -225,6 +227,9 @@ class DirectoryService:
         self.url = self.origin + self.base_path
         self._contract = self._load_contract()
         self._runner: web.AppRunner | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def _load_contract(self) -> OpenAPI:
         document, _ = read_from_filename(str(CONTRACT))
@@ -326,7 +331,21 @@ class DirectoryService:
 
     # --- the pipeline every request goes through ---------------------------------------------------------------
 
+    async def settled(self) -> None:
+        """Wait until no request is being served, such as a delayed one whose client has given up."""
+        await self._idle.wait()
+
     async def _serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._serve_checked(request, handler)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _serve_checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         body = await request.read()
         operation = request.match_info.route.name
         key = request.headers.get("Idempotency-Key")
