@@ -263,6 +263,7 @@ class DirectoryService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self._socket.close()
 
     async def __aenter__(self) -> DirectoryService:
         return await self.start()
