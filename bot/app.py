@@ -68,6 +68,7 @@ class App:
         self._on_close = on_close
         self._runner: Runner | None = None
         self._broadcasts: BroadcastService | None = None
+        self.change_worker: ChangeWorker | None = None
 
     @property
     def runner(self) -> Runner:
@@ -93,8 +94,8 @@ class App:
                                       sleep=self.broadcast_sleep or asyncio.sleep)
         # The pruner runs beside the timers: where this process does the background work.
         companions: list[Companion] = [broadcasts, Pruner(self.store, self.clock)] if fire_timers else [broadcasts]
-        worker = self._change_worker()
-        if worker is not None:
+        worker = self.change_worker = self._change_worker()
+        if worker is not None and fire_timers:  # else a test sends the changes by hand, as it fires timers
             companions.append(worker)
         runner = Runner(self.store, self.engine, transport, self.clock, self.services, channels=self.channels,
                         effects=broadcast_effects(broadcasts), companions=companions)

@@ -127,7 +127,8 @@ class ChangeWorker:
         kind = str(row.queued.change.get("kind"))
         async with self.store.transaction() as tx:
             group = await _group(tx, row)
-            await tx.directory_changes.settle(row.id, status, error, now)
+            if not await tx.directory_changes.settle(row.id, status, error, now):
+                return  # another pass (or instance) recorded it first, and told the user
             timers = self._failure_timers(row, kind, error, group, now) if status == "failed" else \
                 self._applied_timers(row, group, now)
             await tx.timers.add(timers)

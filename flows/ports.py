@@ -303,8 +303,9 @@ class DirectoryChanges(Protocol):
         """Count a failed attempt and make the change due again at `at`."""
         ...
 
-    async def settle(self, change_id: int, status: str, error: str | None, now: datetime) -> None:
-        """Close a pending change as "applied" or "failed"; its encrypted secret, if any, is dropped."""
+    async def settle(self, change_id: int, status: str, error: str | None, now: datetime) -> bool:
+        """Close a pending change as "applied" or "failed", dropping its encrypted secret, if any; False when it
+        was not pending (another worker settled it first)."""
         ...
 
     async def of_case(self, case_id: str) -> list[StoredChange]:

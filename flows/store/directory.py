@@ -87,15 +87,17 @@ class SqlDirectoryChanges:
         await self._conn.execute(directory_changes.update().where(c.id == change_id, c.status == PENDING).values(
             attempts=c.attempts + 1, next_at=at, error=error[:200]))
 
-    async def settle(self, change_id: int, status: str, error: str | None, now: datetime) -> None:
+    async def settle(self, change_id: int, status: str, error: str | None, now: datetime) -> bool:
         assert status in SETTLED
         c = directory_changes.c
         row = (await self._conn.execute(select(c.change).where(c.id == change_id, c.status == PENDING))).first()
         if row is None:
-            return
-        await self._conn.execute(directory_changes.update().where(c.id == change_id).values(
-            status=status, attempts=c.attempts + 1, error=error[:200] if error else None, settled_at=now,
-            change=_without_secret(dict(row.change))))
+            return False
+        done = await self._conn.execute(directory_changes.update().where(c.id == change_id, c.status == PENDING)
+                                        .values(status=status, attempts=c.attempts + 1, settled_at=now,
+                                                error=error[:200] if error else None,
+                                                change=_without_secret(dict(row.change))))
+        return bool(done.rowcount)
 
     async def of_case(self, case_id: str) -> list[StoredChange]:
         c = directory_changes.c
@@ -158,9 +160,9 @@ class MemoryDirectoryChanges:
         self._update(change_id, lambda row: replace(row, attempts=row.attempts + 1, next_at=as_utc(at),
                                                     error=error[:200]))
 
-    async def settle(self, change_id: int, status: str, error: str | None, now: datetime) -> None:
+    async def settle(self, change_id: int, status: str, error: str | None, now: datetime) -> bool:
         assert status in SETTLED
-        self._update(change_id, lambda row: replace(
+        return self._update(change_id, lambda row: replace(
             row, status=status, attempts=row.attempts + 1, error=error[:200] if error else None,
             settled_at=as_utc(now), queued=replace(row.queued, change=_without_secret(dict(row.queued.change)))))
 
@@ -170,7 +172,9 @@ class MemoryDirectoryChanges:
     async def tally(self) -> dict[str, int]:
         return {status: sum(1 for row in self._rows if row.status == status) for status in (PENDING, "failed")}
 
-    def _update(self, change_id: int, change: Any) -> None:
+    def _update(self, change_id: int, change: Any) -> bool:
         for index, row in enumerate(self._rows):
             if row.id == change_id and row.status == PENDING:
                 self._rows[index] = change(row)
+                return True
+        return False

@@ -61,9 +61,9 @@ async def test_settling_drops_the_secret_and_shows_in_the_case_and_the_tally(sto
                                           change("k2", 2, "lock_withdrawals", until="2026-01-07T12:00:00+00:00")],
                                          NOW)
         enrol, lock = await tx.directory_changes.due(NOW, limit=10)
-        await tx.directory_changes.settle(enrol.id, "applied", None, NOW + MINUTE)
-        await tx.directory_changes.settle(lock.id, "failed", "change_refused", NOW + MINUTE)
-        await tx.directory_changes.settle(lock.id, "applied", None, NOW + MINUTE)  # settled already: no effect
+        assert await tx.directory_changes.settle(enrol.id, "applied", None, NOW + MINUTE)
+        assert await tx.directory_changes.settle(lock.id, "failed", "change_refused", NOW + MINUTE)
+        assert not await tx.directory_changes.settle(lock.id, "applied", None, NOW + MINUTE)  # settled already
         assert await tx.directory_changes.tally() == {"pending": 0, "failed": 1}
         assert await tx.directory_changes.next_due() is None
         shown = await tx.directory_changes.of_case("case-1")

@@ -494,11 +494,12 @@ def apply_change(account: StubAccount, change: dict[str, Any], now: datetime) ->
     if kind == "reset_two_factor":
         account.totp_secret = None
         account.last_totp_step = None
-        if account.two_factor == "totp":
-            account.two_factor = "phone" if account.phone else "none"
+        account.two_factor = "none"
     elif kind == "switch_to_phone":
         if account.phone is None:
             raise ChangeRefused("The account has no phone to switch to.")
+        account.totp_secret = None
+        account.last_totp_step = None
         account.two_factor = "phone"
     elif kind == "remove_phone":
         if account.two_factor == "phone":
