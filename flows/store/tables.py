@@ -45,6 +45,10 @@ class Account(SQLModel, table=True):
     withdrawals_locked_until: datetime | None = _when(nullable=True)
     created_at: datetime = _when()
     updated_at: datetime = _when()
+    # When the desk last changed a factor, the secret or the lock, and when a CSV import last set the row in full:
+    # an import does not overwrite what the desk changed since (flows/accounts_csv.py).
+    desk_changed_at: datetime | None = _when(nullable=True)
+    imported_at: datetime | None = _when(nullable=True)
 
 
 class CaseRow(SQLModel, table=True):
