@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from bot.app import App, local_secret_key, open_app
 from bot.config import Settings
-from flows.accounts_csv import import_accounts
+from flows.accounts_csv import ImportReport, import_accounts
 from flows.directory import mask_email, mask_phone
 from flows.table_directory import TableDirectory
 
@@ -36,14 +37,29 @@ async def _import(app: App, args: argparse.Namespace) -> int:
         print(f"recovery-bot: cannot read {args.file}: {error}", file=sys.stderr)
         return 1
     async with app.store.transaction() as tx:
-        report = await import_accounts(tx.accounts, content, app.services.box, app.clock.now())
+        report = await import_accounts(tx.accounts, content, app.services.box, app.clock.now(),
+                                       overwrite_desk_changes=args.overwrite_desk_changes)
     if report.errors:
         for line, message in report.errors:
             print(f"{args.file}:{line}: {message}", file=sys.stderr)
         print("nothing was imported: fix the lines above and run the import again", file=sys.stderr)
         return 1
-    print(f"imported: {report.created} created, {report.updated} updated, {report.unchanged} unchanged")
+    print("\n".join(import_summary(report, args.file)))
     return 0
+
+
+def import_summary(report: ImportReport, file: Path) -> list[str]:
+    """What the operator reads after an import that went through: the counts, then every row where the file and
+    the desk disagreed (line and masked email only)."""
+    kept = f", {len(report.kept)} kept the desk's changes" if report.kept else ""
+    lines = [f"imported: {report.created} created, {report.updated} updated, {report.unchanged} unchanged{kept}"]
+    lines += [f"{file}:{line}: {email}: changed by the desk since its last import: kept the desk's phone, "
+              "authenticator and 2FA method (the other columns were imported)" for line, email in report.kept]
+    if report.kept:
+        lines.append("to let the file win for these rows, run the import again with --overwrite-desk-changes")
+    lines += [f"{file}:{line}: {email}: overwrote what the desk had changed since the last import"
+              for line, email in report.overwritten]
+    return lines
 
 
 async def _list(app: App) -> int:

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     importer = account_commands.add_parser("import", help="import or update accounts from a CSV file")
     importer.add_argument("file", type=Path, help="CSV with header email,phone,totp_secret,"
                           "security_question,security_answer[,identity_verified]")
+    importer.add_argument("--overwrite-desk-changes", action="store_true",
+                          help="let the file overwrite the phone, authenticator and 2FA method of accounts the desk "
+                          "changed since their last import (by default these are kept and the rows listed)")
     account_commands.add_parser("list", help="list accounts (emails and phones masked)")
     flows = commands.add_parser("flows", help="the recovery flows")
     flow_commands = flows.add_subparsers(dest="flows_command", required=True, metavar="ACTION")

@@ -4,6 +4,13 @@ The file is read and checked as a whole first: one bad row and nothing is writte
 an account (an empty cell clears that field), except `identity_verified`, where an empty cell or a missing column
 keeps what an existing account has. Importing the same file again changes nothing: secrets and answers are compared
 with what is stored instead of being encrypted and hashed again.
+
+The import never undoes the desk. Once the desk has changed an account (a factor, the secret or the withdrawal lock;
+not an accepted TOTP step) after its row was last imported, a file that says otherwise about its phone,
+authenticator secret or 2FA method does not overwrite them: the row is reported as kept (its line and masked email),
+while the columns the desk never changes (the security question and answer, identity_verified) are still imported.
+A file that agrees with the desk settles the row, which imports normally from then on; `overwrite_desk_changes`
+lets the file win (and reports the rows it overwrote). The import never sets the withdrawal lock at all.
 """
 
 from __future__ import annotations
@@ -17,7 +24,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from flows.directory import DecryptError, SecretBox, hash_answer, is_peppered, normalize_email, verify_answer
+from flows.directory import (
+    DecryptError,
+    SecretBox,
+    hash_answer,
+    is_peppered,
+    mask_email,
+    normalize_email,
+    verify_answer,
+)
 from flows.otp import normalize_key
 from flows.ports import Accounts
 from flows.records import AccountChange, StoredAccount
@@ -28,17 +43,25 @@ MAX_EMAIL_LENGTH = 320
 _PHONE = re.compile(r"\+[0-9]{8,15}")
 _FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False, "": None}
 
+# The columns the desk changes (flows/directory.py), which an import leaves as the desk set them.
+DESK_OWNED = ("phone", "totp_secret_enc", "totp_last_step", "two_factor")
+
 Problem = tuple[int, str]
+Row = tuple[int, str]  # the line of a row and its email, masked
 
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What an import did, or (when `errors` is not empty) why it did nothing."""
+    """What an import did, or (when `errors` is not empty) why it did nothing. Each row counts once: created,
+    updated, unchanged or `kept` (the desk's changes kept, the other columns imported); `overwritten` lists the
+    updated rows whose desk changes the file replaced."""
 
     created: int = 0
     updated: int = 0
     unchanged: int = 0
     errors: list[Problem] = field(default_factory=list)
+    kept: list[Row] = field(default_factory=list)
+    overwritten: list[Row] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -175,7 +198,10 @@ def parse_accounts(rows_text: str) -> tuple[list[AccountRecord], list[Problem]]:
 class _Plan:
     inserts: dict[str, AccountChange] = field(default_factory=dict)
     updates: dict[int, AccountChange] = field(default_factory=dict)
+    updated: int = 0
     unchanged: int = 0
+    kept: list[Row] = field(default_factory=list)
+    overwritten: list[Row] = field(default_factory=list)
 
 
 def _decrypted(secrets: SecretBox, encrypted: str | None) -> str | None:
@@ -217,34 +243,67 @@ def _values(record: AccountRecord, current: StoredAccount | None, secrets: Secre
     }
 
 
-def _differs(current: StoredAccount, values: AccountChange) -> bool:
+def _differs(current: StoredAccount, values: Mapping[str, Any]) -> bool:
     stored: Mapping[str, Any] = vars(current)
     return any(stored[name] != value for name, value in values.items())
 
 
-def _plan(records: list[AccountRecord], existing: Mapping[str, StoredAccount], secrets: SecretBox) -> _Plan:
+def _changed_by_desk_since_import(current: StoredAccount) -> bool:
+    """Whether the desk changed the row after the last import set it (at the same instant counts: keep the desk's)."""
+    desk, imported = current.desk_changed_at, current.imported_at
+    return desk is not None and (imported is None or desk >= imported)
+
+
+def _without_desk_columns(values: AccountChange) -> AccountChange:
+    return {name: value for name, value in values.items() if name not in DESK_OWNED}  # type: ignore[return-value]
+
+
+def _plan_update(plan: _Plan, record: AccountRecord, current: StoredAccount, values: AccountChange,
+                 overwrite_desk_changes: bool, now: datetime) -> None:
+    row = (record.line, mask_email(record.email))
+    desk_columns = {name: value for name, value in values.items() if name in DESK_OWNED}
+    against_desk = _changed_by_desk_since_import(current) and _differs(current, desk_columns)
+    if against_desk and not overwrite_desk_changes:
+        plan.kept.append(row)
+        if _differs(current, rest := _without_desk_columns(values)):
+            plan.updates[current.id] = rest  # not imported in full: imported_at stays, so the desk's stay kept
+        return
+    if against_desk:
+        plan.overwritten.append(row)
+    if _differs(current, values):
+        plan.updated += 1
+        plan.updates[current.id] = {**values, "imported_at": now}
+    else:
+        plan.unchanged += 1
+        if _changed_by_desk_since_import(current):  # the file agrees with the desk now: settled
+            plan.updates[current.id] = {"imported_at": now}
+
+
+def _plan(records: list[AccountRecord], existing: Mapping[str, StoredAccount], secrets: SecretBox,
+          overwrite_desk_changes: bool, now: datetime) -> _Plan:
     plan = _Plan()
     for record in records:
         current = existing.get(record.email)
         values = _values(record, current, secrets)
         if current is None:
-            plan.inserts[record.email] = values
-        elif _differs(current, values):
-            plan.updates[current.id] = values
+            plan.inserts[record.email] = {**values, "imported_at": now}
         else:
-            plan.unchanged += 1
+            _plan_update(plan, record, current, values, overwrite_desk_changes, now)
     return plan
 
 
-async def import_accounts(accounts: Accounts, rows_text: str, secrets: SecretBox, now: datetime) -> ImportReport:
-    """Create or update the accounts of a CSV file in the caller's transaction; all or nothing."""
+async def import_accounts(accounts: Accounts, rows_text: str, secrets: SecretBox, now: datetime, *,
+                          overwrite_desk_changes: bool = False) -> ImportReport:
+    """Create or update the accounts of a CSV file in the caller's transaction; all or nothing. What the desk changed
+    since a row's last import is kept (and reported) unless `overwrite_desk_changes`."""
     records, errors = parse_accounts(rows_text)
     if errors:
         return ImportReport(errors=errors)
     existing = await accounts.by_emails([record.email for record in records])
-    plan = await asyncio.to_thread(_plan, records, existing, secrets)
+    plan = await asyncio.to_thread(_plan, records, existing, secrets, overwrite_desk_changes, now)
     if plan.inserts:
         await accounts.add(plan.inserts, now)
     if plan.updates:
-        await accounts.change(plan.updates, now)
-    return ImportReport(created=len(plan.inserts), updated=len(plan.updates), unchanged=plan.unchanged)
+        await accounts.change(plan.updates, now, by_import=True)
+    return ImportReport(created=len(plan.inserts), updated=plan.updated, unchanged=plan.unchanged, kept=plan.kept,
+                        overwritten=plan.overwritten)

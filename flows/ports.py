@@ -258,17 +258,20 @@ class Accounts(Protocol):
         """Create accounts (email → columns), created and updated `now`; an email already on file fails."""
         ...
 
-    async def change(self, changes: Mapping[int, AccountChange], now: datetime) -> None:
-        """Set columns of accounts (id → columns) and stamp them updated `now`; unknown ids change nothing."""
+    async def change(self, changes: Mapping[int, AccountChange], now: datetime, *, by_import: bool = False) -> None:
+        """Set columns of accounts (id → columns) and stamp them updated `now`; unknown ids change nothing. A change
+        is the desk's and also stamps `desk_changed_at`, unless `by_import` (the CSV import, which sets
+        `imported_at` itself when it sets a row in full)."""
         ...
 
     async def advance_totp_step(self, account_id: int, step: int, now: datetime) -> None:
-        """Remember `step` as the last accepted TOTP step unless a later one is stored: it never moves back."""
+        """Remember `step` as the last accepted TOTP step unless a later one is stored: it never moves back. Not a
+        change of a factor: `desk_changed_at` stays."""
         ...
 
     async def extend_withdrawal_lock(self, account_id: int, until: datetime, now: datetime) -> datetime | None:
-        """Lock withdrawals until `until` unless a later lock is set (it only extends); the lock now in force
-        (None for no account)."""
+        """Lock withdrawals until `until` unless a later lock is set (it only extends, and stamps `desk_changed_at`
+        when it does); the lock now in force (None for no account)."""
         ...
 
 

@@ -213,6 +213,7 @@ class AccountChange(TypedDict, total=False):
     identity_verified: bool
     two_factor: str
     withdrawals_locked_until: datetime | None
+    imported_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,8 @@ class StoredAccount:
     withdrawals_locked_until: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    desk_changed_at: datetime | None = None  # the last change by the desk (not the import, not a TOTP step)
+    imported_at: datetime | None = None  # the last import that set the row in full
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
-"""Importing accounts from CSV into the migrated SQLite database: all or nothing, and idempotent."""
+"""Importing accounts from CSV into the migrated SQLite database: all or nothing, idempotent, and never undoing what
+the desk changed since."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.accounts_csv import ImportReport, import_accounts, parse_accounts
 from flows.clock import FakeClock
-from flows.directory import AccountView, SecretBox
+from flows.directory import (
+    ENROL_AUTHENTICATOR,
+    LOCK_WITHDRAWALS,
+    RESET_TWO_FACTOR,
+    SWITCH_TO_PHONE,
+    AccountView,
+    Change,
+    SecretBox,
+)
 from flows.store.accounts import SqlAccounts
 from flows.store.tables import accounts
 from flows.table_directory import TableDirectory
@@ -27,9 +38,9 @@ you were born?",Springfield,0
 """
 
 
-async def run_import(db: AsyncEngine, text: str, clock: FakeClock) -> ImportReport:
+async def run_import(db: AsyncEngine, text: str, clock: FakeClock, overwrite: bool = False) -> ImportReport:
     async with db.begin() as conn:
-        return await import_accounts(SqlAccounts(conn), text, BOX, clock.now())
+        return await import_accounts(SqlAccounts(conn), text, BOX, clock.now(), overwrite_desk_changes=overwrite)
 
 
 async def raw_rows(db: AsyncEngine) -> list[tuple[Any, ...]]:
@@ -39,7 +50,8 @@ async def raw_rows(db: AsyncEngine) -> list[tuple[Any, ...]]:
 
 async def views(db: AsyncEngine, clock: FakeClock) -> dict[str, AccountView]:
     async with db.connect() as conn:
-        return {view.email: view for view in await TableDirectory(SqlAccounts(conn), BOX, clock.now()).list_accounts()}
+        listed = await TableDirectory(SqlAccounts(conn), BOX, clock.now()).list_accounts()
+    return {view.email: view for view in listed}
 
 
 async def test_a_good_file_is_imported(db: AsyncEngine, clock: FakeClock) -> None:
@@ -111,6 +123,82 @@ async def test_a_new_email_is_created_beside_the_others(db: AsyncEngine, clock: 
     more = GOOD + "zoe@example.com,,,,,\n"
     assert await run_import(db, more, clock) == ImportReport(created=1, unchanged=3)
     assert (await views(db, clock))["zoe@example.com"].two_factor == "none"
+
+
+async def at_the_desk(db: AsyncEngine, clock: FakeClock, action: Callable[[TableDirectory], Awaitable[object]]) -> None:
+    async with db.begin() as conn:
+        await action(TableDirectory(SqlAccounts(conn), BOX, clock.now()))
+    clock.advance(hours=1)
+
+
+JANE_KEPT = (2, "j•••@example.com")
+
+
+async def test_a_desk_reset_stays_through_a_reimport_which_reports_the_row(db: AsyncEngine, clock: FakeClock) -> None:
+    await run_import(db, GOOD, clock)
+    jane = (await views(db, clock))["jane.doe@example.com"]
+    await at_the_desk(db, clock, lambda desk: desk.apply(jane.id, Change(RESET_TWO_FACTOR), "k"))
+    new_answer = GOOD.replace("The Cat", "The Dog")
+    for _ in range(2):  # and on every import after, until the file agrees with the desk
+        report = await run_import(db, new_answer, clock)
+        assert report == ImportReport(unchanged=2, kept=[JANE_KEPT])
+        assert "JBSW" not in repr(report)
+    after = (await views(db, clock))["jane.doe@example.com"]
+    assert (after.has_totp, after.two_factor, after.phone) == (False, "none", "+15551234534")
+    async with db.connect() as conn:
+        directory = TableDirectory(SqlAccounts(conn), BOX, clock.now())
+        assert await directory.totp_secret(jane.id) is None
+        assert await directory.verify_security_answer(jane.id, "the dog")  # what the desk never changes still imports
+
+
+async def test_a_desk_lock_is_not_shortened_by_an_import(db: AsyncEngine, clock: FakeClock) -> None:
+    await run_import(db, GOOD, clock)
+    jane = (await views(db, clock))["jane.doe@example.com"]
+    until = clock.now() + timedelta(hours=48)
+    await at_the_desk(db, clock, lambda desk: desk.apply(jane.id, Change(LOCK_WITHDRAWALS, until=until), "k"))
+    new_phone = GOOD.replace("+1 (555) 123-4534", "+15559990000")
+    assert await run_import(db, new_phone, clock) == ImportReport(unchanged=2, kept=[JANE_KEPT])
+    assert await run_import(db, new_phone, clock, overwrite=True) == ImportReport(
+        updated=1, unchanged=2, overwritten=[JANE_KEPT])
+    async with db.connect() as conn:
+        locked = await TableDirectory(SqlAccounts(conn), BOX, clock.now()).get(jane.id)
+    assert locked is not None and locked.phone == "+15559990000"
+    assert locked.withdrawals_locked_until == until
+
+
+async def test_a_row_the_desk_never_touched_still_updates(db: AsyncEngine, clock: FakeClock) -> None:
+    await run_import(db, GOOD, clock)
+    jane = (await views(db, clock))["jane.doe@example.com"]
+    await at_the_desk(db, clock, lambda desk: desk.apply(jane.id, Change(SWITCH_TO_PHONE), "k"))
+    changed = GOOD.replace("+447946095800", "+447946095811")
+    assert await run_import(db, changed, clock) == ImportReport(updated=1, unchanged=1, kept=[JANE_KEPT])
+    found = await views(db, clock)
+    assert found["john@example.com"].phone == "+447946095811"
+    assert (found["jane.doe@example.com"].two_factor, found["jane.doe@example.com"].has_totp) == ("phone", False)
+
+
+async def test_the_overwrite_flag_lets_the_file_win(db: AsyncEngine, clock: FakeClock) -> None:
+    await run_import(db, GOOD, clock)
+    jane = (await views(db, clock))["jane.doe@example.com"]
+    await at_the_desk(db, clock, lambda desk: desk.apply(jane.id, Change(RESET_TWO_FACTOR), "k"))
+    assert await run_import(db, GOOD, clock, overwrite=True) == ImportReport(
+        updated=1, unchanged=2, overwritten=[JANE_KEPT])
+    async with db.connect() as conn:
+        assert await TableDirectory(SqlAccounts(conn), BOX, clock.now()).totp_secret(jane.id) == "JBSWY3DPEHPK3PXP"
+    assert await run_import(db, GOOD.replace("The Cat", "The Dog"), clock) == ImportReport(updated=1, unchanged=2)
+
+
+async def test_a_file_that_agrees_with_the_desk_settles_the_row(db: AsyncEngine, clock: FakeClock) -> None:
+    await run_import(db, GOOD, clock)
+    ann = (await views(db, clock))["ann@example.com"]
+    enrol = Change(ENROL_AUTHENTICATOR, secret="KRSXG5CTMVRXEZLU")
+    await at_the_desk(db, clock, lambda desk: desk.apply(ann.id, enrol, "k"))
+    agreeing = GOOD.replace("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", "KRSXG5CTMVRXEZLU")
+    assert await run_import(db, agreeing, clock) == ImportReport(unchanged=3)
+    assert await run_import(db, GOOD, clock) == ImportReport(updated=1, unchanged=2)  # imports as usual again
+    async with db.connect() as conn:
+        secret = await TableDirectory(SqlAccounts(conn), BOX, clock.now()).totp_secret(ann.id)
+    assert secret == "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
 
 
 BAD_ROWS = [

@@ -192,11 +192,11 @@ async def test_method_three_checks_the_code_with_the_service(desk: Bot, service:
                                                              clock: FakeClock) -> None:
     chat = desk.chat()
     await begin(chat, "Reset with my backup key", "ben@example.com")
-    await chat.tap("I've reinstalled it")
-    await chat.tap("I've added the key")
-    assert said(await chat.send("000000" if totp_now(BEN_TOTP, clock.now()) != "000000" else "111111"))[0] \
-        .startswith("That code is not right")
-    assert "Sign in" in said(await chat.send(totp_now(BEN_TOTP, clock.now())))[-1]
+    await chat.tap("The app is installed")
+    await chat.tap("I added it")
+    wrong = "000000" if totp_now(BEN_TOTP, clock.now()) != "000000" else "111111"
+    assert said(await chat.send(wrong))[0].startswith("That code does not match.")
+    assert said(await chat.send(totp_now(BEN_TOTP, clock.now())))[-1].startswith("The code matches")
     assert [call.status for call in service.calls_to("totp")] == [200, 200]
 
 

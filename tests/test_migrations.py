@@ -77,3 +77,37 @@ async def test_pruning_is_a_range_scan_of_an_index(db: AsyncEngine) -> None:
     assert len(plans) == 3
     for plan, (table, (index, column)) in zip(plans, PRUNING_INDEXES.items(), strict=True):
         assert f"SEARCH {table} USING " in plan and f"INDEX {index} ({column}<?)" in plan, plan
+
+
+def account_columns(path: Path) -> set[str]:
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        return {column["name"] for column in inspect(engine).get_columns("accounts")}
+    finally:
+        engine.dispose()
+
+
+def test_the_desk_and_import_stamps_go_down_and_come_back_up_marking_locked_rows_as_the_desks(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "stamps.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    upgrade_sync(url)
+    command.downgrade(alembic_config(url), "0006")
+    assert not {"desk_changed_at", "imported_at"} & account_columns(path)
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO accounts (email, identity_verified, two_factor, withdrawals_locked_until, created_at, "
+                "updated_at) VALUES ('locked@example.com', 0, 'none', '2026-12-05 10:00:00.000000', "
+                "'2026-12-01 10:00:00.000000', '2026-12-03 10:00:00.000000'), ('plain@example.com', 0, 'totp', NULL, "
+                "'2026-12-01 10:00:00.000000', '2026-12-01 10:00:00.000000')")
+        upgrade_sync(url)
+        with engine.connect() as conn:
+            stamps = dict(conn.exec_driver_sql("SELECT email, desk_changed_at FROM accounts").all())
+            imported = conn.exec_driver_sql("SELECT imported_at FROM accounts").scalars().all()
+    finally:
+        engine.dispose()
+    assert stamps == {"locked@example.com": "2026-12-03 10:00:00.000000", "plain@example.com": None}
+    assert imported == [None, None]

@@ -59,8 +59,9 @@ class SqlAccounts:
         for group in _groups(rows).values():
             await self._conn.execute(accounts.insert(), group)
 
-    async def change(self, changes: Mapping[int, AccountChange], now: datetime) -> None:
-        rows = [{**values, "updated_at": now, "account_id": account_id} for account_id, values in changes.items()]
+    async def change(self, changes: Mapping[int, AccountChange], now: datetime, *, by_import: bool = False) -> None:
+        stamps = {"updated_at": now} if by_import else {"updated_at": now, "desk_changed_at": now}
+        rows = [{**values, **stamps, "account_id": account_id} for account_id, values in changes.items()]
         for group in _groups(rows).values():  # each row's other keys name the columns it sets
             await self._conn.execute(update(accounts).where(accounts.c.id == bindparam("account_id")), group)
 
@@ -71,7 +72,7 @@ class SqlAccounts:
     async def extend_withdrawal_lock(self, account_id: int, until: datetime, now: datetime) -> datetime | None:
         column = accounts.c.withdrawals_locked_until
         await self._update_if(account_id, or_(column.is_(None), column < until), withdrawals_locked_until=until,
-                              updated_at=now)
+                              updated_at=now, desk_changed_at=now)
         found = await self.by_id(account_id)
         return found.withdrawals_locked_until if found else None
 
@@ -118,11 +119,11 @@ class MemoryAccounts:
             row = StoredAccount(id=self._table.last_id, email=email, created_at=as_utc(now))
             self._table.rows[row.id] = _changed(row, values, now)
 
-    async def change(self, changes: Mapping[int, AccountChange], now: datetime) -> None:
+    async def change(self, changes: Mapping[int, AccountChange], now: datetime, *, by_import: bool = False) -> None:
         for account_id, values in changes.items():
             row = self._table.rows.get(account_id)
             if row is not None:
-                self._table.rows[account_id] = _changed(row, values, now)
+                self._table.rows[account_id] = _changed(row, values, now, by_desk=not by_import)
 
     async def advance_totp_step(self, account_id: int, step: int, now: datetime) -> None:
         row = self._table.rows.get(account_id)
@@ -134,15 +135,19 @@ class MemoryAccounts:
         if row is None:
             return None
         if row.withdrawals_locked_until is None or row.withdrawals_locked_until < until:
-            row = self._table.rows[account_id] = _changed(row, {"withdrawals_locked_until": until}, now)
+            row = self._table.rows[account_id] = _changed(row, {"withdrawals_locked_until": until}, now, by_desk=True)
         return row.withdrawals_locked_until
 
 
-def _changed(row: StoredAccount, values: AccountChange, updated_at: datetime) -> StoredAccount:
-    """`row` with `values` set as the columns would keep them (unknown columns fail, times come back in UTC)."""
+def _changed(row: StoredAccount, values: AccountChange, updated_at: datetime, by_desk: bool = False) -> StoredAccount:
+    """`row` with `values` set as the columns would keep them (unknown columns fail, times come back in UTC), and
+    stamped as the desk's change when `by_desk`."""
     if unknown := set(values) - _CHANGEABLE:
         raise KeyError(f"no such account columns: {sorted(unknown)}")
     stored: AccountChange = {**values}
     if (lock := values.get("withdrawals_locked_until")) is not None:
         stored["withdrawals_locked_until"] = as_utc(lock)
-    return replace(row, **stored, updated_at=as_utc(updated_at))
+    if (imported := values.get("imported_at")) is not None:
+        stored["imported_at"] = as_utc(imported)
+    changed = replace(row, **stored, updated_at=as_utc(updated_at))
+    return replace(changed, desk_changed_at=as_utc(updated_at)) if by_desk else changed

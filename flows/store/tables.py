@@ -45,6 +45,10 @@ class Account(SQLModel, table=True):
     withdrawals_locked_until: datetime | None = _when(nullable=True)
     created_at: datetime = _when()
     updated_at: datetime = _when()
+    # When the desk last changed a factor, the secret or the lock, and when a CSV import last set the row in full:
+    # an import does not overwrite what the desk changed since (flows/accounts_csv.py).
+    desk_changed_at: datetime | None = _when(nullable=True)
+    imported_at: datetime | None = _when(nullable=True)
 
 
 class CaseRow(SQLModel, table=True):
@@ -58,7 +62,7 @@ class CaseRow(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=16)
     user_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
     chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
-    account_id: int | None = Field(default=None, foreign_key="accounts.id")
+    account_id: int | None = Field(default=None)  # the directory's: `accounts` or `directory_ids`
     flow: str = Field(max_length=32)
     step: str = Field(max_length=32)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONText(), nullable=False))
@@ -146,7 +150,7 @@ class CodeRow(SQLModel, table=True):
         Index("ix_codes_account_user_created", "account_id", "user_id", "created_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
-    account_id: int | None = Field(default=None, foreign_key="accounts.id")
+    account_id: int | None = Field(default=None)  # the directory's: `accounts` or `directory_ids`
     user_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     decoy: bool = Field(default=False)
     case_id: str = Field(max_length=16, index=True)
@@ -201,7 +205,7 @@ class FailedCheck(SQLModel, table=True):
     __tablename__ = "failed_checks"
     __table_args__ = (Index("ix_failed_checks_account_at", "account_id", "at"),)
     id: int | None = Field(default=None, primary_key=True)
-    account_id: int | None = Field(default=None, foreign_key="accounts.id")  # None: an email that is no account
+    account_id: int | None = Field(default=None)  # None: an email that is no account
     factor: str = Field(max_length=16)
     user_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     case_id: str = Field(max_length=16)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,25 @@ def test_accounts_import_and_list(tmp_path: Path) -> None:
     assert refused.returncode == 1 and "bad.csv:2:" in refused.stderr
     listing = cli("accounts", "list", env=env, cwd=tmp_path)
     assert "j•••@example.com" in listing.stdout and "jane@" not in listing.stdout
+
+
+def test_accounts_import_keeps_what_the_desk_changed_unless_told_to_overwrite(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/r.db", "SECRET_KEY": "k" * 40}
+    good = tmp_path / "good.csv"
+    good.write_text("email,phone,totp_secret,security_question,security_answer\n"
+                    "jane@example.com,+15551234534,JBSWY3DPEHPK3PXP,Pet?,Rex\n")
+    assert cli("accounts", "import", str(good), env=env, cwd=tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "r.db") as conn:  # as a staff-approved 2FA reset leaves the row
+        conn.execute("UPDATE accounts SET two_factor = 'none', totp_secret_enc = NULL, desk_changed_at = imported_at")
+    kept = cli("accounts", "import", str(good), env=env, cwd=tmp_path)
+    assert kept.returncode == 0 and "0 unchanged, 1 kept the desk's changes" in kept.stdout
+    assert f"{good}:2: j•••@example.com: changed by the desk" in kept.stdout
+    assert "again with --overwrite-desk-changes" in kept.stdout
+    assert "jane@" not in kept.stdout and "JBSW" not in kept.stdout
+    overwritten = cli("accounts", "import", "--overwrite-desk-changes", str(good), env=env, cwd=tmp_path)
+    assert overwritten.returncode == 0 and "1 updated" in overwritten.stdout
+    assert f"{good}:2: j•••@example.com: overwrote" in overwritten.stdout
+    assert "--overwrite-desk-changes" in cli("accounts", "import", "--help").stdout
 
 
 def test_accounts_import_refuses_without_a_secret_key(tmp_path: Path) -> None:

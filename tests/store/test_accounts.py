@@ -134,3 +134,27 @@ async def test_a_transaction_that_raised_leaves_nothing(store: Store) -> None:
     assert found is not None
     assert (found.phone, found.withdrawals_locked_until, found.totp_last_step, found.updated_at) == (
         "+15550100", None, None, NOW)
+
+
+async def test_a_change_by_the_desk_is_stamped_and_one_by_the_import_is_not(store: Store) -> None:
+    ids = await seeded(store, "desk@example.com", "import@example.com")
+    async with store.transaction() as tx:
+        await tx.accounts.change({ids["desk@example.com"]: {"two_factor": "none"}}, LATER)
+        await tx.accounts.change({ids["import@example.com"]: {"phone": "+15550111", "imported_at": LATER}}, LATER,
+                                 by_import=True)
+        by_desk, by_import = await tx.accounts.by_id(ids["desk@example.com"]), await tx.accounts.by_id(
+            ids["import@example.com"])
+    assert by_desk is not None and (by_desk.desk_changed_at, by_desk.imported_at) == (LATER, None)
+    assert by_import is not None and (by_import.desk_changed_at, by_import.imported_at) == (None, LATER)
+
+
+async def test_a_longer_lock_is_the_desks_change_and_a_totp_step_is_not(store: Store) -> None:
+    ids = await seeded(store, "locked@example.com", "stepped@example.com")
+    locked, stepped = ids["locked@example.com"], ids["stepped@example.com"]
+    async with store.transaction() as tx:
+        await tx.accounts.extend_withdrawal_lock(locked, NOW + timedelta(hours=48), NOW)
+        await tx.accounts.extend_withdrawal_lock(locked, NOW + timedelta(hours=1), LATER)  # shorter: no change
+        await tx.accounts.advance_totp_step(stepped, 10, LATER)
+        found_locked, found_stepped = await tx.accounts.by_id(locked), await tx.accounts.by_id(stepped)
+    assert found_locked is not None and found_locked.desk_changed_at == NOW
+    assert found_stepped is not None and found_stepped.desk_changed_at is None
