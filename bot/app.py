@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
-from bot.config import Settings
+from bot.config import Settings, StartupError
 from flows.announce import broadcast_effects
 from flows.broadcast import BroadcastService
 from flows.change_worker import ChangeWorker
@@ -32,7 +32,7 @@ from flows.retention import Pruner
 from flows.runner import Companion, Runner
 from flows.services import FlowSettings, ServiceFactory, warm_up
 from flows.store.database import SqlStore, open_database, sqlite_file
-from flows.store.migrate import upgrade
+from flows.store.startup import make_ready
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -174,7 +174,7 @@ def directory_client(settings: Settings) -> DirectoryClient | None:
 
 async def open_app(settings: Settings, secret_key: str, clock: Clock | None = None) -> App:
     """Bring the database up to date and assemble the desk the settings describe."""
-    await upgrade(settings.database_url)
+    await make_ready(settings.database_url)
     flows_settings = flow_settings(settings, secret_key)
     clock = clock or SystemClock()
     router = channel_router(settings)
@@ -205,10 +205,14 @@ def local_secret_key(settings: Settings) -> str:
     database = sqlite_file(settings.database_url)
     folder = database.parent if database is not None else Path("data")
     path = folder / "console-secret-key"
-    if path.exists():
-        return path.read_text().strip()
-    folder.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    path.touch(mode=0o600)
-    path.write_text(key)
+    try:
+        if path.exists():
+            return path.read_text().strip()
+        folder.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.touch(mode=0o600)
+        path.write_text(key)
+    except OSError as error:
+        raise StartupError(f"cannot keep a local SECRET_KEY in {path} ({error.strerror}: {error.filename}); set "
+                           "SECRET_KEY, or DATABASE_URL to a file in a folder this user can write") from None
     return key

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
-from bot.config import Settings, SettingsError, load_settings
+from bot.config import Settings, SettingsError, StartupError, load_settings
 from bot.logs import configure_logging
+from flows.store.startup import DatabaseProblem
 
 EXIT_CONFIG = 2
 
@@ -19,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recovery-bot",
         description="A self-hosted Telegram desk that guides users through 2FA account recovery.",
-        epilog="Settings come from the environment and .env (see .env.example).",
+        epilog="Settings come from the environment and .env (see .env.example). A command that cannot start (a bad "
+               "setting, a database it cannot use, the Bot API unreachable) says why in one line and exits with 2.",
     )
     parser.add_argument("--version", action="version", version=f"recovery-bot {version('recovery-bot')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -66,7 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"recovery-bot: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings)
-    return asyncio.run(_dispatch(args, settings))
+    try:
+        return asyncio.run(_dispatch(args, settings))
+    except (StartupError, DatabaseProblem) as error:
+        print(f"recovery-bot: {error}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -80,9 +86,9 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return await run_console(settings)
     if args.command == "db":
-        from flows.store.migrate import upgrade
+        from flows.store.startup import make_ready
 
-        await upgrade(settings.database_url)
+        await make_ready(settings.database_url)
         print("database is up to date")
         return 0
     from bot.accounts_cli import run_accounts

@@ -105,6 +105,15 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        from flows.store.startup import url_problem  # SQLAlchemy and Alembic only once settings are read
+
+        if problem := url_problem(value):
+            raise ValueError(problem)
+        return value
+
     @field_validator("secret_key")
     @classmethod
     def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -118,7 +127,11 @@ class Settings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
 
-class SettingsError(Exception):
+class StartupError(Exception):
+    """The desk cannot start; the message is one line for the operator that names the cause and the fix."""
+
+
+class SettingsError(StartupError):
     """A setting has a bad value; the message is one line meant for the operator."""
 
 

@@ -47,7 +47,8 @@ class MountedDesk(TelegramDesk):
 
 async def start_desk(settings: Settings, transport: Transport) -> MountedDesk:
     """Guard the logs, migrate the database, start the runner and its timers; returns the desk for
-    `ptb_handlers`/`aiogram_router`."""
+    `ptb_handlers`/`aiogram_router`. A database that cannot be used raises `flows.store.startup.DatabaseProblem`,
+    whose message is one line for the operator."""
     if settings.secret_key is None:
         raise ValueError("SECRET_KEY must be set (at least 32 characters)")
     if problem := settings.code_delivery_problem():

@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -15,9 +16,9 @@ from bot.app import App, open_app
 from bot.config import Settings
 from bot.frontends.desk import TelegramDesk
 from bot.frontends.polling import Poller
-from bot.frontends.telegram import BadToken
+from bot.frontends.telegram import BadToken, Unreachable
 from bot.frontends.webhook import serve, webhook_app
-from bot.logs import hide
+from bot.logs import SecretFilter, hide, secrets_of
 from flows.delivery import Transport
 from flows.keys import derive_key
 from flows.texts import translate
@@ -25,6 +26,8 @@ from flows.texts import translate
 log = logging.getLogger("recovery_bot")
 
 EXIT_CONFIG = 2
+TOKEN_CHECK_TRIES = 3
+FIRST_RETRY_DELAY = 1.0  # seconds; doubled before each further try
 USER_COMMANDS = ("start", "status", "cancel", "help")
 ADMIN_COMMANDS = ("queue", "case", "reject", "stats", "audit", "broadcast", "broadcast_cancel")
 
@@ -78,10 +81,15 @@ async def run_telegram(settings: Settings, webhook: Webhook | None) -> int:
         return refuse(problem)
     front = make_front(settings)
     try:
-        username = await front.check_token()
+        username = await check_token_patiently(front)
     except BadToken as error:
         await front.close()
         return refuse(f"Telegram refused TELEGRAM_BOT_TOKEN ({error}); check it with @BotFather")
+    except Unreachable as error:
+        await front.close()
+        redact = SecretFilter(secrets_of(settings)).redact  # the reason may quote the request's URL, token and all
+        return refuse(redact(f"cannot reach the Telegram Bot API at {settings.telegram_api_url}: {error}; check the "
+                             "network (a firewall or proxy?) and TELEGRAM_API_URL"))
     app = await open_app(settings, settings.secret_key.get_secret_value())
     try:
         await _serve(app, settings, front, username, webhook)
@@ -89,6 +97,21 @@ async def run_telegram(settings: Settings, webhook: Webhook | None) -> int:
         await front.close()
         await app.close()
     return 0
+
+
+async def check_token_patiently(front: Front, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> str:
+    """`front.check_token()`, tried again after a short wait while the Bot API is unreachable (a network that
+    comes up with the bot, say), a few times in all; logs a line per failed try that is tried again."""
+    delay = FIRST_RETRY_DELAY
+    for attempt in range(1, TOKEN_CHECK_TRIES):
+        try:
+            return await front.check_token()
+        except Unreachable as error:
+            log.warning("cannot reach the Telegram Bot API (try %d of %d): %s; trying again in %g s",
+                        attempt, TOKEN_CHECK_TRIES, error, delay)
+        await sleep(delay)
+        delay *= 2
+    return await front.check_token()
 
 
 async def _serve(app: App, settings: Settings, front: Front, username: str, webhook: Webhook | None) -> None:

@@ -22,9 +22,10 @@ from bot.frontends.aiogram import AiogramTransport
 from bot.frontends.desk import TelegramDesk
 from bot.frontends.ptb import PtbTransport
 from bot.frontends.render import split_text, utf16_length
-from bot.frontends.telegram import BotApi, Refusal, TelegramTransport
+from bot.frontends.telegram import BotApi, Refusal, TelegramTransport, Unreachable
 from bot.frontends.updates import MembershipChanged, translate_update
 from bot.frontends.webhook import SECRET_HEADER, webhook_app
+from bot.run import Front, check_token_patiently
 from flows import delivery
 from flows.clock import FakeClock
 from flows.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
@@ -257,3 +258,41 @@ async def test_the_shared_transport_classifies_refusals_for_the_outbox(
         return
     with pytest.raises(raised):
         await transport.deliver(SendMessage(7, "x"))
+
+
+class FlakyFront:
+    """A front whose Bot API is unreachable for the first `down` token checks."""
+
+    def __init__(self, down: int) -> None:
+        self.down = down
+        self.checks = 0
+
+    async def check_token(self) -> str:
+        self.checks += 1
+        if self.checks <= self.down:
+            raise Unreachable("httpx.ConnectError: All connection attempts failed")
+        return "recovery_desk_bot"
+
+
+async def test_the_token_check_waits_longer_each_time_the_bot_api_is_unreachable(
+        caplog: pytest.LogCaptureFixture) -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    front = FlakyFront(down=2)
+    assert await check_token_patiently(cast(Front, front), sleep) == "recovery_desk_bot"
+    assert front.checks == 3 and waits == [1.0, 2.0]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "cannot reach the Telegram Bot API (try 1 of 3)", "cannot reach the Telegram Bot API (try 2 of 3)"]
+
+
+async def test_the_token_check_gives_up_after_three_tries() -> None:
+    async def sleep(seconds: float) -> None:
+        pass
+
+    front = FlakyFront(down=5)
+    with pytest.raises(Unreachable, match="All connection attempts failed"):
+        await check_token_patiently(cast(Front, front), sleep)
+    assert front.checks == 3

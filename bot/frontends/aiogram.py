@@ -14,8 +14,10 @@ from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramForbiddenError,
     TelegramMigrateToChat,
+    TelegramNetworkError,
     TelegramNotFound,
     TelegramRetryAfter,
+    TelegramServerError,
     TelegramUnauthorizedError,
 )
 from aiogram.methods import Response, TelegramMethod
@@ -41,6 +43,7 @@ from bot.frontends.telegram import (
     Media,
     Refusal,
     TelegramTransport,
+    Unreachable,
     set_admin_commands,
 )
 from bot.frontends.updates import ALLOWED_UPDATES, DESK_BUTTONS
@@ -167,6 +170,8 @@ class AiogramFront:
             me = await self.bot.get_me()
         except (TelegramUnauthorizedError, TelegramNotFound):
             raise BadToken("the Bot API answered Unauthorized") from None
+        except (TelegramNetworkError, TelegramServerError) as error:
+            raise Unreachable(str(error)) from None
         return str(me.username)
 
     def attach(self, desk: TelegramDesk) -> None:

@@ -19,7 +19,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, RetryAfter
+from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -39,6 +39,7 @@ from bot.frontends.telegram import (
     Media,
     Refusal,
     TelegramTransport,
+    Unreachable,
     set_admin_commands,
 )
 from bot.frontends.updates import ALLOWED_UPDATES, DESK_BUTTONS
@@ -149,6 +150,10 @@ class PtbFront:
             await self.application.initialize()
         except InvalidToken:
             raise BadToken("the Bot API answered Unauthorized") from None
+        except NetworkError as error:  # no connection, a timeout, or a 5xx (BadRequest is one too, but not this)
+            if isinstance(error, BadRequest):
+                raise
+            raise Unreachable(str(error)) from None
         return str(self.application.bot.username)
 
     def attach(self, desk: TelegramDesk) -> None:

@@ -39,6 +39,11 @@ class BadToken(Exception):
     """The Bot API refused the token."""
 
 
+class Unreachable(Exception):
+    """The Bot API server did not answer (no connection, a timeout, or a server error); the message says why and
+    may hold the request's URL, so with the token: redact it before showing it."""
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A Telegram error as the adapter classified it, free of the framework's exception types."""
