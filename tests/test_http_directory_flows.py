@@ -79,7 +79,7 @@ async def test_method_one_is_applied_once_the_service_confirms(desk: Bot, servic
     chat = desk.chat()
     submitted = await method_one_submitted(chat)
     assert any(BEING_APPLIED in line for line in submitted)
-    assert not any("withdrawals stay locked until" in line for line in submitted)
+    assert not any("withdrawals stay locked until" in line or "Done." in line for line in submitted)
     assert service.applied_changes == []  # nothing reaches the service inside the decision
 
     assert await send_changes(desk) == 1  # one change per account at a time: the switch, then the lock
@@ -88,7 +88,9 @@ async def test_method_one_is_applied_once_the_service_confirms(desk: Bot, servic
     ada = service.accounts["acc_0001"]
     assert [c["kind"] for c in service.changes_for(ada)] == ["switch_to_phone", "lock_withdrawals"]
     assert (ada.two_factor, ada.totp_secret, ada.withdrawals_locked_until) == ("phone", None, until)
-    assert chat.new_messages()[-1] == f"For your safety, withdrawals stay locked until {until:%Y-%m-%d %H:%M} UTC."
+    [told] = chat.new_messages()
+    assert told.startswith(f"For your safety, withdrawals stay locked until {until:%Y-%m-%d %H:%M} UTC.")
+    assert "Done. Your account now uses phone verification" in told
     assert await send_changes(desk) == 0
     assert len(service.applied_changes) == 2 and chat.new_messages() == []
 

@@ -72,7 +72,7 @@ async def lockout_over(ctx: Context) -> Outcome:
     return Stay(say=(text("phone.lockout_over"),))
 
 
-@leads_to("done", "get_code")
+@leads_to("done", "applying", "get_code")
 async def submit(ctx: Context) -> Outcome:
     """Both codes proved: switch to phone verification, lock withdrawals, tell the owner by email, audit it."""
     if not (ctx.data.get("phone_verified") and ctx.data.get("email_verified")):
@@ -86,8 +86,10 @@ async def submit(ctx: Context) -> Outcome:
     detail = {"case": ctx.case.id if ctx.case else "", "withdrawals_locked_until": until.isoformat()}
     emails = owner_email(svc, account, "phone.changed_email", until=stamp)
     said = text("phone.switched_emailed" if emails else "phone.switched", until=stamp)
-    said_now = await change_account(ctx, ctx.case, account.id, (Change(SWITCH_TO_PHONE), lock), then=(said,))
-    return Goto("done", say=said_now, timers=(TimerSpec("withdrawals_unlocked", until, detached=True),),
+    at_once = svc.changes.at_once  # else the user hears the lock and "done" once the service confirms
+    then = (said,) if at_once else (said, text("phone.done"))
+    await change_account(ctx, ctx.case, account.id, (Change(SWITCH_TO_PHONE), lock), then=then)
+    return Goto("done" if at_once else "applying", say=(said,) if at_once else (), timers=(TimerSpec("withdrawals_unlocked", until, detached=True),),
                 notify=emails,
                 audit=(("account.switched_to_phone", f"account:{account.id}", detail),))
 
@@ -114,5 +116,6 @@ PHONE = Flow(
              choices=(Choice("reverify", "menu.reverify", to="reverify:warn"),
                       Choice("retry", "phone.btn_try_later", to="get_code"))),
         Step("done", prompt="phone.done", final="completed"),
+        Step("applying", prompt="directory.being_applied", final="completed"),
     ),
 )
