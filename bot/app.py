@@ -169,7 +169,8 @@ def directory_client(settings: Settings) -> DirectoryClient | None:
     token, key = settings.account_directory_token, settings.account_directory_signing_key
     return DirectoryClient(settings.account_directory_url, token=token.get_secret_value() if token else None,
                            signing_key=key.get_secret_value() if key else None,
-                           timeout=settings.account_directory_timeout_seconds)
+                           timeout=settings.account_directory_timeout_seconds,
+                           cooldown=min(10.0, 2 * settings.account_directory_timeout_seconds))
 
 
 async def open_app(settings: Settings, secret_key: str, clock: Clock | None = None) -> App:

@@ -89,8 +89,8 @@ async def submit(ctx: Context) -> Outcome:
     at_once = svc.changes.at_once  # else the user hears the lock and "done" once the service confirms
     then = (said,) if at_once else (said, text("phone.done"))
     await change_account(ctx, ctx.case, account.id, (Change(SWITCH_TO_PHONE), lock), then=then)
-    return Goto("done" if at_once else "applying", say=(said,) if at_once else (), timers=(TimerSpec("withdrawals_unlocked", until, detached=True),),
-                notify=emails,
+    return Goto("done" if at_once else "applying", say=(said,) if at_once else (),
+                timers=(TimerSpec("withdrawals_unlocked", until, detached=True),), notify=emails,
                 audit=(("account.switched_to_phone", f"account:{account.id}", detail),))
 
 
