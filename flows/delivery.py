@@ -9,7 +9,10 @@ The evidence is queued before the card in the same chat's queue, so its outcome 
 time the card's turn comes: from this run, or from the outbox before a restart.
 
 Each chat has its own queue; a pool of workers serves the chats in turn, many at once, so one slow chat, or
-one told by Telegram to wait, holds up no other. Results are recorded in batches by one `Recorder`.
+one told by Telegram to wait, holds up no other. Results are recorded in batches by one `Recorder`, each as soon
+as its send returns; a chat's next reply goes only once its previous sent one is recorded (the worker serves
+other chats meanwhile). So a kill repeats, in each chat, at most the one reply whose send or record was in
+flight: the chat sees its last message twice, never an earlier group again after later messages.
 """
 
 from __future__ import annotations
@@ -99,7 +102,8 @@ class Lane:
     A chat's replies leave in commit order, one at a time; up to `workers` chats are served at once, each in
     turn (a chat with a long queue does not hold up the others); a chat told to wait (Telegram's 429) or whose
     send failed waits alone; with a `pace`, a chat sends no faster than Telegram allows in one chat.
-    Each result is handed to the `Recorder` as soon as it returns.
+    Each result is handed to the `Recorder` as soon as it returns, and a chat with a sent reply not yet
+    recorded leaves the line until it is (its next reply must not go while a kill would repeat both).
     """
 
     def __init__(self, name: str, store: Store, transport: Transport, clock: Clock, *,
@@ -116,6 +120,8 @@ class Lane:
         self._paused: dict[int, asyncio.TimerHandle] = {}
         self._backoff: dict[int, float] = {}
         self._unsettled = 0  # pushed and not yet recorded
+        self._unrecorded: dict[int, int] = {}  # chat -> its replies sent and not yet recorded
+        self._awaiting_record: set[int] = set()  # chats out of the line until their sent replies are recorded
         self._idle = asyncio.Event()
         self._idle.set()
         self._evidence: dict[int, str] = {}  # outcomes of the latest evidence sent in this run
@@ -141,7 +147,7 @@ class Lane:
         """Record an entry that went out another way (a button's answer in a webhook response) as sent."""
         self._unsettled += 1
         self._idle.clear()
-        self.recorder.add(Delivery(entry, "sent"))
+        self._record(Delivery(entry, "sent"))
 
     async def idle(self) -> None:
         """Wait until everything pushed so far is delivered (or given up on) and recorded."""
@@ -160,8 +166,24 @@ class Lane:
         await self._blocked_reads.stop()
         await self.recorder.stop()
 
-    def _settled(self, count: int) -> None:
-        self._unsettled -= count
+    def _record(self, done: Delivery) -> None:
+        if done.outcome == "sent":
+            self._unrecorded[done.entry.chat_id] = self._unrecorded.get(done.entry.chat_id, 0) + 1
+        self.recorder.add(done)
+
+    def _settled(self, batch: Sequence[Delivery]) -> None:
+        """A batch of results is committed: chats whose sent replies are all recorded may send their next."""
+        for done in batch:
+            if done.outcome != "sent":
+                continue
+            chat_id = done.entry.chat_id
+            self._unrecorded[chat_id] -= 1
+            if self._unrecorded[chat_id] == 0:
+                del self._unrecorded[chat_id]
+                if chat_id in self._awaiting_record:
+                    self._awaiting_record.discard(chat_id)
+                    self._ready.put_nowait(chat_id)
+        self._unsettled -= len(batch)
         if self._unsettled == 0:
             self._idle.set()
 
@@ -175,12 +197,15 @@ class Lane:
                 wait = 1.0
             self._next_turn(chat_id, wait)
 
-    def _next_turn(self, chat_id: int, wait: float) -> None:
-        """The chat goes to the back of the line, after its pause, or leaves the line once it has no replies."""
+    def _next_turn(self, chat_id: int, wait: float | None) -> None:
+        """The chat goes to the back of the line, after its pause or once its sent replies are recorded (`wait`
+        None), or leaves the line once it has no replies."""
         if not self.queues.get(chat_id):
             self.queues.pop(chat_id, None)
             self._scheduled.discard(chat_id)
-        elif wait > 0:
+        elif wait is None and chat_id in self._unrecorded:
+            self._awaiting_record.add(chat_id)
+        elif wait is not None and wait > 0:
             loop = asyncio.get_running_loop()
             self._paused[chat_id] = loop.call_later(wait, self._resume, chat_id)
         else:
@@ -190,9 +215,12 @@ class Lane:
         del self._paused[chat_id]
         self._ready.put_nowait(chat_id)
 
-    async def _serve(self, chat_id: int) -> float:
-        """Send the next replies of one chat; returns how long the chat must wait before its next turn. A reply
-        leaves its queue only once it is done with, so whatever stops this turn leaves the rest in place."""
+    async def _serve(self, chat_id: int) -> float | None:
+        """Send the next replies of one chat; returns how long the chat must wait before its next turn, or None
+        when it must wait until its sent replies are recorded. A reply leaves its queue only once it is done
+        with, so whatever stops this turn leaves the rest in place."""
+        if chat_id in self._unrecorded:
+            return None
         queue = self.queues[chat_id]
         try:
             blocked = await self._blocked(chat_id, list(itertools.islice(queue, GROUP)))
@@ -200,6 +228,8 @@ class Lane:
             log.exception("%s: could not read whether a chat blocked the bot; retrying", self.name)
             return 1.0
         for _ in range(min(GROUP, len(queue))):
+            if chat_id in self._unrecorded:
+                return None
             wait = await self._send(queue[0], blocked)
             if wait is None:
                 blocked = True
@@ -250,7 +280,7 @@ class Lane:
             self._evidence[entry.id] = outcome
             while len(self._evidence) > REMEMBERED_EVIDENCE:
                 del self._evidence[next(iter(self._evidence))]
-        self.recorder.add(Delivery(entry, outcome, message_ids))
+        self._record(Delivery(entry, outcome, message_ids))
 
     async def _card(self, card: SendCard) -> SendMessage:
         """The card with its buttons if all its evidence reached this chat, else its fallback without them.
@@ -291,7 +321,7 @@ class Recorder:
     next, so under load one transaction records many replies, and when it is quiet each is recorded at once
     (the window in which a crash makes a reply go twice is one commit long)."""
 
-    def __init__(self, name: str, store: Store, clock: Clock, settled: Callable[[int], None]) -> None:
+    def __init__(self, name: str, store: Store, clock: Clock, settled: Callable[[Sequence[Delivery]], None]) -> None:
         self.name = name
         self.store = store
         self.clock = clock
@@ -351,7 +381,7 @@ class Recorder:
                 continue
             failures = 0
             self._recorded += len(batch)
-            self._settled(len(batch))
+            self._settled(batch)
             async with self._progress:
                 self._progress.notify_all()
             if redacted:

@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.clock import FakeClock
-from flows.replies import Reply
+from flows.replies import Reply, SendMessage
 from flows.runner import Runner
 from flows.store import tables
-from flows.store.database import SqlStore
+from flows.store.database import SqlStore, open_database
 from tests.engine_flow import make_engine
 from tests.support.chat import Bot, Chat, RecordingTransport
 
@@ -242,6 +242,68 @@ async def test_crash_after_commit_before_delivery_delivers_after_restart(
     await survivor.restart()
     assert len(survivor.transport.log) == 2  # delivered once, not again on the next start
     await survivor.stop()
+
+
+class KilledAfter(RecordingTransport):
+    """Sends `sends` replies; every send after those hangs: a process killed with those sends in flight."""
+
+    def __init__(self, sends: int) -> None:
+        super().__init__()
+        self.sends = sends
+        self.in_flight: list[Reply] = []
+        self.hung = asyncio.Event()
+
+    async def deliver(self, reply: Reply) -> int | None:
+        if len(self.log) >= self.sends:
+            self.in_flight.append(reply)
+            self.hung.set()
+            await asyncio.Event().wait()
+        sent = await super().deliver(reply)
+        assert sent is None or isinstance(sent, int)
+        return sent
+
+
+async def every_chat_left_hangs(replies: list[SendMessage], transport: KilledAfter) -> None:
+    """Wait until each chat with replies still to go has one send hanging: the doomed run can do no more."""
+    while {r.chat_id for r in transport.in_flight} != {r.chat_id for r in replies if r not in transport.log}:
+        transport.hung.clear()
+        await transport.hung.wait()
+
+
+async def test_a_kill_in_the_middle_of_a_group_repeats_only_the_sends_in_flight(
+    db: AsyncEngine, db_url: str, clock: FakeClock
+) -> None:
+    news = [SendMessage(chat, f"news {n} for {chat}") for n in range(1, 11) for chat in (1, 2, 3)]
+    async with SqlStore(db).transaction() as tx:
+        await tx.outbox.add(news, clock.now())
+    doomed_transport = KilledAfter(sends=13)
+    doomed = Runner(SqlStore(db), make_engine(), doomed_transport, clock)
+    await doomed.start()  # delivers what the outbox holds
+    await asyncio.wait_for(every_chat_left_hangs(news, doomed_transport), timeout=10)
+    await doomed.dispatcher.chat.recorder.flushed()  # what returned is recorded as it returned
+    lanes = (doomed.dispatcher.chat, doomed.dispatcher.out_of_band)
+    for task in (doomed._writer, *[t for lane in lanes for t in (*lane.tasks, lane.recorder.task)]):
+        assert task is not None
+        task.cancel()  # the kill: nothing is flushed or cleaned up
+
+    fresh_db = open_database(db_url)
+    transport = RecordingTransport()
+    fresh = Runner(SqlStore(fresh_db), make_engine(), transport, clock)
+    await fresh.start()
+    await fresh.settle()
+    await fresh.stop()
+    await fresh_db.dispose()
+
+    repeated = [reply for reply in transport.log if reply in doomed_transport.log]
+    assert repeated == []  # none of the 13 that returned before the kill goes again
+    assert sorted(transport.log, key=str) == sorted(  # the rest go once: those in flight and those after them
+        [reply for reply in news if reply not in doomed_transport.log], key=str)
+    assert all(reply in transport.log for reply in doomed_transport.in_flight)
+    print(f"killed after 13 of 30 sends: {len(doomed_transport.in_flight)} in flight, sent again after the restart;"
+          f" {len(repeated)} of the others")
+    for chat in (1, 2, 3):
+        shown = [r for r in (*doomed_transport.log, *transport.log) if r.chat_id == chat]
+        assert shown == [reply for reply in news if reply.chat_id == chat]
 
 
 async def test_timer_fires_once_and_only_while_the_case_waits(bot: Bot, clock: FakeClock) -> None:

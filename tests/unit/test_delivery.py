@@ -26,6 +26,7 @@ class FlakyStore(MemoryStore):
         self.failing_reads = failing_reads
         self.failing_writes = 0
         self.write_delay = write_delay
+        self.writes_held: asyncio.Event | None = None  # writes wait until it is set
         self.writes = 0
         self.reads = 0
 
@@ -43,6 +44,8 @@ class FlakyStore(MemoryStore):
         if self.failing_writes:
             self.failing_writes -= 1
             raise RuntimeError("database is locked")
+        if self.writes_held is not None:
+            await self.writes_held.wait()
         async with super().transaction() as tx:
             await asyncio.sleep(self.write_delay)
             yield tx
@@ -181,6 +184,30 @@ async def test_each_result_is_recorded_as_it_returns_so_a_kill_repeats_only_what
         await asyncio.sleep(0.01)
     assert await pending_ids(store) == [entries[2].id]  # "three" was in flight: only it would go again
     await dispatcher.stop()
+
+
+async def test_a_chat_s_next_reply_waits_for_its_last_to_be_recorded_so_a_kill_repeats_one_per_chat(
+    clock: FakeClock,
+) -> None:
+    store, transport = FlakyStore(), RecordingTransport()
+    dispatcher = Dispatcher(store, transport, clock)
+    await dispatcher.start()
+    entries = await commit(store, clock, [SendMessage(chat, f"{chat}-{n}") for n in range(3) for chat in (1, 2, 3)])
+    store.writes_held = asyncio.Event()  # the recorder's commit does not finish: the process is killed during it
+    dispatcher.push(entries)
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+    assert sorted(texts(transport, chat) for chat in (1, 2, 3)) == [["1-0"], ["2-0"], ["3-0"]]
+    lane = dispatcher.chat
+    for task in (*lane.tasks, lane.recorder.task):  # the kill
+        assert task is not None
+        task.cancel()
+
+    store.writes_held = None
+    after_restart = RecordingTransport()
+    await deliver_all(store, after_restart, clock, [])
+    for chat in (1, 2, 3):  # only the reply whose record was in flight goes again, right after itself
+        assert texts(transport, chat) + texts(after_restart, chat) == [f"{chat}-{n}" for n in (0, 0, 1, 2)]
 
 
 async def test_a_chat_over_its_burst_waits_for_its_pace_and_others_go_meanwhile(clock: FakeClock) -> None:
