@@ -99,7 +99,8 @@ async def test_a_service_that_fails_is_retried_with_the_same_key_until_it_confir
         desk: Bot, service: DirectoryService, clock: FakeClock) -> None:
     chat = desk.chat()
     await method_one_submitted(chat)
-    service.fail_next("changes", status=503, times=2)
+    service.fail_next("changes", status=500)
+    service.fail_next("changes", status=503)
     await send_changes(desk)
     assert service.applied_changes == []
     assert await later(desk, clock, 1) == 0  # the retry waits (a backoff of 1 to 2 seconds)
