@@ -17,7 +17,15 @@ from flows.store.migrate import upgrade
 from tests.support.botapi import BotApiServer
 from tests.support.desk import ADA_TOTP, BEN_TOTP, totp_now
 from tests.support.directory_service import HMAC_KEY, DirectoryService, StubAccount
-from tests.support.e2e import ADMIN, BotProcess, TgUser, greet, walk_backup_key_to_the_code
+from tests.support.e2e import (
+    ADMIN,
+    BotProcess,
+    TgUser,
+    greet,
+    submit_ben_with_a_selfie,
+    walk_backup_key_to_the_code,
+    walk_phone_switch_to_the_codes,
+)
 from tests.test_http_directory_flows import BEING_APPLIED, CANNOT_CHECK
 
 TIMEOUT_SECONDS = 1
@@ -59,13 +67,7 @@ def kinds(service: DirectoryService, email: str) -> list[str]:
 async def test_method_one_survives_a_failing_service_and_a_dropped_connection(
         desk: BotProcess, server: BotApiServer, service: DirectoryService) -> None:
     user = TgUser(server, 201)
-    await greet(user)
-    user.tap("Switch to phone verification")
-    await user.expect("Which email address")
-    user.send("ada@example.com")
-    await user.expect("Press Get Code")
-    user.tap("Get Code")
-    await user.expect("Send me the 6-digit code from the SMS")
+    await walk_phone_switch_to_the_codes(user)
     user.send(user.last_code("SMS"))
     await user.expect("Now send me the 6-digit code from the email")
     user.send(user.last_code("Email"))
@@ -109,35 +111,7 @@ async def test_a_lookup_that_times_out_asks_to_try_again_and_loses_nothing(
 async def test_staff_approval_resets_locks_and_enrols_through_the_service(
         desk: BotProcess, server: BotApiServer, service: DirectoryService) -> None:
     admin, user = TgUser(server, ADMIN), TgUser(server, 211)
-    admin.send("/start")
-    await admin.expect("Welcome")
-    await greet(user)
-    user.tap("Security Check Not Available")
-    await user.expect("withdrawals will be disabled for 48 hours")
-    user.tap("Continue")
-    await user.expect("Which email address")
-    user.send("ben@example.com")
-    await user.expect("Select what you need to restore")
-    user.tap("☐ Authenticator app")
-    await user.answered()
-    await server.wait_for(lambda c: c.method == "editMessageText" and "☑" in str(c.params), since=user.mark)
-    user.tap("Confirm Restore")
-    await user.expect("Press Get Code")
-    user.tap("Get Code")
-    await user.expect("Send me the code from the SMS first.")
-    user.send(user.last_code("SMS"))
-    await user.expect("Now send me the code from the email.")
-    user.send(user.last_code("Email"))
-    await user.expect("Both codes are right.")
-    user.tap("Send")
-    await user.expect("check your identity")
-    user.tap("Next")
-    await user.expect("selfie")
-    user.send_photo()
-    await user.expect("Everything is ready.")
-    admin.mark = len(server.calls)
-    user.tap("Submit for review")
-    await user.expect("Your request is now with our staff")
+    await submit_ben_with_a_selfie(admin, user)
     await admin.expect("Review case")
     admin.tap("✅ Approve")
     await admin.expect("approved, withdrawals locked")

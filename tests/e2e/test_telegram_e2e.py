@@ -19,7 +19,17 @@ from flows.store import tables
 from flows.store.database import open_database
 from tests.support.botapi import SECRET_HEADER, BotApiServer
 from tests.support.desk import ADA_TOTP, totp_now
-from tests.support.e2e import ADMIN, TOKEN, BotProcess, TgUser, greet, prepare_database, walk_backup_key_to_the_code
+from tests.support.e2e import (
+    ADMIN,
+    TOKEN,
+    BotProcess,
+    TgUser,
+    greet,
+    prepare_database,
+    submit_ben_with_a_selfie,
+    walk_backup_key_to_the_code,
+    walk_method_two_through_the_codes,
+)
 from tests.support.servers import free_port
 
 
@@ -78,28 +88,6 @@ async def walk_method_two_to_country(user: TgUser) -> None:
     await user.expect("Which country issued your document?")
 
 
-async def walk_method_two_through_the_codes(user: TgUser, email: str) -> None:
-    await greet(user)
-    user.tap("Security Check Not Available")
-    await user.expect("withdrawals will be disabled for 48 hours")
-    user.tap("Continue")
-    await user.expect("Which email address")
-    user.send(email)
-    await user.expect("Select what you need to restore")
-    user.tap("☐ Authenticator app")
-    await user.answered()
-    await user.server.wait_for(lambda c: c.method == "editMessageText" and "☑" in str(c.params), since=user.mark)
-    user.tap("Confirm Restore")
-    await user.expect("Press Get Code")
-    user.tap("Get Code")
-    await user.expect("Send me the code from the SMS first.")
-    user.send(user.last_code("SMS"))
-    await user.expect("Now send me the code from the email.")
-    user.send(user.last_code("Email"))
-    await user.expect("Both codes are right.")
-    user.tap("Send")
-
-
 async def test_method_two_to_review_with_photos(bot: BotProcess, server: BotApiServer) -> None:
     user = TgUser(server, 102)
     await walk_method_two_to_country(user)
@@ -146,21 +134,6 @@ async def test_staff_approve_and_reenrolment_over_telegram(bot: BotProcess, serv
     secret = key_text.split("Or type this key: ", 1)[1].split("\n", 1)[0].replace(" ", "")
     user.send(totp_now(secret, datetime.now(UTC)))
     await user.expect("Your new authenticator works.")
-
-
-async def submit_ben_with_a_selfie(admin: TgUser, user: TgUser) -> None:
-    """Ben's account is verified and has no security question: after the codes, only a selfie is asked."""
-    admin.send("/start")
-    await admin.expect("Welcome")
-    await walk_method_two_through_the_codes(user, "ben@example.com")
-    await user.expect("check your identity")
-    user.tap("Next")
-    await user.expect("selfie")
-    user.send_photo()
-    await user.expect("Everything is ready.")
-    admin.mark = len(user.server.calls)
-    user.tap("Submit for review")
-    await user.expect("Your request is now with our staff")
 
 
 async def test_a_lone_selfie_reaches_staff_as_a_photo_before_the_card(bot: BotProcess, server: BotApiServer) -> None:

@@ -216,6 +216,44 @@ async def walk_phone_switch_to_the_codes(user: TgUser, email: str = "ada@example
     await user.expect("Send me the 6-digit code from the SMS")
 
 
+async def walk_method_two_through_the_codes(user: TgUser, email: str) -> None:
+    """Method 2 from /start through both codes, restoring the authenticator; ends pressing Send."""
+    await greet(user)
+    user.tap("Security Check Not Available")
+    await user.expect("withdrawals will be disabled for 48 hours")
+    user.tap("Continue")
+    await user.expect("Which email address")
+    user.send(email)
+    await user.expect("Select what you need to restore")
+    user.tap("☐ Authenticator app")
+    await user.answered()
+    await user.server.wait_for(lambda c: c.method == "editMessageText" and "☑" in str(c.params), since=user.mark)
+    user.tap("Confirm Restore")
+    await user.expect("Press Get Code")
+    user.tap("Get Code")
+    await user.expect("Send me the code from the SMS first.")
+    user.send(user.last_code("SMS"))
+    await user.expect("Now send me the code from the email.")
+    user.send(user.last_code("Email"))
+    await user.expect("Both codes are right.")
+    user.tap("Send")
+
+
+async def submit_ben_with_a_selfie(admin: TgUser, user: TgUser) -> None:
+    """Ben's account is verified and has no security question: after the codes, only a selfie is asked."""
+    admin.send("/start")
+    await admin.expect("Welcome")
+    await walk_method_two_through_the_codes(user, "ben@example.com")
+    await user.expect("check your identity")
+    user.tap("Next")
+    await user.expect("selfie")
+    user.send_photo()
+    await user.expect("Everything is ready.")
+    admin.mark = len(user.server.calls)
+    user.tap("Submit for review")
+    await user.expect("Your request is now with our staff")
+
+
 async def schedule_deletion_now(store: Store, chat_id: int, message_id: int) -> None:
     """A timer, due at once, that deletes one message (as the new-key message's timer does after 10 minutes)."""
     from datetime import UTC, datetime
