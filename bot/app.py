@@ -25,6 +25,7 @@ from flows.clock import Clock, SystemClock
 from flows.delivery import Transport
 from flows.desk import build_engine
 from flows.engine import Engine
+from flows.events_out import EventSender
 from flows.http_directory import DirectoryClient
 from flows.inbound import InboundLimiter
 from flows.ports import Store
@@ -56,7 +57,9 @@ class App:
         broadcast_sleep: Sleep | None = None,
         limiter: InboundLimiter | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        events: tuple[str, str] | None = None,
     ) -> None:
+        """`events` is EVENTS_URL and its signing key, when events go out."""
         self.store = store
         self.engine = engine
         self.services = services
@@ -66,9 +69,11 @@ class App:
         self.broadcast_sleep = broadcast_sleep
         self.limiter = limiter or InboundLimiter(clock)
         self._on_close = on_close
+        self.events = events
         self._runner: Runner | None = None
         self._broadcasts: BroadcastService | None = None
         self.change_worker: ChangeWorker | None = None
+        self.event_sender: EventSender | None = None
 
     @property
     def runner(self) -> Runner:
@@ -95,10 +100,12 @@ class App:
         # The pruner runs beside the timers: where this process does the background work.
         companions: list[Companion] = [broadcasts, Pruner(self.store, self.clock)] if fire_timers else [broadcasts]
         worker = self.change_worker = self._change_worker()
-        if worker is not None and fire_timers:  # else a test sends the changes by hand, as it fires timers
-            companions.append(worker)
+        sender = self.event_sender = EventSender(self.store, *self.events, self.clock) if self.events else None
+        if fire_timers:  # else a test sends the changes and events by hand, as it fires timers
+            companions.extend(job for job in (worker, sender) if job is not None)
         runner = Runner(self.store, self.engine, transport, self.clock, self.services, channels=self.channels,
-                        effects=broadcast_effects(broadcasts), companions=companions)
+                        effects=broadcast_effects(broadcasts), companions=companions,
+                        emit_events=self.events is not None)
         if worker is not None:  # what it learns from the service reaches the user through timers
             worker.on_timers = runner.timers_changed
         broadcasts.dispatch = runner.dispatcher.push  # its reports go through the outbox like every reply
@@ -116,7 +123,8 @@ class App:
         """With an HTTP directory, the worker that sends the changes decisions queue for it."""
         if self.services is None or self.services.directory is None:
             return None
-        return ChangeWorker(self.store, self.services.directory, self.services.box, self.clock)
+        return ChangeWorker(self.store, self.services.directory, self.services.box, self.clock,
+                            emit_events=self.events is not None)
 
     async def stop(self) -> None:
         """Stop the timers, finish the events in hand, then stop delivery and broadcasts."""
@@ -181,6 +189,8 @@ async def open_app(settings: Settings, secret_key: str, clock: Clock | None = No
     router = channel_router(settings)
     window = timedelta(seconds=settings.inbound_window_seconds)
     directory = directory_client(settings)
+    key = settings.events_signing_key
+    events = (settings.events_url, key.get_secret_value()) if settings.events_url and key else None
 
     async def close_connections() -> None:
         await router.close()
@@ -190,12 +200,13 @@ async def open_app(settings: Settings, secret_key: str, clock: Clock | None = No
     return App(
         store=SqlStore(open_database(settings.database_url)),
         engine=build_engine(flows_settings),
-        services=ServiceFactory(flows_settings, directory),
+        services=ServiceFactory(flows_settings, directory, emit_events=events is not None),
         clock=clock,
         channels=ChannelTransport(router),
         broadcast_rate=settings.broadcast_rate,
         limiter=InboundLimiter(clock, settings.inbound_limit, window, flows_settings.is_admin),
         on_close=close_connections,
+        events=events,
     )
 
 

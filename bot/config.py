@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     account_directory_token: SecretStr | None = None
     account_directory_signing_key: SecretStr | None = None
     account_directory_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    events_url: str | None = None
+    events_signing_key: SecretStr | None = None
 
     @model_validator(mode="after")
     def _smtp_needs_a_sender(self) -> Settings:
@@ -61,7 +63,15 @@ class Settings(BaseSettings):
                              "(how the desk proves itself to your account service)")
         return self
 
-    @field_validator("sms_webhook_url", "account_directory_url")
+    @model_validator(mode="after")
+    def _events_need_a_key(self) -> Settings:
+        key = self.events_signing_key.get_secret_value() if self.events_signing_key else ""
+        if self.events_url and len(key) < MIN_SECRET_LENGTH:
+            raise ValueError(f"EVENTS_URL needs EVENTS_SIGNING_KEY of at least {MIN_SECRET_LENGTH} characters "
+                             "(receivers check each event's signature with it; try: openssl rand -hex 32)")
+        return self
+
+    @field_validator("sms_webhook_url", "account_directory_url", "events_url")
     @classmethod
     def _check_webhook(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):

@@ -17,32 +17,24 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from flows.backoff import retry_delay
 from flows.changes import APPLIED, FAILED, STAFF_ALERT, change_from_json
 from flows.clock import Clock
 from flows.directory import ChangeRefused, DecryptError, DirectoryUnavailable, SecretBox
+from flows.events_out import account_event
 from flows.http_directory import DirectoryClient
 from flows.ports import Store, Tx
 from flows.records import AuditEntry, NewTimer, StoredChange, TimerSpec
 
 log = logging.getLogger(__name__)
 
-FIRST_DELAY = 2.0
-MAX_DELAY = 600.0
-
-
-def retry_delay(attempts: int, rng: Callable[[], float] = random.random) -> float:
-    """Seconds before the next try after `attempts` failed ones: doubling from FIRST_DELAY up to MAX_DELAY, each
-    between half and all of it, so changes held up together do not all try again at one moment."""
-    ceiling: float = min(MAX_DELAY, FIRST_DELAY * 2.0 ** min(attempts, 20))
-    return ceiling * (0.5 + rng() / 2)
-
-
 class ChangeWorker:
     """A runner companion: sends due changes, then sleeps until the next falls due (at most `poll` seconds)."""
 
     def __init__(self, store: Store, client: DirectoryClient, box: SecretBox, clock: Clock,
                  on_timers: Callable[[], None] = lambda: None, *,
-                 poll: float = 0.5, batch: int = 20, rng: Callable[[], float] = random.random) -> None:
+                 poll: float = 0.5, batch: int = 20, rng: Callable[[], float] = random.random,
+                 emit_events: bool = False) -> None:
         self.store = store
         self.client = client
         self.box = box
@@ -51,6 +43,7 @@ class ChangeWorker:
         self.poll = poll
         self.batch = batch
         self.rng = rng
+        self.emit_events = emit_events
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -132,6 +125,9 @@ class ChangeWorker:
             timers = self._failure_timers(row, kind, error, group, now) if status == "failed" else \
                 self._applied_timers(row, group, now)
             await tx.timers.add(timers)
+            if status == "applied" and self.emit_events:
+                change = change_from_json(row.queued.change, self.box)
+                await tx.events.add([account_event(row.queued.account_id, change, row.queued.case_id, now)])
             await tx.audit.add([AuditEntry("system", f"directory.change_{status}", f"case:{row.queued.case_id}",
                                            {"change": kind, "account_id": row.queued.account_id,
                                             "key": row.queued.key, **({"error": error} if error else {})})], now)

@@ -15,7 +15,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from flows.directory import ENROL_AUTHENTICATOR, AccountDirectory, Change, ChangeRefused, SecretBox
-from flows.ports import DirectoryChanges, DirectoryIds
+from flows.events_out import account_event
+from flows.ports import DirectoryChanges, DirectoryIds, EventOutbox
 from flows.records import Case, QueuedChange
 from flows.texts import Text, text
 
@@ -44,13 +45,19 @@ class AppliedAtOnce:
 
     at_once = True
 
-    def __init__(self, directory: AccountDirectory) -> None:
+    def __init__(self, directory: AccountDirectory, events: EventOutbox | None = None,
+                 now: datetime | None = None) -> None:
         self._directory = directory
+        self._events = events
+        self._now = now
 
     async def request(self, account_id: int, changes: Sequence[Change], group: str, case: Case | None,
                       then: Sequence[Text]) -> tuple[Text, ...]:
         for change in changes:
             await self._directory.apply(account_id, change, change_key(group, change))
+        if self._events is not None and self._now is not None:
+            await self._events.add([account_event(account_id, c, case.id if case else None, self._now)
+                                    for c in changes])
         return tuple(then)
 
 

@@ -28,11 +28,13 @@ from flows.records import (
     DueTimer,
     NewCode,
     NewTimer,
+    OutgoingEvent,
     Pending,
     QueuedChange,
     StoredAccount,
     StoredChange,
     StoredCode,
+    StoredEvent,
 )
 from flows.replies import Reply
 
@@ -320,6 +322,24 @@ class DirectoryChanges(Protocol):
         ...
 
 
+class EventOutbox(Protocol):
+    """Events for EVENTS_URL, written with the decision that causes them and posted after it, at least once."""
+
+    async def add(self, events: Sequence[OutgoingEvent]) -> None: ...
+
+    async def due(self, now: datetime, limit: int) -> list[StoredEvent]:
+        """Undelivered events due by `now`, oldest first."""
+        ...
+
+    async def next_due(self) -> datetime | None: ...
+
+    async def retry_later(self, row: int, at: datetime, error: str) -> None: ...
+
+    async def close(self, row: int, outcome: str, now: datetime) -> None:
+        """Stop posting an event: "delivered", or "given_up" after answers that retrying cannot change."""
+        ...
+
+
 class CodeRecords(Protocol):
     """Verification codes as stored; a code is live until used or voided."""
 
@@ -416,6 +436,8 @@ class Tx(Protocol):
     def directory_ids(self) -> DirectoryIds: ...
     @property
     def directory_changes(self) -> DirectoryChanges: ...
+    @property
+    def events(self) -> EventOutbox: ...
     @property
     def codes(self) -> CodeRecords: ...
     @property

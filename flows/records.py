@@ -298,3 +298,23 @@ class StoredChange:
     error: str | None
     created_at: datetime
     settled_at: datetime | None
+
+
+@dataclass(frozen=True)
+class OutgoingEvent:
+    """An event for the operator's systems (EVENTS_URL): `id` is what receivers deduplicate on."""
+
+    id: str
+    type: str
+    created_at: datetime
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event waiting to be posted: tried `attempts` times so far, due again at `next_at`."""
+
+    row: int
+    event: OutgoingEvent
+    attempts: int
+    next_at: datetime

@@ -21,6 +21,7 @@ from flows.delivery import Dispatcher, Transport
 from flows.directory import DirectoryUnavailable
 from flows.engine import Engine
 from flows.events import ButtonPressed, Event, Sender, TimerFired
+from flows.events_out import case_events
 from flows.model import Effect
 from flows.ports import Store, Tx
 from flows.records import Case, Decision, Pending
@@ -63,6 +64,7 @@ class Runner:
         channels: Transport | None = None,
         effects: Mapping[str, EffectHandler] | None = None,
         companions: Sequence[Companion] = (),
+        emit_events: bool = False,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -73,6 +75,7 @@ class Runner:
         self.dispatcher = Dispatcher(store, transport, clock, channels)
         self.effects = dict(effects or {})
         self.companions = list(companions)
+        self.emit_events = emit_events
         self._effect_tasks: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._timers_changed = asyncio.Event()
@@ -252,7 +255,10 @@ class Runner:
         await tx.cases.save(list(changed.values()))
         await tx.timers.add([t for d in decisions for t in d.timers])
         await tx.timers.mark_fired(fired, now)
-        await tx.audit.add([a for d in decisions for a in d.audit], now)
+        audit = [a for d in decisions for a in d.audit]
+        await tx.audit.add(audit, now)
+        if self.emit_events:
+            await tx.events.add(case_events(audit, now))
         return await tx.outbox.add([r for d in decisions for r in d.replies], now)
 
     async def _commit_failed(self, item: _Item, error: Exception) -> None:

@@ -66,9 +66,11 @@ class ServiceFactory:
     """Builds `Services` for each transaction; keys are derived once. With a `directory` client the accounts are
     the service's own, over HTTP; without, the built-in table's."""
 
-    def __init__(self, settings: FlowSettings, directory: DirectoryClient | None = None) -> None:
+    def __init__(self, settings: FlowSettings, directory: DirectoryClient | None = None,
+                 emit_events: bool = False) -> None:
         self.settings = settings
         self.directory = directory
+        self.emit_events = emit_events
         self.box = SecretBox(settings.secret_key)
         self.code_key = derive_key(settings.secret_key, "verification-codes")
         self.policy = CodePolicy(ttl=settings.code_ttl)
@@ -81,7 +83,7 @@ class ServiceFactory:
             changes = QueuedForWorker(tx.directory_changes, tx.directory_ids, self.box, now)
         else:
             directory = TableDirectory(tx.accounts, self.box, now)
-            changes = AppliedAtOnce(directory)
+            changes = AppliedAtOnce(directory, tx.events if self.emit_events else None, now)
         return Services(
             settings=self.settings,
             directory=directory,

@@ -195,7 +195,8 @@ async def submit_for_review(ctx: Context) -> Outcome:
     submitted = replace(ctx.case, data={**ctx.case.data, "review_round": review_round})
     card = await review_card(svc, submitted, staff_chats(svc.settings), ctx.now)
     return Goto("submitted", data={"review_round": review_round},
-                timers=(replace(overdue, payload={"round": review_round}),), letters=(card,))
+                timers=(replace(overdue, payload={"round": review_round}),), letters=(card,),
+                audit=(("case.submitted", f"case:{ctx.case.id}", {"round": review_round}),))
 
 
 @leads_to("back", "selfie")

@@ -19,6 +19,7 @@ from flows.store.broadcasts import SqlBroadcasts
 from flows.store.cases import SqlCases
 from flows.store.codes import SqlCodes
 from flows.store.directory import SqlDirectoryChanges, SqlDirectoryIds
+from flows.store.events import SqlEventOutbox
 from flows.store.evidence import SqlEvidence
 from flows.store.failures import SqlFailures
 from flows.store.outbox import SqlOutbox
@@ -97,6 +98,7 @@ class SqlTx:
         self.accounts = SqlAccounts(conn)
         self.directory_ids = SqlDirectoryIds(conn)
         self.directory_changes = SqlDirectoryChanges(conn)
+        self.events = SqlEventOutbox(conn)
         self.codes = SqlCodes(conn)
         self.failures = SqlFailures(conn)
         self.statistics = SqlStatistics(conn)

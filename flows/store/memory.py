@@ -19,6 +19,7 @@ from flows.store.broadcasts import BroadcastTable, MemoryBroadcasts
 from flows.store.cases import CaseTable, MemoryCases
 from flows.store.codes import CodeTable, MemoryCodes
 from flows.store.directory import DirectoryTable, MemoryDirectoryChanges, MemoryDirectoryIds
+from flows.store.events import EventTable, MemoryEventOutbox
 from flows.store.evidence import EvidenceTable, MemoryEvidence
 from flows.store.failures import FailureTable, MemoryFailures
 from flows.store.outbox import MemoryOutbox, OutboxTable
@@ -59,6 +60,7 @@ class MemoryTx:
         self.accounts = MemoryAccounts(tables.of(AccountTable))
         self.directory_ids = MemoryDirectoryIds(tables.of(DirectoryTable))
         self.directory_changes = MemoryDirectoryChanges(tables.of(DirectoryTable))
+        self.events = MemoryEventOutbox(tables.of(EventTable))
         self.codes = MemoryCodes(tables.of(CodeTable))
         self.failures = MemoryFailures(tables.of(FailureTable))
         self.statistics = MemoryStatistics(tables.of(CaseTable), tables.of(UserTable))

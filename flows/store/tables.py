@@ -196,6 +196,26 @@ class DirectoryChangeRow(SQLModel, table=True):
     settled_at: datetime | None = _when(nullable=True)
 
 
+class OutgoingEventRow(SQLModel, table=True):
+    """An event for EVENTS_URL: posted until the receiver answers 2xx (or gives an answer retrying cannot change)."""
+
+    __tablename__ = "outgoing_events"
+    __table_args__ = (
+        Index("ix_outgoing_events_pending", "next_at", sqlite_where=text("closed_at IS NULL"),
+              postgresql_where=text("closed_at IS NULL")),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=36, unique=True)
+    type: str = Field(max_length=40)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONText(), nullable=False))
+    created_at: datetime = _when()
+    attempts: int = Field(default=0)
+    next_at: datetime = _when()
+    error: str | None = Field(default=None, max_length=200)
+    outcome: str | None = Field(default=None, max_length=16)
+    closed_at: datetime | None = _when(nullable=True)
+
+
 class FailedCheck(SQLModel, table=True):
     """A failed check of an account's factor (a code, an authenticator code, the security answer), from any chat.
 
@@ -280,6 +300,7 @@ codes = _table(CodeRow)
 failed_checks = _table(FailedCheck)
 directory_ids = _table(DirectoryIdRow)
 directory_changes = _table(DirectoryChangeRow)
+outgoing_events = _table(OutgoingEventRow)
 broadcasts = _table(BroadcastRow)
 broadcast_deliveries = _table(BroadcastDeliveryRow)
 audit = _table(AuditRow)

@@ -26,9 +26,20 @@ from tests.support.e2e import (
     walk_backup_key_to_the_code,
     walk_phone_switch_to_the_codes,
 )
+from tests.support.events_receiver import EventsReceiver
 from tests.test_http_directory_flows import BEING_APPLIED, CANNOT_CHECK
 
 TIMEOUT_SECONDS = 1
+EVENTS_KEY = "e2e-events-key-" + "k" * 32
+
+
+async def received(receiver: EventsReceiver, count: int) -> list[str]:
+    """The types of the events received, once there are `count` of them (15 s at most)."""
+    for _ in range(150):
+        if len(receiver.events) >= count:
+            break
+        await asyncio.sleep(0.1)
+    return receiver.types()
 
 
 @pytest.fixture
@@ -43,12 +54,20 @@ async def service() -> AsyncIterator[DirectoryService]:
 
 
 @pytest.fixture
-async def desk(server: BotApiServer, framework: str, tmp_path: Path,
-               service: DirectoryService) -> AsyncIterator[BotProcess]:
-    """The bot with no accounts of its own: every lookup, check and change goes to the service."""
+async def receiver() -> AsyncIterator[EventsReceiver]:
+    async with EventsReceiver(EVENTS_KEY) as running:
+        yield running
+
+
+@pytest.fixture
+async def desk(server: BotApiServer, framework: str, tmp_path: Path, service: DirectoryService,
+               receiver: EventsReceiver) -> AsyncIterator[BotProcess]:
+    """The bot with no accounts of its own: every lookup, check and change goes to the service; its events go
+    to the receiver."""
     process = BotProcess(server, framework, tmp_path, ACCOUNT_DIRECTORY_URL=service.url,
                          ACCOUNT_DIRECTORY_SIGNING_KEY=HMAC_KEY,
-                         ACCOUNT_DIRECTORY_TIMEOUT_SECONDS=str(TIMEOUT_SECONDS))
+                         ACCOUNT_DIRECTORY_TIMEOUT_SECONDS=str(TIMEOUT_SECONDS),
+                         EVENTS_URL=receiver.url, EVENTS_SIGNING_KEY=EVENTS_KEY)
     await upgrade(process.database_url)
     await process.start()
     yield process
@@ -65,7 +84,7 @@ def kinds(service: DirectoryService, email: str) -> list[str]:
 
 
 async def test_method_one_survives_a_failing_service_and_a_dropped_connection(
-        desk: BotProcess, server: BotApiServer, service: DirectoryService) -> None:
+        desk: BotProcess, server: BotApiServer, service: DirectoryService, receiver: EventsReceiver) -> None:
     user = TgUser(server, 201)
     await walk_phone_switch_to_the_codes(user)
     user.send(user.last_code("SMS"))
@@ -82,6 +101,7 @@ async def test_method_one_survives_a_failing_service_and_a_dropped_connection(
     keys = [call.idempotency_key for call in service.calls_to("changes")]
     assert len(keys) == 4 and keys[0] == keys[1] == keys[2] != keys[3]
     assert sum("Your account now uses phone verification" in text for text in user.sent_texts()) == 1
+    assert await received(receiver, 3) == ["case.opened", "account.two_factor_changed", "account.withdrawals_locked"]
 
 
 async def test_method_three_asks_the_service_whether_the_code_is_right(
