@@ -66,7 +66,9 @@ class ChangeWorker:
         """One pass: send every change due now (one per account at a time); how many were sent."""
         async with self.store.reading() as tx:
             due = await tx.directory_changes.due(self.clock.now(), self.batch)
-        await asyncio.gather(*(self._send(row) for row in due))
+        for failed in await asyncio.gather(*(self._send(row) for row in due), return_exceptions=True):
+            if isinstance(failed, Exception):
+                log.error("sending an account change failed", exc_info=failed)
         return len(due)
 
     async def _run(self) -> None:

@@ -10,6 +10,7 @@ their idempotency keys and tells the user the usual message once the service con
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -78,8 +79,8 @@ class QueuedForWorker:
         if remote is None:  # cannot happen: only an account the directory found gets this far
             raise ChangeRefused("no such account")
         last = len(changes) - 1
-        queued = [
-            QueuedChange(key=change_key(group, change), account_id=account_id, remote_id=remote,
+        queued = [  # each change gets a key of its own: update ids repeat across bots and after Telegram resets them
+            QueuedChange(key=str(uuid.uuid4()), account_id=account_id, remote_id=remote,
                          change=change_to_json(change, self._box), case_id=case.id if case else None,
                          chat_id=case.chat_id if case else None,
                          then=_then(group, case, then) if index == last else {"group": group})

@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flows.directory import (
     ENROL_AUTHENTICATOR,
@@ -36,6 +36,7 @@ from flows.directory import (
     DirectoryUnavailable,
     normalize_email,
 )
+from flows.otp import normalize_code
 from flows.ports import DirectoryIds
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class RemoteAccount(BaseModel):
     """An account as the service describes it (the contract's `Account`)."""
 
     model_config = ConfigDict(extra="ignore")
-    id: str
+    id: str = Field(pattern=r"^[A-Za-z0-9._~-]{1,64}$")  # as the contract: signed and sent as the same path
     email: str
     phone: str | None = None
     has_totp: bool
@@ -137,7 +138,11 @@ class DirectoryClient:
     # --- the contract's operations ---
 
     async def lookup(self, email: str) -> RemoteAccount | None:
-        body = await self._call("POST", "/accounts/lookup", {"email": normalize_email(email)})
+        try:
+            body = await self._call("POST", "/accounts/lookup", {"email": normalize_email(email)})
+        except NotFound:  # the contract has no 404 here: a wrong base URL, say
+            self._failed("HTTP 404 on lookup (is ACCOUNT_DIRECTORY_URL right?)")
+            raise DirectoryUnavailable("the directory has no lookup at this URL") from None
         return self._parse(_AccountBody, body).account
 
     async def get(self, remote_id: str) -> RemoteAccount | None:
@@ -169,7 +174,10 @@ class DirectoryClient:
             body = await self._call("POST", path, {"change": change_body(change)}, idempotency_key=key)
         except NotFound:
             return None
-        return self._parse(_AccountBody, body).account
+        account = self._parse(_AccountBody, body).account
+        if account is None or account.id != remote_id:  # confirmed for another account: not this change
+            raise ChangeRefused("the service answered for another account")
+        return account
 
     async def _verify(self, path: str, payload: Mapping[str, str]) -> bool:
         try:
@@ -197,13 +205,19 @@ class DirectoryClient:
         try:
             async with self._open().request(method, self._base + path, data=raw or None, headers=headers) as answer:
                 status = answer.status
-                body = await answer.json(content_type=None) if status != 204 else None
-        except (TimeoutError, aiohttp.ClientError, ValueError) as error:
+                raw_body = await answer.read()
+        except (TimeoutError, aiohttp.ClientError) as error:
             self._failed(type(error).__name__)
             raise DirectoryUnavailable(f"no answer from the directory ({type(error).__name__})") from None
-        return self._judge(status, body)
+        try:
+            body = json.loads(raw_body) if raw_body else None
+        except ValueError:  # an error page in HTML, say: its status still says what happened
+            body = None
+        return self._judge(status, body, changing=idempotency_key is not None)
 
-    def _judge(self, status: int, body: Any) -> Any:
+    def _judge(self, status: int, body: Any, changing: bool) -> Any:
+        """What an answer means. A 400, 409 or 422 refuses a change for good; to a read (which the desk
+        builds by the contract) it can only mean the two sides disagree, so it is treated as an outage."""
         if 200 <= status < 300:
             self.health.last_ok = time.monotonic()
             return body
@@ -211,7 +225,7 @@ class DirectoryClient:
         if status == 404:
             self.health.last_ok = time.monotonic()
             raise NotFound(code)
-        if status in (400, 409, 422):
+        if status in (400, 409, 422) and changing:
             self.health.last_ok = time.monotonic()
             raise ChangeRefused(f"HTTP {status} {code}")
         if status in (401, 403):
@@ -280,7 +294,10 @@ class HttpDirectory:
         return await self._local(account) if account is not None else None
 
     async def verify_totp(self, account_id: int, code: str) -> bool:
-        return await self._client.verify_totp(await self._remote(account_id), code)
+        digits = normalize_code(code)
+        if len(digits) != 6:  # outside the contract, whatever the account
+            return False
+        return await self._client.verify_totp(await self._remote(account_id), digits)
 
     async def verify_security_answer(self, account_id: int, answer: str) -> bool:
         answer = answer.strip()
