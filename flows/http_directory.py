@@ -290,8 +290,11 @@ class HttpDirectory:
         return await self._local(account) if account is not None else None
 
     async def get(self, account_id: int) -> AccountView | None:
-        account = await self._client.get(await self._remote(account_id))
-        return await self._local(account) if account is not None else None
+        """The account behind a desk id, which is already known: nothing to map back (and an answer about
+        another account, the reserved id's above all, is no account)."""
+        remote = await self._remote(account_id)
+        account = await self._client.get(remote)
+        return _view(account_id, account) if account is not None and account.id == remote else None
 
     async def verify_totp(self, account_id: int, code: str) -> bool:
         digits = normalize_code(code)
@@ -311,14 +314,12 @@ class HttpDirectory:
     async def apply(self, account_id: int, change: Change, key: str) -> AccountView | None:
         """Sent at once; the flows queue changes instead (`flows.changes`), and the worker sends them."""
         account = await self._client.apply(await self._remote(account_id), change, key)
-        return await self._local(account) if account is not None else None
-
-    async def remote_id(self, account_id: int) -> str | None:
-        return await self._ids.remote_id(account_id)
+        return _view(account_id, account) if account is not None else None  # the client checked it is this one
 
     async def _remote(self, account_id: int) -> str:
         return await self._ids.remote_id(account_id) or NO_REMOTE_ACCOUNT
 
     async def _local(self, account: RemoteAccount) -> AccountView:
+        """A found account with its desk id, given now if it is new."""
         local = (await self._ids.local_ids([account.id], self._now))[account.id]
         return _view(local, account)
