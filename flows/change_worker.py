@@ -20,7 +20,7 @@ from typing import Any
 from flows.backoff import retry_delay
 from flows.changes import APPLIED, FAILED, STAFF_ALERT, change_from_json
 from flows.clock import Clock
-from flows.directory import ChangeRefused, DecryptError, DirectoryUnavailable, SecretBox
+from flows.directory import Change, ChangeRefused, DecryptError, DirectoryUnavailable, SecretBox
 from flows.events_out import account_event
 from flows.http_directory import DirectoryClient
 from flows.ports import Store, Tx
@@ -97,7 +97,7 @@ class ChangeWorker:
         try:
             change = change_from_json(queued.change, self.box)
         except (DecryptError, KeyError, ValueError):
-            await self._settle(row, "failed", "the queued change cannot be read (SECRET_KEY changed?)")
+            await self._settle(row, "the queued change cannot be read (SECRET_KEY changed?)")
             return
         try:
             account = await self.client.apply(queued.remote_id, change, queued.key)
@@ -105,10 +105,12 @@ class ChangeWorker:
             await self._retry(row, str(error))
             return
         except ChangeRefused as error:
-            await self._settle(row, "failed", str(error))
+            await self._settle(row, str(error))
             return
-        await self._settle(row, "applied" if account is not None else "failed",
-                           None if account is not None else "HTTP 404 account_not_found")
+        if account is None:
+            await self._settle(row, "HTTP 404 account_not_found")
+        else:
+            await self._settle(row, None, applied=change)
 
     async def _retry(self, row: StoredChange, error: str) -> None:
         at = self.clock.now() + timedelta(seconds=retry_delay(row.attempts, self.rng))
@@ -117,7 +119,9 @@ class ChangeWorker:
         log.warning("account change %s (%s) not applied yet, try %d: %s", row.id, row.queued.change.get("kind"),
                     row.attempts + 1, error)
 
-    async def _settle(self, row: StoredChange, status: str, error: str | None) -> None:
+    async def _settle(self, row: StoredChange, error: str | None, applied: Change | None = None) -> None:
+        """Record the service's last word: the change `applied`, or refused with `error`."""
+        status = "applied" if applied is not None else "failed"
         now = self.clock.now()
         kind = str(row.queued.change.get("kind"))
         async with self.store.transaction() as tx:
@@ -127,9 +131,8 @@ class ChangeWorker:
             timers = self._failure_timers(row, kind, error, group, now) if status == "failed" else \
                 self._applied_timers(row, group, now)
             await tx.timers.add(timers)
-            if status == "applied" and self.emit_events:
-                change = change_from_json(row.queued.change, self.box)
-                await tx.events.add([account_event(row.queued.account_id, change, row.queued.case_id, now)])
+            if applied is not None and self.emit_events:
+                await tx.events.add([account_event(row.queued.account_id, applied, row.queued.case_id, now)])
             await tx.audit.add([AuditEntry("system", f"directory.change_{status}", f"case:{row.queued.case_id}",
                                            {"change": kind, "account_id": row.queued.account_id,
                                             "key": row.queued.key, **({"error": error} if error else {})})], now)
