@@ -25,11 +25,12 @@ from flows.store.database import open_database
 from flows.store.migrate import upgrade_sync
 from tests.support.chat import Bot
 from tests.support.desk import open_desk
-from tests.support.e2e import bot, framework, server
+from tests.support.e2e import bot, desk_database, framework, server
 from tests.support.postgres import TEMPLATE, PostgresServer
 from tests.support.servers import Mailbox, SmsGateway, mailbox
 
-__all__ = ["bot", "framework", "mailbox", "server"]  # fixtures: e2e (the real process per framework), SMTP
+# fixtures: e2e (the real process per framework and its database), SMTP
+__all__ = ["bot", "desk_database", "framework", "mailbox", "server"]
 
 
 def migrate(url: str) -> None:
@@ -69,10 +70,28 @@ def postgres_url(postgres: PostgresServer) -> str:
     return postgres.url(postgres.new_database(template=TEMPLATE))
 
 
+BACKENDS = ["sqlite", "postgres"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module marked `both_backends` runs each of its database tests on SQLite and on PostgreSQL."""
+    if metafunc.definition.get_closest_marker("both_backends") and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def db_url(tmp_path: Path, migrated_template: Path) -> str:
-    path = tmp_path / "recovery.db"
-    shutil.copy(migrated_template, path)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database the test runs on: SQLite unless its module is marked `both_backends`."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, migrated database for this test, on the test's backend."""
+    if backend == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    path = request.getfixturevalue("tmp_path") / "recovery.db"
+    shutil.copy(request.getfixturevalue("migrated_template"), path)
     return f"sqlite+aiosqlite:///{path}"
 
 

@@ -30,6 +30,8 @@ from flows.store.tables import broadcast_deliveries as deliveries
 from flows.store.tables import broadcasts, cases, users
 from tests.support.chat import RecordingTransport
 
+pytestmark = pytest.mark.both_backends  # the engine's guarantees must hold on either database
+
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 ADMIN = 1
 STATUS_CHAT, STATUS_MESSAGE = 999_000, 7

@@ -18,6 +18,8 @@ from flows.store.database import SqlStore, open_database
 from tests.engine_flow import make_engine
 from tests.support.chat import Bot, Chat, RecordingTransport
 
+pytestmark = pytest.mark.both_backends  # the engine's guarantees must hold on either database
+
 
 @pytest.fixture
 async def bot(db: AsyncEngine, clock: FakeClock) -> AsyncIterator[Bot]:

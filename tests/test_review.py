@@ -26,6 +26,8 @@ from tests.support.desk import (
     totp_now,
 )
 
+pytestmark = pytest.mark.both_backends  # the engine's guarantees must hold on either database
+
 ADMIN, OTHER_ADMIN = 900, 901
 
 

@@ -20,6 +20,8 @@ from flows.texts import Text
 from tests.support.chat import Bot, Chat, RecordingTransport, said
 from tests.support.desk import begin, code_in, request_codes
 
+pytestmark = pytest.mark.both_backends  # the engine's guarantees must hold on either database
+
 
 async def fire(bot: Bot, chat: Chat) -> list[str]:
     """Fire whatever timers are due and return what the chat received."""

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import ClientSession
 from sqlalchemy import func, select
 
@@ -31,6 +32,8 @@ from tests.support.e2e import (
     walk_method_two_through_the_codes,
 )
 from tests.support.servers import free_port
+
+pytestmark = pytest.mark.both_backends  # every guarantee the real process gives must hold on either database
 
 
 async def test_startup_checks_the_token_and_sets_the_commands(bot: BotProcess, server: BotApiServer) -> None:
@@ -239,8 +242,9 @@ async def test_kill_9_in_method_two_then_restart_continues(bot: BotProcess, serv
     assert len(user.sent_texts()) == len(sent_before) + 2  # nothing delivered twice
 
 
-async def test_graceful_stop_on_sigterm_and_sigint(server: BotApiServer, framework: str, tmp_path: Path) -> None:
-    process = BotProcess(server, framework, tmp_path)
+async def test_graceful_stop_on_sigterm_and_sigint(server: BotApiServer, framework: str, tmp_path: Path,
+                                                   desk_database: str | None) -> None:
+    process = BotProcess(server, framework, tmp_path, database_url=desk_database)
     await prepare_database(process.database_url)
     for signum in (signal.SIGTERM, signal.SIGINT):
         await process.start()
@@ -256,12 +260,13 @@ async def test_a_bad_token_is_one_line_and_exit_2(server: BotApiServer, framewor
     assert output.strip().count("\n") == 0 and "TELEGRAM_BOT_TOKEN" in output and "999:wrong" not in output
 
 
-async def start_in_webhook_mode(server: BotApiServer, framework: str, tmp_path: Path) -> tuple[BotProcess, str, int]:
+async def start_in_webhook_mode(server: BotApiServer, framework: str, tmp_path: Path,
+                                database_url: str | None) -> tuple[BotProcess, str, int]:
     """A bot process serving a webhook on a free local port, once it has registered it: (process, url, port)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/telegram/hook"
     process = BotProcess(server, framework, tmp_path, "--webhook-url", url, "--port", str(port), "--host",
-                         "127.0.0.1")
+                         "127.0.0.1", database_url=database_url)
     await prepare_database(process.database_url)
     await process.start(ready_method="setWebhook")
     try:
@@ -272,8 +277,9 @@ async def start_in_webhook_mode(server: BotApiServer, framework: str, tmp_path: 
     return process, url, port
 
 
-async def test_webhook_mode_needs_the_secret(server: BotApiServer, framework: str, tmp_path: Path) -> None:
-    process, url, port = await start_in_webhook_mode(server, framework, tmp_path)
+async def test_webhook_mode_needs_the_secret(server: BotApiServer, framework: str, tmp_path: Path,
+                                             desk_database: str | None) -> None:
+    process, url, port = await start_in_webhook_mode(server, framework, tmp_path, desk_database)
     try:
         assert server.webhook is not None and server.webhook.url == url and server.webhook.secret_token
         user = TgUser(server, 110)
@@ -296,8 +302,8 @@ async def test_webhook_mode_needs_the_secret(server: BotApiServer, framework: st
 
 
 async def test_webhook_mode_answers_a_press_in_the_webhook_response(server: BotApiServer, framework: str,
-                                                                   tmp_path: Path) -> None:
-    process, _, _ = await start_in_webhook_mode(server, framework, tmp_path)
+                                                                   tmp_path: Path, desk_database: str | None) -> None:
+    process, _, _ = await start_in_webhook_mode(server, framework, tmp_path, desk_database)
     try:
         user = TgUser(server, 111)
         assert await server.push_update_to_webhook(user.send("/start")) == 200
@@ -340,11 +346,11 @@ async def test_a_flooding_user_does_not_hold_up_anyone_else(bot: BotProcess, ser
 
 
 async def test_webhook_mode_answers_a_flood_200_and_slows_it_down(server: BotApiServer, framework: str,
-                                                                   tmp_path: Path) -> None:
+                                                                   tmp_path: Path, desk_database: str | None) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/telegram/hook"
     process = BotProcess(server, framework, tmp_path, "--webhook-url", url, "--port", str(port), "--host",
-                         "127.0.0.1", INBOUND_LIMIT="5")
+                         "127.0.0.1", INBOUND_LIMIT="5", database_url=desk_database)
     await prepare_database(process.database_url)
     await process.start(ready_method="setWebhook")
     try:

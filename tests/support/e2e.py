@@ -51,11 +51,12 @@ STARTUP_SECONDS = 90
 class BotProcess:
     """`python -m bot.cli run` with the test server as its Bot API, a framework and a database."""
 
-    def __init__(self, server: BotApiServer, framework: str, folder: Path, *args: str, **env: str) -> None:
+    def __init__(self, server: BotApiServer, framework: str, folder: Path, *args: str, database_url: str | None = None,
+                 **env: str) -> None:
         self.server = server
         self.args = args
         self.log = folder / f"bot-{framework}.log"
-        self.database_url = f"sqlite+aiosqlite:///{folder}/desk.db"
+        self.database_url = database_url or f"sqlite+aiosqlite:///{folder}/desk.db"
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
             "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": server.url, "DATABASE_URL": self.database_url,
@@ -178,8 +179,16 @@ def framework(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def bot(server: BotApiServer, framework: str, tmp_path: Path) -> AsyncIterator[BotProcess]:
-    process = BotProcess(server, framework, tmp_path)
+def desk_database(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """The bot process's database: a fresh PostgreSQL one when the test module is marked `both_backends` and this
+    is its PostgreSQL run (tests/conftest.py), else None (a SQLite file in the test's folder)."""
+    return str(request.getfixturevalue("postgres_url")) if backend == "postgres" else None
+
+
+@pytest.fixture
+async def bot(server: BotApiServer, framework: str, tmp_path: Path,
+              desk_database: str | None) -> AsyncIterator[BotProcess]:
+    process = BotProcess(server, framework, tmp_path, database_url=desk_database)
     await prepare_database(process.database_url)
     await process.start()
     yield process
