@@ -1,9 +1,10 @@
 """What the flows need from storage, as small protocols; `flows/store/` holds the adapters (SQL, and in memory).
 
 A `Store` hands out transactions. Everything read or written through one `Tx` commits together or not at all,
-and two write transactions never interleave (SQLite takes its write lock at BEGIN; the in-memory adapter holds a
-lock), so a read inside a transaction is still true when the transaction writes. Nothing here commits on its
-own: the caller owns the transaction, one per batch of events.
+and two write transactions never interleave, whatever process opened them (SQLite takes its write lock at BEGIN,
+PostgreSQL an advisory lock; the in-memory adapter holds a lock), so a read inside a transaction is still true
+when the transaction writes. Nothing here commits on its own: the caller owns the transaction, one per batch of
+events.
 
 `flows/` outside `flows/store/` knows storage only through these protocols (a test checks that it imports no
 SQLAlchemy). `tests/store/` holds the contract every adapter must pass.

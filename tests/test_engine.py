@@ -166,19 +166,22 @@ async def test_concurrent_events_for_one_chat_never_interleave(bot: Bot, db: Asy
 
 
 async def test_two_runners_on_one_database_serialise_writes(db: AsyncEngine, db_url: str, clock: FakeClock) -> None:
-    from flows.store.database import open_database
-
+    """Two desks on one database (two instances): presses of one chat's Yes and No, one on each desk at the same
+    moment, in many chats. Each chat's case moves once; the other press finds its button expired."""
     second_db = open_database(db_url)
     first, second = await Bot(db, make_engine(), clock).start(), await Bot(second_db, make_engine(), clock).start()
     try:
-        chat = first.chat()
-        await chat.send("/start")
-        await chat.send("Ada")
-        _, yes = chat.button("Yes")
-        _, no = chat.button("No")
-        await asyncio.gather(first.chat().press(yes.data), second.chat().press(no.data))
-        outcomes = [first.transport.answers[-1].text, second.transport.answers[-1].text]
-        assert sorted(outcomes) == ["", "This button has expired."]
+        for user_id in range(100, 120):
+            chat = first.chat(user_id)
+            await chat.send("/start")
+            await chat.send("Ada")
+            _, yes = chat.button("Yes")
+            _, no = chat.button("No")
+            before = len(first.transport.answers), len(second.transport.answers)
+            other = second.chat(user_id)
+            await asyncio.gather(*(c.press(b.data) for c in (chat, other) for b in (yes, no, yes)))
+            outcomes = [a.text for a in first.transport.answers[before[0]:] + second.transport.answers[before[1]:]]
+            assert sorted(outcomes) == [""] + ["This button has expired."] * 5, (user_id, outcomes)
     finally:
         await first.stop()
         await second.stop()

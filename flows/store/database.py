@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -28,6 +28,9 @@ from flows.store.timers import SqlTimers
 from flows.store.updates import SqlUpdateLog, SqlUsers
 
 READ_ONLY = "recovery_bot_read_only"  # an execution option: this connection only reads
+# The key of the PostgreSQL advisory lock every write transaction holds (any fixed bigint; advisory locks are
+# per database, so two desks on one server do not wait for each other).
+WRITER_LOCK = 0x7265636F76657279  # "recovery"
 
 
 def sqlite_file(url: str | URL) -> Path | None:
@@ -107,25 +110,30 @@ class SqlTx:
 class SqlStore:
     """The store on a SQL database (SQLite, or PostgreSQL).
 
-    SQLite has one writer at a time. Writers of this process take turns on an asyncio lock before they ask
-    for SQLite's, so none of them sleeps in SQLite's busy handler (which polls with growing naps, up to 100 ms
-    each) while another commits; only another process (an `accounts import`, say) can still make one wait there.
+    Write transactions never interleave, across every process on the database (the ports promise it: a read
+    inside a transaction is still true when it writes, which per-account limits and each chat's order rest on).
+    SQLite has one writer at a time, taken at BEGIN IMMEDIATE. On PostgreSQL each write transaction first takes
+    one transaction-scoped advisory lock, the same for every instance, released at commit or rollback.
+
+    Writers of this process take turns on an asyncio lock before they ask for the database's, so none of them
+    holds a pooled connection while it waits, nor sleeps in SQLite's busy handler (which polls with growing
+    naps, up to 100 ms each) while another commits.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._one_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._one_writer = asyncio.Lock()
+        self._lock_across_instances = engine.dialect.name == "postgresql"
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlTx]:
         async with self._writer_turn(), self.engine.begin() as conn:
+            if self._lock_across_instances:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK})
             yield SqlTx(conn)
 
     @asynccontextmanager
     async def _writer_turn(self) -> AsyncIterator[None]:
-        if self._one_writer is None:
-            yield
-            return
         async with self._one_writer:
             yield
 
