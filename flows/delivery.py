@@ -29,6 +29,7 @@ from typing import Protocol, runtime_checkable
 from flows.blocked_reads import BlockedReads
 from flows.chat_pace import ChatPace
 from flows.clock import Clock
+from flows.leases import ChatLeases
 from flows.ports import Store
 from flows.records import Pending
 from flows.replies import CopyMessage, EditMessage, Notify, Reply, SendCard, SendFiles, SendMessage, SendPhoto
@@ -45,6 +46,7 @@ MAX_BACKOFF = 60.0
 STOP_GRACE = 5.0  # seconds a stop waits for the last results to be recorded
 SCRUB_EVERY = 30.0  # seconds between write-ahead-log scrubs after redactions
 REMEMBERED_EVIDENCE = 10_000
+REMEMBERED_RESULTS = 10_000
 Delivered = int | tuple[int, ...] | None
 
 
@@ -106,8 +108,8 @@ class Lane:
     recorded leaves the line until it is (its next reply must not go while a kill would repeat both).
     """
 
-    def __init__(self, name: str, store: Store, transport: Transport, clock: Clock, *,
-                 workers: int = CHAT_WORKERS, pace: ChatPace | None = None) -> None:
+    def __init__(self, name: str, store: Store, transport: Transport, clock: Clock, carries: Callable[[Reply], bool],
+                 *, workers: int = CHAT_WORKERS, pace: ChatPace | None = None) -> None:
         self.name = name
         self.store = store
         self.transport = transport
@@ -120,6 +122,10 @@ class Lane:
         self._paused: dict[int, asyncio.TimerHandle] = {}
         self._backoff: dict[int, float] = {}
         self._unsettled = 0  # pushed and not yet recorded
+        # Ids pushed and not yet recorded, and the latest recorded: a reply read back from the outbox while its
+        # result was being recorded (flows/leases.py) is not queued again.
+        self._known: set[int] = set()
+        self._recorded: dict[int, None] = {}
         self._unrecorded: dict[int, int] = {}  # chat -> its replies sent and not yet recorded
         self._awaiting_record: set[int] = set()  # chats out of the line until their sent replies are recorded
         self._idle = asyncio.Event()
@@ -127,20 +133,38 @@ class Lane:
         self._evidence: dict[int, str] = {}  # outcomes of the latest evidence sent in this run
         self.recorder = Recorder(name, store, clock, self._settled)
         self._blocked_reads = BlockedReads(store)
+        self.leases = None if not store.shared else ChatLeases(name, store, clock, carries, self.push,
+                                                               self.recorder.flushed)
 
     def start(self) -> None:
         self.recorder.start()
+        if self.leases is not None:
+            self.leases.start()
         self.tasks = [asyncio.create_task(self._work(), name=f"outbox-{self.name}-{n}")
                       for n in range(self.workers)]
 
+    def accept(self, entries: Sequence[Pending]) -> None:
+        """Committed entries to deliver: queued here, or, while instances share the store, once this instance
+        holds their chat's lease (`flows/leases.py`; else the instance that holds it delivers them)."""
+        if self.leases is None:
+            self.push(entries)
+        else:
+            self.leases.claim(entries)
+
     def push(self, entries: Sequence[Pending]) -> None:
+        """Queue entries for delivery from here."""
+        new = []
         for entry in entries:
+            if entry.id in self._known or entry.id in self._recorded:
+                continue
+            new.append(entry)
+            self._known.add(entry.id)
             self.queues.setdefault(entry.chat_id, deque()).append(entry)
             if entry.chat_id not in self._scheduled:
                 self._scheduled.add(entry.chat_id)
                 self._ready.put_nowait(entry.chat_id)
-        if entries:
-            self._unsettled += len(entries)
+        if new:
+            self._unsettled += len(new)
             self._idle.clear()
 
     def delivered_elsewhere(self, entry: Pending) -> None:
@@ -151,7 +175,12 @@ class Lane:
 
     async def idle(self) -> None:
         """Wait until everything pushed so far is delivered (or given up on) and recorded."""
-        await self._idle.wait()
+        while True:
+            if self.leases is not None:
+                await self.leases.settled()
+            await self._idle.wait()
+            if self.leases is None or self.leases.quiet:
+                return
 
     async def stop(self) -> None:
         """Stop sending, and record what was sent (a reply whose send was cut short goes again after a
@@ -165,6 +194,8 @@ class Lane:
         self._paused.clear()
         await self._blocked_reads.stop()
         await self.recorder.stop()
+        if self.leases is not None:
+            await self.leases.stop()
 
     def _record(self, done: Delivery) -> None:
         if done.outcome == "sent":
@@ -174,6 +205,8 @@ class Lane:
     def _settled(self, batch: Sequence[Delivery]) -> None:
         """A batch of results is committed: chats whose sent replies are all recorded may send their next."""
         for done in batch:
+            self._known.discard(done.entry.id)
+            self._recorded[done.entry.id] = None
             if done.outcome != "sent":
                 continue
             chat_id = done.entry.chat_id
@@ -183,6 +216,10 @@ class Lane:
                 if chat_id in self._awaiting_record:
                     self._awaiting_record.discard(chat_id)
                     self._ready.put_nowait(chat_id)
+                elif chat_id not in self.queues:
+                    self._drained(chat_id)
+        while len(self._recorded) > REMEMBERED_RESULTS:
+            del self._recorded[next(iter(self._recorded))]
         self._unsettled -= len(batch)
         if self._unsettled == 0:
             self._idle.set()
@@ -203,6 +240,8 @@ class Lane:
         if not self.queues.get(chat_id):
             self.queues.pop(chat_id, None)
             self._scheduled.discard(chat_id)
+            if chat_id not in self._unrecorded:
+                self._drained(chat_id)
         elif wait is None and chat_id in self._unrecorded:
             self._awaiting_record.add(chat_id)
         elif wait is not None and wait > 0:
@@ -210,6 +249,10 @@ class Lane:
             self._paused[chat_id] = loop.call_later(wait, self._resume, chat_id)
         else:
             self._ready.put_nowait(chat_id)
+
+    def _drained(self, chat_id: int) -> None:
+        if self.leases is not None:
+            self.leases.drained(chat_id)
 
     def _resume(self, chat_id: int) -> None:
         del self._paused[chat_id]
@@ -221,6 +264,8 @@ class Lane:
         with, so whatever stops this turn leaves the rest in place."""
         if chat_id in self._unrecorded:
             return None
+        if self.leases is not None and not self.leases.live():  # another instance may have taken the chat over
+            return 1.0
         queue = self.queues[chat_id]
         try:
             blocked = await self._blocked(chat_id, list(itertools.islice(queue, GROUP)))
@@ -449,22 +494,26 @@ class Dispatcher:
     def __init__(self, store: Store, transport: Transport, clock: Clock, channels: Transport | None = None) -> None:
         self.store = store
         pace = transport.chat_pace if isinstance(transport, Paced) else None
-        self.chat = Lane("chat", store, transport, clock, pace=pace)
-        self.out_of_band = Lane("out-of-band", store, channels or _NoChannels(), clock, workers=OUT_OF_BAND_WORKERS)
+        self.chat = Lane("chat", store, transport, clock, _in_chat, pace=pace)
+        self.out_of_band = Lane("out-of-band", store, channels or _NoChannels(), clock, _out_of_band,
+                                workers=OUT_OF_BAND_WORKERS)
 
     async def start(self) -> None:
-        """Load what was committed but not delivered before the last stop, and start sending."""
-        async with self.store.reading() as tx:
-            left_over = await tx.outbox.pending()
-        if left_over:
-            log.info("delivering %d replies left from before the restart", len(left_over))
-        self.push(left_over)
+        """Load what was committed but not delivered before the last stop, and start sending. While instances
+        share the store, the lanes' first sweep takes only what no live instance is delivering."""
+        if not self.store.shared:
+            async with self.store.reading() as tx:
+                left_over = await tx.outbox.pending()
+            if left_over:
+                log.info("delivering %d replies left from before the restart", len(left_over))
+            self.push(left_over)
         for lane in (self.chat, self.out_of_band):
             lane.start()
 
     def push(self, entries: Sequence[Pending]) -> None:
-        self.chat.push([e for e in entries if not isinstance(e.reply, Notify)])
-        self.out_of_band.push([e for e in entries if isinstance(e.reply, Notify)])
+        """Committed entries, to deliver."""
+        self.chat.accept([e for e in entries if _in_chat(e.reply)])
+        self.out_of_band.accept([e for e in entries if _out_of_band(e.reply)])
 
     def delivered_elsewhere(self, entry: Pending) -> None:
         """Record a chat reply held back from delivery that went out another way (in a webhook response)."""
@@ -478,6 +527,14 @@ class Dispatcher:
     async def stop(self) -> None:
         for lane in (self.chat, self.out_of_band):
             await lane.stop()
+
+
+def _in_chat(reply: Reply) -> bool:
+    return not isinstance(reply, Notify)
+
+
+def _out_of_band(reply: Reply) -> bool:
+    return isinstance(reply, Notify)
 
 
 class _NoChannels:

@@ -132,8 +132,9 @@ class Outbox(Protocol):
         earlier replies of the same batch by negative offset comes back naming them by id."""
         ...
 
-    async def pending(self, limit: int = 10_000) -> list[Pending]:
-        """Replies queued and not yet delivered, oldest first."""
+    async def pending(self, limit: int = 10_000, chat_ids: Iterable[int] | None = None) -> list[Pending]:
+        """Replies queued and not yet delivered (to these chats, if given), oldest first, with when they were
+        queued."""
         ...
 
     async def outcomes(self, row_ids: Sequence[int]) -> dict[int, str | None]:
@@ -152,6 +153,31 @@ class Outbox(Protocol):
         """Delete up to `limit` entries delivered before `before`, oldest first; returns how many. Undelivered
         entries stay, so does evidence an undelivered card still names, and so does the newest row, so that no
         id (a card names its evidence by id) is ever given again."""
+        ...
+
+
+class Leases(Protocol):
+    """Which instance delivers a chat's replies in one lane while several share the database: the owner of the
+    chat's live lease (flows/leases.py). A lease is live until its `until`; an expired one is anybody's."""
+
+    async def owners(self, lane: str, chat_ids: Iterable[int], now: datetime) -> dict[int, str]:
+        """The owners of the live leases among these chats."""
+        ...
+
+    async def hold(self, lane: str, chat_ids: Iterable[int], owner: str, until: datetime) -> None:
+        """Give these chats' leases to `owner` until `until`, whoever held them before."""
+        ...
+
+    async def renew(self, lane: str, owner: str, until: datetime) -> None:
+        """Extend every lease `owner` holds in the lane to `until`."""
+        ...
+
+    async def release(self, lane: str, owner: str, chat_ids: Iterable[int] | None = None) -> None:
+        """Give up `owner`'s leases on these chats (on every chat, when None)."""
+        ...
+
+    async def unleased(self, lane: str, now: datetime, limit: int) -> set[int]:
+        """Up to `limit` chats with undelivered outbox entries and no live lease in the lane."""
         ...
 
 
@@ -426,6 +452,8 @@ class Tx(Protocol):
     @property
     def outbox(self) -> Outbox: ...
     @property
+    def leases(self) -> Leases: ...
+    @property
     def evidence(self) -> Evidence: ...
     @property
     def audit(self) -> Audit: ...
@@ -448,6 +476,10 @@ class Tx(Protocol):
 
 
 class Store(Protocol):
+    shared: bool
+    """Whether other instances may use the store at the same time (PostgreSQL): replies are then delivered by
+    the instance holding their chat's lease. SQLite serves one instance; the in-memory store, one process."""
+
     def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """A transaction that may write; commits when the block ends, rolls back if it raises."""
         ...

@@ -131,6 +131,7 @@ class Pending:
     id: int
     chat_id: int
     reply: Reply
+    queued_at: datetime | None = None  # when it was committed (read back from the outbox; None when just queued)
 
 
 DRAFT, RUNNING, FINISHED, CANCELLED = "draft", "running", "finished", "cancelled"

@@ -22,6 +22,7 @@ from flows.store.directory import SqlDirectoryChanges, SqlDirectoryIds
 from flows.store.events import SqlEventOutbox
 from flows.store.evidence import SqlEvidence
 from flows.store.failures import SqlFailures
+from flows.store.leases import SqlLeases
 from flows.store.outbox import SqlOutbox
 from flows.store.stats import SqlStatistics
 from flows.store.timers import SqlTimers
@@ -95,6 +96,7 @@ class SqlTx:
         self.cases = SqlCases(conn)
         self.timers = SqlTimers(conn)
         self.outbox = SqlOutbox(conn)
+        self.leases = SqlLeases(conn)
         self.evidence = SqlEvidence(conn, self.timers)
         self.audit = SqlAudit(conn)
         self.broadcasts = SqlBroadcasts(conn)
@@ -123,12 +125,12 @@ class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._one_writer = asyncio.Lock()
-        self._lock_across_instances = engine.dialect.name == "postgresql"
+        self.shared = engine.dialect.name == "postgresql"  # SQLite serves one instance (README)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlTx]:
         async with self._writer_turn(), self.engine.begin() as conn:
-            if self._lock_across_instances:
+            if self.shared:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK})
             yield SqlTx(conn)
 

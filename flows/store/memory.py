@@ -22,6 +22,7 @@ from flows.store.directory import DirectoryTable, MemoryDirectoryChanges, Memory
 from flows.store.events import EventTable, MemoryEventOutbox
 from flows.store.evidence import EvidenceTable, MemoryEvidence
 from flows.store.failures import FailureTable, MemoryFailures
+from flows.store.leases import LeaseTable, MemoryLeases
 from flows.store.outbox import MemoryOutbox, OutboxTable
 from flows.store.stats import MemoryStatistics
 from flows.store.timers import MemoryTimers, TimerTable
@@ -54,6 +55,7 @@ class MemoryTx:
         self.cases = MemoryCases(tables.of(CaseTable))
         self.timers = MemoryTimers(tables.of(TimerTable))
         self.outbox = MemoryOutbox(tables.of(OutboxTable))
+        self.leases = MemoryLeases(tables.of(LeaseTable), tables.of(OutboxTable))
         self.evidence = MemoryEvidence(tables.of(EvidenceTable), self.timers)
         self.audit = MemoryAudit(tables.of(AuditTable))
         self.broadcasts = MemoryBroadcasts(tables.of(BroadcastTable), tables.of(UserTable), tables.of(CaseTable))
@@ -67,6 +69,8 @@ class MemoryTx:
 
 
 class MemoryStore:
+    shared = False  # one process
+
     def __init__(self) -> None:
         self.tables = Tables()
         self._lock = asyncio.Lock()

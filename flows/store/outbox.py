@@ -50,12 +50,15 @@ class SqlOutbox:
         start = int(last or 0) + 1
         return list(range(start, start + count))
 
-    async def pending(self, limit: int = 10_000) -> list[Pending]:
+    async def pending(self, limit: int = 10_000, chat_ids: Iterable[int] | None = None) -> list[Pending]:
         query = (
-            select(outbox.c.id, outbox.c.chat_id, outbox.c.payload)
+            select(outbox.c.id, outbox.c.chat_id, outbox.c.payload, outbox.c.created_at)
             .where(outbox.c.delivered_at.is_(None)).order_by(outbox.c.id).limit(limit)
         )
-        return [Pending(row.id, row.chat_id, reply_from_json(row.payload)) for row in await self._conn.execute(query)]
+        if chat_ids is not None:
+            query = query.where(outbox.c.chat_id.in_(set(chat_ids)))
+        return [Pending(row.id, row.chat_id, reply_from_json(row.payload), row.created_at)
+                for row in await self._conn.execute(query)]
 
     async def outcomes(self, row_ids: Sequence[int]) -> dict[int, str | None]:
         if not row_ids:
@@ -154,10 +157,13 @@ class MemoryOutbox:
         self._table.last_id += len(replies)
         return [Pending(row_id, reply.chat_id, reply) for row_id, reply in zip(ids, queued, strict=True)]
 
-    async def pending(self, limit: int = 10_000) -> list[Pending]:
-        waiting = sorted(i for i, row in self._table.rows.items() if row.delivered_at is None)[:limit]
+    async def pending(self, limit: int = 10_000, chat_ids: Iterable[int] | None = None) -> list[Pending]:
+        wanted = None if chat_ids is None else set(chat_ids)
         rows = self._table.rows
-        return [Pending(i, rows[i].chat_id, reply_from_json(as_stored(rows[i].payload))) for i in waiting]
+        waiting = sorted(i for i, row in rows.items()
+                         if row.delivered_at is None and (wanted is None or row.chat_id in wanted))[:limit]
+        return [Pending(i, rows[i].chat_id, reply_from_json(as_stored(rows[i].payload)), rows[i].created_at)
+                for i in waiting]
 
     async def outcomes(self, row_ids: Sequence[int]) -> dict[int, str | None]:
         return {i: self._table.rows[i].outcome for i in row_ids if i in self._table.rows}

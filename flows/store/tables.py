@@ -101,6 +101,17 @@ class OutboxRow(SQLModel, table=True):
     sent_message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
+class DeliveryLeaseRow(SQLModel, table=True):
+    """Which instance delivers a chat's replies in one lane while several share the database (flows/leases.py):
+    the one whose lease runs until after now."""
+
+    __tablename__ = "delivery_leases"
+    lane: str = Field(primary_key=True, max_length=16)
+    chat_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    owner: str = Field(max_length=36)
+    until: datetime = _when(index=True)
+
+
 class EvidenceMessageRow(SQLModel, table=True):
     """A message in a staff chat that shows a case's identity evidence, deleted when the case's documents are purged.
 
@@ -295,6 +306,7 @@ cases = _table(CaseRow)
 processed = _table(ProcessedUpdate)
 outbox = _table(OutboxRow)
 evidence_messages = _table(EvidenceMessageRow)
+delivery_leases = _table(DeliveryLeaseRow)
 timers = _table(TimerRow)
 codes = _table(CodeRow)
 failed_checks = _table(FailedCheck)

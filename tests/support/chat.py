@@ -179,12 +179,13 @@ class Bot:
         clock: FakeClock,
         services: ServicesFactory | None = None,
         channels: Transport | None = None,
+        transport: RecordingTransport | None = None,
     ) -> None:
         self.db = store if isinstance(store, AsyncEngine) else None  # for tests that read SQL themselves
         self.store: Store = SqlStore(store) if isinstance(store, AsyncEngine) else store
         self.engine = engine
         self.clock = clock
-        self.transport = RecordingTransport()
+        self.transport = transport or RecordingTransport()  # two desks on one database share one: one Telegram
 
         async def pass_time(seconds: float) -> None:  # broadcasts pace themselves by the clock: move it
             self.clock.advance(seconds=max(0.0, seconds))
