@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from flows.audience import check_audience
 from flows.clock import Clock
 from flows.delivery import RecipientBlocked, RetryAfter, Transport, Undeliverable
+from flows.leases import LEASE, RENEW_EVERY
 from flows.pace import Pace, Spacing
 from flows.ports import Broadcasts, Store, Tx
 from flows.progress import Progress, busy_text, progress_text, report_text
@@ -58,6 +60,8 @@ from flows.records import (
 from flows.replies import EditMessage, Reply, SendMessage
 
 log = logging.getLogger(__name__)
+
+LEASED = "broadcast"  # the lane of broadcast leases (flows/leases.py): keyed by broadcast id, not chat
 
 PROGRESS_EVERY = 3.0
 """Seconds between two edits of the status message."""
@@ -135,6 +139,8 @@ class BroadcastService:
         used on its own) the service delivers its own outbox entries once, through its transport."""
         self._runs: dict[int, _Run] = {}
         self._one_at_a_time = asyncio.Lock()
+        self._owner = uuid.uuid4().hex  # while instances share the store, the one holding its lease sends it
+        self._keeper: asyncio.Task[None] | None = None
 
     async def audience_size(self, audience: str, language: str | None = None) -> int:
         """How many chats the audience takes now."""
@@ -167,6 +173,8 @@ class BroadcastService:
                 status = view.status if view else "unknown"
                 raise BroadcastError(f"broadcast {broadcast_id} is {status}; only a draft can be started")
             total = await tx.broadcasts.start(broadcast_id, status_chat_id, status_message_id, now)
+            if total is not None and self.store.shared:
+                await tx.leases.hold(LEASED, [broadcast_id], self._owner, now + LEASE)
         if total is None:
             await self._refuse(broadcast_id, status_chat_id)
         log.info("broadcast %d started: %d recipients", broadcast_id, total)
@@ -185,10 +193,21 @@ class BroadcastService:
         raise BroadcastBusy(f"broadcast {others} is running; one broadcast runs at a time")
 
     async def resume(self) -> list[int]:
-        """At process start: continue every running broadcast; rows left "sending" become "uncertain"."""
+        """At process start: continue every running broadcast; rows left "sending" become "uncertain".
+
+        While instances share the store, only broadcasts no live instance sends (no live lease) are taken, and
+        this is looked for again every `RENEW_EVERY` seconds, when this instance's leases are renewed: a broadcast
+        whose instance died goes on here once its lease expired."""
+        now = self.clock.now()
         async with self.store.transaction() as tx:
             ids = [i for i in await tx.broadcasts.running() if i not in self._runs]
-            marked = await tx.broadcasts.mark_uncertain(ids, self.clock.now())
+            if self.store.shared:
+                owners = await tx.leases.owners(LEASED, ids, now)
+                ids = [i for i in ids if owners.get(i, self._owner) == self._owner]
+                await tx.leases.hold(LEASED, ids, self._owner, now + LEASE)
+            marked = await tx.broadcasts.mark_uncertain(ids, now)
+        if self.store.shared and self._keeper is None:
+            self._keeper = asyncio.create_task(self._keep_leases(), name="broadcast-leases")
         if marked:
             log.warning("%d broadcast messages were in flight at the last stop: marked uncertain", marked)
         for broadcast_id in ids:
@@ -218,17 +237,38 @@ class BroadcastService:
 
     async def stop(self, grace: float = 30.0) -> None:
         """At shutdown: stop every run without marking anything; sends in flight finish (for up to `grace`
-        seconds, after which they are cut off like a crash and become "uncertain" at the next `resume`)."""
+        seconds, after which they are cut off like a crash and become "uncertain" at the next `resume`). While
+        instances share the store, the leases are given up: another instance goes on at once."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+            self._keeper = None
         runs = list(self._runs.values())
         for run in runs:
             run.stopping.set()
         tasks = [run.task for run in runs if run.task is not None]
-        if not tasks:
-            return
-        _, late = await asyncio.wait(tasks, timeout=grace)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        if self.store.shared:
+            try:
+                async with self.store.transaction() as tx:
+                    await tx.leases.release(LEASED, self._owner)
+            except Exception:  # they expire by themselves
+                log.exception("could not give up the broadcast leases")
+
+    async def _keep_leases(self) -> None:
+        """Renew this instance's broadcast leases, and take over broadcasts nobody sends, every `RENEW_EVERY`."""
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            try:
+                async with self.store.transaction() as tx:
+                    await tx.leases.renew(LEASED, self._owner, self.clock.now() + LEASE)
+                await self.resume()
+            except Exception:
+                log.exception("broadcast leases could not be renewed; retrying")
 
     async def get(self, broadcast_id: int) -> BroadcastView | None:
         async with self.store.reading() as tx:

@@ -21,10 +21,11 @@ from flows.broadcast import BroadcastBusy, BroadcastError, BroadcastService
 from flows.clock import FakeClock
 from flows.delivery import RecipientBlocked, RetryAfter, Undeliverable
 from flows.events import Sender
+from flows.leases import LEASE
 from flows.progress import Progress, progress_text
 from flows.records import BLOCKED, CANCELLED, FAILED, FINISHED, PENDING, RUNNING, SENDING, SENT, UNCERTAIN
 from flows.replies import CopyMessage, EditMessage, Reply, SendMessage
-from flows.store.database import SqlStore, SqlTx
+from flows.store.database import SqlStore, SqlTx, open_database
 from flows.store.memory import MemoryStore
 from flows.store.tables import broadcast_deliveries as deliveries
 from flows.store.tables import broadcasts, cases, users
@@ -357,6 +358,8 @@ async def test_a_killed_broadcast_resumes_with_no_gap_and_no_duplicate(db: Async
     task.cancel()  # the process dies: nothing more is recorded
     await asyncio.wait([task])
     assert (await first.counts(broadcast_id))[SENDING] == 5
+    if first.store.shared:  # PostgreSQL: another instance takes the broadcast over once its lease expired
+        clock.advance(seconds=LEASE.total_seconds())
 
     second_telegram = Telegram(clock)
     second = BroadcastService(SqlStore(db), second_telegram, clock, concurrency=5, sleep=fake_sleep(clock))
@@ -382,6 +385,31 @@ async def test_a_killed_broadcast_resumes_with_no_gap_and_no_duplicate(db: Async
     assert "Uncertain (in flight at a restart, not sent again): 5" in report.text
     assert "Sent: 55" in report.text
     assert await second.resume() == []
+
+
+async def test_an_instance_leaves_a_broadcast_another_live_one_sends_alone(
+    postgres_url: str, clock: FakeClock
+) -> None:
+    """Two instances on one PostgreSQL: the second's resume takes nothing (and marks nothing uncertain) while
+    the first sends; so each recipient gets one copy, at the one broadcast's rate."""
+    db = open_database(postgres_url)
+    await add_users(db, range(1, 31))
+    first_telegram, second_telegram = Telegram(clock, hang_from=10), Telegram(clock)
+    first = BroadcastService(SqlStore(db), first_telegram, clock, sleep=fake_sleep(clock))
+    second = BroadcastService(SqlStore(open_database(postgres_url)), second_telegram, clock, sleep=fake_sleep(clock))
+    broadcast_id = await first.create(ADMIN, "all", text=SECRET)
+    await first.start(broadcast_id, STATUS_CHAT, STATUS_MESSAGE)
+    await first_telegram.hung(5)
+    assert await second.resume() == []
+    assert (await first.counts(broadcast_id))[SENDING] == 5  # not marked uncertain
+    first_telegram.gate.set()
+    await first.join(broadcast_id)
+    assert (await first.counts(broadcast_id))[SENT] == 30
+    assert second_telegram.attempts == []
+    await first.stop()
+    await second.stop()
+    await second.store.close()
+    await db.dispose()
 
 
 async def test_stop_leaves_the_broadcast_running_for_the_next_start(db: AsyncEngine, clock: FakeClock,
