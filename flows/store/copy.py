@@ -27,6 +27,7 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import FromClause
+from sqlalchemy.types import TypeDecorator
 
 from flows.store import tables
 from flows.store.database import READ_ONLY, open_database, sqlite_file
@@ -229,9 +230,16 @@ def _key_order(conn: AsyncConnection, table: Table) -> list[ColumnElement[Any]]:
     SQLite), so that both databases give the rows in one order."""
     order: list[ColumnElement[Any]] = []
     for column in table.primary_key.columns:
-        text_key = conn.dialect.name == "postgresql" and isinstance(column.type, String)
+        text_key = conn.dialect.name == "postgresql" and _holds_text(column)
         order.append(column.collate("C") if text_key else column)
     return order
+
+
+def _holds_text(column: Column[Any]) -> bool:
+    kind = column.type
+    if isinstance(kind, TypeDecorator):  # SQLModel's AutoString decorates a String
+        kind = kind.impl_instance
+    return isinstance(kind, String)
 
 
 async def _move_sequences_past_ids(conn: AsyncConnection) -> None:
