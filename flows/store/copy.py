@@ -268,10 +268,14 @@ async def _check_row_for_row(snapshot: AsyncConnection, target: AsyncEngine) -> 
             source_rows, source_digest = await _digest(snapshot, table)
             target_rows, target_digest = await _digest(conn, table)
             if source_rows != target_rows:
-                raise CopyFailed(f"the copy does not match in table {table.name}: {source_rows} rows in the source, "
-                                 f"{target_rows} in the target")
+                raise _mismatch(table.name, f"{source_rows} rows in the source, {target_rows} in the target")
             if source_digest != target_digest:
-                raise CopyFailed(f"the copy does not match in table {table.name}: its rows differ from the source's")
+                raise _mismatch(table.name, "its rows differ from the source's")
+
+
+def _mismatch(table: str, how: str) -> CopyFailed:
+    return CopyFailed(f"the copy does not match the source in table {table} ({how}): the target holds it, do not "
+                      "use it; copy again into an empty database")
 
 
 async def _digest(conn: AsyncConnection, table: Table) -> tuple[int, str]:
