@@ -173,12 +173,20 @@ async def test_a_source_behind_the_newest_schema_is_refused(tmp_path: Path) -> N
     assert not (tmp_path / "new.db").exists()
 
 
-async def test_a_missing_source_or_the_same_database_is_refused(db_url: str, tmp_path: Path) -> None:
+async def test_a_source_or_target_that_cannot_be_used_is_refused(db_url: str, tmp_path: Path) -> None:
     with pytest.raises(DatabaseProblem, match="does not exist"):
         await copy_database(sqlite_at(tmp_path / "missing.db"), sqlite_at(tmp_path / "new.db"))
     assert not (tmp_path / "missing.db").exists()
     with pytest.raises(DatabaseProblem, match="configured database"):
         await copy_database(db_url, db_url)
+    with pytest.raises(DatabaseProblem, match="in-memory"):
+        await copy_database(db_url, "sqlite+aiosqlite://")
+    with pytest.raises(DatabaseProblem, match="--to mysql"):
+        await copy_database(db_url, "mysql+aiomysql://desk:hunter2@db/recovery")
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(DatabaseProblem, match=r"garbage\.db"):
+        await copy_database(sqlite_at(garbage), sqlite_at(tmp_path / "new.db"))
 
 
 async def test_a_copy_that_does_not_match_fails_naming_the_table(

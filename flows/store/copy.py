@@ -23,7 +23,7 @@ from sqlalchemy import Column, Connection, String, Table, Text, bindparam, cast,
 from sqlalchemy import table as named_table
 from sqlalchemy.dialects.postgresql import REGCLASS
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import FromClause
@@ -68,8 +68,7 @@ async def copy_database(source_url: str, target_url: str, chunk_rows: int = CHUN
     source = _open(source_url, about_target=False)
     try:
         async with _snapshot(source, source_url) as snapshot:
-            await _require_newest_schema(snapshot, source_url)
-            await _require_known_tables(snapshot)
+            await _check_source(snapshot, source_url)
             return await _copy_into(snapshot, target_url, chunk_rows)
     finally:
         await source.dispose()
@@ -79,6 +78,8 @@ def _refuse_unusable(source_url: str, target_url: str) -> None:
     if problem := url_problem(target_url):
         raise DatabaseProblem(f"--to {problem}")
     source_file, target_file = sqlite_file(source_url), sqlite_file(target_url)
+    if target_file is None and make_url(target_url).get_backend_name() == "sqlite":
+        raise DatabaseProblem("--to names an in-memory SQLite database, which would be gone with the copy; name a file")
     if source_file is not None and not source_file.exists():
         raise DatabaseProblem(f"the SQLite database {source_file} does not exist; set DATABASE_URL to the database "
                               "to copy")
@@ -107,6 +108,14 @@ async def _snapshot(engine: AsyncEngine, url: str) -> AsyncIterator[AsyncConnect
         yield conn
     finally:
         await conn.close()
+
+
+async def _check_source(conn: AsyncConnection, url: str) -> None:
+    try:
+        await _require_newest_schema(conn, url)
+        await _require_known_tables(conn)
+    except DBAPIError as error:
+        raise DatabaseProblem(explain(url, error)) from None
 
 
 async def _require_newest_schema(conn: AsyncConnection, url: str) -> None:
