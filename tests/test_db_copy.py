@@ -253,3 +253,21 @@ def test_a_target_folder_that_cannot_be_made_is_one_line(
     assert main(["db", "copy", "--to", sqlite_at(blocker / "r.db")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and "--to" in err
+
+
+def test_the_command_exits_1_when_the_copy_does_not_match(
+    db_url: str, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(populate(db_url))
+    moving = copy._move_sequences_past_ids
+
+    async def move_and_lose_a_row(conn: Any) -> None:
+        await conn.execute(tables.failed_checks.delete())
+        await moving(conn)
+
+    monkeypatch.setattr(copy, "_move_sequences_past_ids", move_and_lose_a_row)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    assert main(["db", "copy", "--to", postgres_url]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "table failed_checks (1 rows in the source, 0 in the target)" in err
