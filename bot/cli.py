@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply the database migrations")
+    copy = db_commands.add_parser(
+        "copy", help="copy every table of the configured database into another, empty one, and check it row for row",
+        description="Copy every table of DATABASE_URL (which must be migrated to the newest schema) into the database "
+                    "at URL, SQLite or PostgreSQL either way: URL is migrated first, refused if it holds any row, "
+                    "written in one transaction, and compared with the source row for row.")
+    copy.add_argument("--to", required=True, metavar="URL", dest="target",
+                      help="the target: sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER:PASSWORD@HOST/DATABASE")
     accounts = commands.add_parser("accounts", help="the service's accounts that users can recover")
     account_commands = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
     importer = account_commands.add_parser("import", help="import or update accounts from a CSV file")
@@ -85,6 +92,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from bot.console_app import run_console
 
         return await run_console(settings)
+    if args.command == "db" and args.db_command == "copy":
+        return await _copy_database(settings.database_url, args.target)
     if args.command == "db":
         from flows.store.startup import make_ready
 
@@ -94,6 +103,21 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from bot.accounts_cli import run_accounts
 
     return await run_accounts(args, settings)
+
+
+async def _copy_database(source_url: str, target_url: str) -> int:
+    from flows.store.copy import CopyFailed, copy_database
+
+    try:
+        copied = await copy_database(source_url, target_url)
+    except CopyFailed as error:
+        print(f"recovery-bot: {error}", file=sys.stderr)
+        return 1
+    for table in copied:
+        print(f"{table.name}: {table.rows} {'row' if table.rows == 1 else 'rows'}")
+    total = sum(table.rows for table in copied)
+    print(f"copied {total} rows in {len(copied)} tables, checked row for row")
+    return 0
 
 
 BEGIN, END = "<!-- flows:begin -->\n", "<!-- flows:end -->"
