@@ -49,6 +49,7 @@ async def populate(url: str) -> None:
             await tx.timers.add([NewTimer("c1", 1, 1, "ask_email", TimerSpec("nudge", NOW + timedelta(minutes=n),
                                                                                {"n": n})) for n in range(4)])
             await tx.outbox.add([SendMessage(n, f"message {n}") for n in range(1, 4)], NOW)
+            await tx.leases.hold("chat", [1, 2], "0123456789abcdef", NOW + timedelta(seconds=60))
             await tx.evidence.record([("c2", 900, (41, 42))], NOW)
             await tx.audit.add([AuditEntry("staff:900", "approve", "c2", {"reason": "ok", "by": [900]})], NOW)
             await tx.codes.add(NewCode(1, 1, False, "c1", "email", CODE_HASH, NOW, NOW + timedelta(minutes=30)))
