@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 from flows.clock import FakeClock
 from tests.support.chat import Bot, Chat, said
@@ -154,12 +153,3 @@ async def test_after_a_lockout_new_codes_wait_fifteen_minutes(desk: Bot, clock: 
     clock.advance(minutes=11)
     fresh = code_in(await chat.tap("Get Code"))
     assert said(await chat.send(fresh))[0] == "The SMS code is right."
-
-
-async def test_a_delivered_code_leaves_no_copy_in_the_database_files(desk: Bot, db_url: str) -> None:
-    chat = desk.chat()
-    sms, email = await both_codes(chat)
-    database = Path(db_url.removeprefix("sqlite+aiosqlite:///"))
-    files = [database, database.with_name(database.name + "-wal")]
-    contents = b"".join(path.read_bytes() for path in files if path.exists())
-    assert sms.encode() not in contents and email.encode() not in contents
