@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,10 +24,13 @@ from flows.clock import Clock
 from flows.directory import Change, ChangeRefused, DecryptError, DirectoryUnavailable, SecretBox
 from flows.events_out import account_event
 from flows.http_directory import DirectoryClient
+from flows.leases import claim_rows
 from flows.ports import Store, Tx
 from flows.records import AuditEntry, NewTimer, StoredChange, TimerSpec
 
 log = logging.getLogger(__name__)
+
+CLAIMS = "change"  # the lease lane of the claims on due changes, keyed by their row id
 
 class ChangeWorker:
     """A runner companion: sends due changes, then sleeps until the next falls due (at most `poll` seconds)."""
@@ -47,6 +51,7 @@ class ChangeWorker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._owner = uuid.uuid4().hex  # its claims on due changes while instances share the store
 
     async def resume(self) -> None:
         self._stopping.clear()
@@ -63,9 +68,17 @@ class ChangeWorker:
         self._wake.set()
 
     async def send_due(self) -> int:
-        """One pass: send every change due now (one per account at a time); how many were sent."""
-        async with self.store.reading() as tx:
-            due = await tx.directory_changes.due(self.clock.now(), self.batch)
+        """One pass: send every change due now (one per account at a time); how many were sent. While instances
+        share the store, each sends only the changes it claimed (flows/leases.py)."""
+        now = self.clock.now()
+        if self.store.shared:
+            async with self.store.transaction() as tx:
+                due = await tx.directory_changes.due(now, self.batch)
+                mine = await claim_rows(tx, CLAIMS, [row.id for row in due], self._owner, now)
+            due = [row for row in due if row.id in mine]
+        else:
+            async with self.store.reading() as tx:
+                due = await tx.directory_changes.due(now, self.batch)
         for failed in await asyncio.gather(*(self._send(row) for row in due), return_exceptions=True):
             if isinstance(failed, Exception):
                 log.error("sending an account change failed", exc_info=failed)
@@ -75,7 +88,12 @@ class ChangeWorker:
         while not self._stopping.is_set():
             try:
                 sent = await self.send_due()
-                wait = 0.0 if sent == self.batch else await self._seconds_to_next()
+                if sent == self.batch:
+                    wait = 0.0
+                elif self.store.shared and not sent:  # what is due may be another instance's to send
+                    wait = self.poll
+                else:
+                    wait = await self._seconds_to_next()
             except Exception:
                 log.exception("sending account changes failed")
                 wait = self.poll
@@ -116,6 +134,7 @@ class ChangeWorker:
         at = self.clock.now() + timedelta(seconds=retry_delay(row.attempts, self.rng))
         async with self.store.transaction() as tx:
             await tx.directory_changes.retry_later(row.id, at, error)
+            await self._unclaim(tx, row)
         log.warning("account change %s (%s) not applied yet, try %d: %s", row.id, row.queued.change.get("kind"),
                     row.attempts + 1, error)
 
@@ -125,6 +144,7 @@ class ChangeWorker:
         now = self.clock.now()
         kind = str(row.queued.change.get("kind"))
         async with self.store.transaction() as tx:
+            await self._unclaim(tx, row)
             group = await _group(tx, row)
             if not await tx.directory_changes.settle(row.id, status, error, now):
                 return  # another pass (or instance) recorded it first, and told the user
@@ -140,6 +160,10 @@ class ChangeWorker:
             log.error("account change %s (%s) for case %s refused: %s", row.id, kind, row.queued.case_id, error)
         if timers:
             self.on_timers()
+
+    async def _unclaim(self, tx: Tx, row: StoredChange) -> None:
+        if self.store.shared:
+            await tx.leases.release(CLAIMS, self._owner, [row.id])
 
     def _applied_timers(self, row: StoredChange, group: list[StoredChange], now: datetime) -> list[NewTimer]:
         """The usual message, once the group's last change is in force, unless one of them was refused (the

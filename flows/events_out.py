@@ -27,10 +27,13 @@ import aiohttp
 from flows.backoff import retry_delay
 from flows.clock import Clock
 from flows.directory import LOCK_WITHDRAWALS, Change
-from flows.ports import Store
+from flows.leases import claim_rows
+from flows.ports import Store, Tx
 from flows.records import AuditEntry, OutgoingEvent, StoredEvent
 
 log = logging.getLogger(__name__)
+
+CLAIMS = "event"  # the lease lane of the claims on due events, keyed by their row id
 
 CASE_EVENTS = {"case.opened": "case.opened", "case.submitted": "case.submitted",
                "review.approved": "case.approved", "review.rejected": "case.rejected"}
@@ -87,6 +90,7 @@ class EventSender:
         self._session: aiohttp.ClientSession | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._owner = uuid.uuid4().hex  # its claims on due events while instances share the store
 
     async def resume(self) -> None:
         self._stopping.clear()
@@ -102,9 +106,17 @@ class EventSender:
             self._session = None
 
     async def send_due(self, limit: int = 50) -> int:
-        """One pass: post every event due now, in order; how many were tried."""
-        async with self.store.reading() as tx:
-            due = await tx.events.due(self.clock.now(), limit)
+        """One pass: post every event due now, in order; how many were tried. While instances share the store,
+        each posts only the events it claimed (flows/leases.py)."""
+        now = self.clock.now()
+        if self.store.shared:
+            async with self.store.transaction() as tx:
+                due = await tx.events.due(now, limit)
+                mine = await claim_rows(tx, CLAIMS, [stored.row for stored in due], self._owner, now)
+            due = [stored for stored in due if stored.row in mine]
+        else:
+            async with self.store.reading() as tx:
+                due = await tx.events.due(now, limit)
         for stored in due:
             await self._post(stored)
         return len(due)
@@ -142,12 +154,18 @@ class EventSender:
         delay = retry_delay(stored.attempts, self.rng)
         async with self.store.transaction() as tx:
             await tx.events.retry_later(stored.row, self.clock.now() + timedelta(seconds=delay), error)
+            await self._unclaim(tx, stored)
         log.warning("event %s (%s) not delivered yet, try %d: %s", stored.event.id, stored.event.type,
                     stored.attempts + 1, error)
 
     async def _close(self, stored: StoredEvent, outcome: str) -> None:
         async with self.store.transaction() as tx:
             await tx.events.close(stored.row, outcome, self.clock.now())
+            await self._unclaim(tx, stored)
+
+    async def _unclaim(self, tx: Tx, stored: StoredEvent) -> None:
+        if self.store.shared:
+            await tx.leases.release(CLAIMS, self._owner, [stored.row])
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -11,7 +11,9 @@ replies, by the first instance to sweep; the one reply whose send was in flight 
 Answers to button presses belong to no order (flows/runner.py, `_hold_answers`): the instance that committed
 one sends it, often in its webhook response; a sweep takes only answers old enough that their instance gave up.
 
-Used only for a store that is `shared` (PostgreSQL); a single instance delivers every chat without leases.
+The same rows, in other lanes, keep a broadcast with the instance sending it (flows/broadcast.py) and a queued
+account change or event with the instance posting it (`claim_rows`). Used only for a store that is `shared`
+(PostgreSQL); a single instance needs none of this.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
 from flows.clock import Clock
-from flows.ports import Store
+from flows.ports import Store, Tx
 from flows.records import Pending
 from flows.replies import AnswerButton, Reply
 
@@ -191,3 +193,15 @@ class ChatLeases:
         if isinstance(entry.reply, AnswerButton):
             return entry.queued_at is not None and now - entry.queued_at > ORPHANED_ANSWER
         return True
+
+
+async def claim_rows(tx: Tx, lane: str, row_ids: Iterable[int], owner: str, now: datetime) -> set[int]:
+    """Of these queued rows (a worker's due changes or events), those no other live instance has claimed, now
+    claimed by `owner` for a `LEASE` (in the caller's write transaction), so two live instances never send the
+    same row; a dead instance's claims expire. The caller gives a claim up once the row is done with or put off.
+    """
+    wanted = set(row_ids)
+    owners = await tx.leases.owners(lane, wanted, now)
+    mine = {row_id for row_id in wanted if owners.get(row_id, owner) == owner}
+    await tx.leases.hold(lane, mine, owner, now + LEASE)
+    return mine
