@@ -1,6 +1,7 @@
 """`python -m benchmarks` (or `benchmarks/run`): measure every section and write RESULTS.md and RESULTS.json.
 
-Sections: e2e (with memory), engine, scale, timers, broadcast. See benchmarks/README.md for what each figure means.
+Sections: e2e (with memory), postgres (e2e on PostgreSQL), engine, scale, timers, broadcast. See
+benchmarks/README.md for what each figure means.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -25,7 +27,7 @@ from benchmarks.e2e import INBOUND_LIMIT, E2eSizes, run_framework
 from benchmarks.report import render
 from benchmarks.targets import checks_for
 
-SECTIONS = ("e2e", "engine", "scale", "timers", "broadcast")
+SECTIONS = ("e2e", "postgres", "engine", "scale", "timers", "broadcast")
 FRAMEWORKS = ("ptb", "aiogram")
 
 
@@ -79,6 +81,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     return run_framework(framework, folder, e2e_sizes, not args.no_profile, log)
 
                 results["e2e"][framework] = await section(f"e2e {framework}", run)
+        if "postgres" in wanted:
+            results["e2e_postgres"] = await on_postgres(Path(scratch) / "postgres", frameworks, size["e2e"], log)
         if "engine" in wanted:
             async def engine() -> dict[str, Any]:
                 found = await engine_throughput.measure(size["engine_chats"], size["bare_seconds"])
@@ -99,6 +103,34 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     results["targets"] = [check.as_dict() for check in checks_for(results)]
     return results
+
+
+async def on_postgres(folder: Path, frameworks: list[str], e2e_sizes: E2eSizes,
+                      log: Callable[[str], None]) -> dict[str, Any]:
+    """Section 1 again with the desk on a PostgreSQL server of its own (durable: fsync on), one empty database per
+    framework. The server's folder is under /tmp itself, as the tests' is: its own user must be able to reach it."""
+    from tests.support.postgres import PostgresServer
+
+    server_folder = Path(tempfile.mkdtemp(prefix="recovery-bench-pg-"))
+    os.chmod(server_folder, 0o755)
+    server = PostgresServer(server_folder, durable=True)
+    found: dict[str, Any] = {}
+    try:
+        try:
+            await asyncio.to_thread(server.start)
+        except Exception as error:  # no PostgreSQL here: the other sections' figures still count
+            return {framework: {"error": f"PostgreSQL did not start: {error}"} for framework in frameworks}
+        for framework in frameworks:
+            url = server.url(server.new_database())
+
+            def run(framework: str = framework, url: str = url) -> Any:
+                return run_framework(framework, folder / framework, e2e_sizes, False, log, database_url=url)
+
+            found[framework] = await section(f"e2e {framework} on PostgreSQL", run)
+    finally:
+        await asyncio.to_thread(server.stop)
+        shutil.rmtree(server_folder, ignore_errors=True)
+    return found
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -392,12 +392,16 @@ class E2eSizes:
 
 
 async def run_framework(framework: str, folder: Path, sizes: E2eSizes, profile: bool,
-                        log: Callable[[str], None]) -> dict[str, Any]:
-    """Every end-to-end figure and the memory figures for one framework: one echo process, one desk process."""
+                        log: Callable[[str], None], database_url: str | None = None) -> dict[str, Any]:
+    """Every end-to-end figure and the memory figures for one framework: one echo process, one desk process. On
+    SQLite by default; given a PostgreSQL `database_url` (an empty database), the same phases without the memory
+    figures (which insert into SQLite) and without a profile."""
     os.makedirs(folder, exist_ok=True)
-    result: dict[str, Any] = {"framework": framework, "inbound_limit": INBOUND_LIMIT}
+    on_sqlite = database_url is None
+    result: dict[str, Any] = {"framework": framework, "inbound_limit": INBOUND_LIMIT,
+                              "database": "SQLite" if on_sqlite else "PostgreSQL"}
     async with LoadServer() as server:
-        database_url = f"sqlite+aiosqlite:///{folder}/desk.db"
+        database_url = database_url or f"sqlite+aiosqlite:///{folder}/desk.db"
         env = bot_env(server, framework, database_url)
         # accounts enough for every flow the windows can start (flows that start use one each)
         pool_list = make_accounts(5_000 if sizes.large_users >= 1000 else 600, f"{framework}-")
@@ -422,9 +426,10 @@ async def run_framework(framework: str, folder: Path, sizes: E2eSizes, profile: 
         desk = BotProcess(server, ["-m", "bot.cli", "run"], env, folder / "desk.log")
         result["desk_startup_s"] = round(await desk.start(), 1)
         await asyncio.sleep(1.0)
-        result["memory"] = await hold_open_cases(server, desk, folder / "desk.db", ids, sizes)
-        log(f"{framework}: {result['memory']['open_cases']} open cases held, peak RSS "
-            f"{result['memory']['peak_rss_bytes'] / 2**20:.0f} MiB")
+        if on_sqlite:
+            result["memory"] = await hold_open_cases(server, desk, folder / "desk.db", ids, sizes)
+            log(f"{framework}: {result['memory']['open_cases']} open cases held, peak RSS "
+                f"{result['memory']['peak_rss_bytes'] / 2**20:.0f} MiB")
 
         phases: dict[str, Any] = {}
         for name, script in (("method1", METHOD_1), ("method3", METHOD_3)):
@@ -446,7 +451,7 @@ async def run_framework(framework: str, folder: Path, sizes: E2eSizes, profile: 
             log(f"{framework}: {name} x{sizes.large_users}: {big['updates_per_s']} updates/s, "
                 f"lost {big['lost_steps']}, stall {big['longest_stall_ms']} ms")
         result["phases"] = phases
-        if profile and any(check.met is False for check in e2e_checks(result)):
+        if on_sqlite and profile and any(check.met is False for check in e2e_checks(result)):
             result["profile"] = await profile_desk(server, desk, folder, ids, pool, sizes)
         result["desk_exit_code"] = await desk.stop()
         result["accounts_left"] = sum(1 for _ in pool)

@@ -85,9 +85,15 @@ def e2e(results: dict[str, Any]) -> list[str]:
              "answer each update before taking the next (python-telegram-bot's default), so their rate is bound "
              "by the test server's answer time as well as by their own CPU.", ""]
     frameworks = results.get("e2e")
-    if frameworks is None:
+    on_postgres = {f"{name} on PostgreSQL": found for name, found in (results.get("e2e_postgres") or {}).items()}
+    if frameworks is None and not on_postgres:
         return [*lines, "Not run in this run (`--only`).", ""]
-    for name, found in frameworks.items():
+    if on_postgres:
+        lines += ["The desk runs on SQLite (its file on local disk), then, in the sections *on PostgreSQL*, on a "
+                  "PostgreSQL server of its own on this machine (a Unix socket; fsync on, `synchronous_commit=off`: "
+                  "commits survive the process, as SQLite's do with `synchronous=NORMAL`), each with its own echo "
+                  "bot run beside it.", ""]
+    for name, found in {**(frameworks or {}), **on_postgres}.items():
         lines += [f"### {name}", ""]
         problem = _error(f"e2e {name}", found)
         if problem:
@@ -115,7 +121,28 @@ def e2e(results: dict[str, Any]) -> list[str]:
                   f"{found['import_accounts']['accounts']:,} fresh accounts imported with `recovery-bot accounts "
                   f"import` in {found['import_accounts']['seconds']} s ({found.get('accounts_left', 0):,} left "
                   f"unused). The desk exited with code {found.get('desk_exit_code')}.", ""]
-    return lines
+    return [*lines, *side_by_side(frameworks or {}, results.get("e2e_postgres") or {})]
+
+
+def side_by_side(sqlite: dict[str, Any], postgres: dict[str, Any]) -> list[str]:
+    """Each phase's updates/s and p99 on PostgreSQL beside SQLite, for the frameworks run on both."""
+    rows = []
+    for name in (n for n in sqlite if n in postgres):
+        lite, pg = sqlite[name], postgres[name]
+        if "error" in lite or "error" in pg:
+            continue
+        for key, label in PHASES:
+            a, b = lite["phases"].get(key), pg["phases"].get(key)
+            if a is None or b is None:
+                continue
+            ratio = round(b["updates_per_s"] / a["updates_per_s"], 2) if a["updates_per_s"] else None
+            rows.append([name, label, _n(a["updates_per_s"]), _n(b["updates_per_s"]), _n(ratio, 2),
+                         _n(a["p99_ms"]), _n(b["p99_ms"]), _n(a["lost_steps"]), _n(b["lost_steps"])])
+    if not rows:
+        return []
+    return ["### PostgreSQL beside SQLite", "", *_table(
+        ["framework", "phase", "updates/s SQLite", "updates/s PostgreSQL", "PostgreSQL ÷ SQLite", "p99 ms SQLite",
+         "p99 ms PostgreSQL", "lost SQLite", "lost PostgreSQL"], rows)]
 
 
 def memory(results: dict[str, Any]) -> list[str]:

@@ -47,7 +47,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def e2e_checks(result: dict[str, Any]) -> list[Check]:
     """The end-to-end targets for one framework's result (see benchmarks/e2e.py)."""
-    section = f"e2e {result['framework']}"
+    section = f"e2e {result['framework']}" + (" on PostgreSQL" if result.get("database") == "PostgreSQL" else "")
     phases = result.get("phases", {})
     echo = result.get("echo", {}).get("updates_per_s")
     checks: list[Check] = []
@@ -75,7 +75,7 @@ def e2e_checks(result: dict[str, Any]) -> list[Check]:
 
 def checks_for(results: dict[str, Any]) -> list[Check]:
     checks: list[Check] = []
-    for framework in results.get("e2e", {}).values():
+    for framework in [*results.get("e2e", {}).values(), *results.get("e2e_postgres", {}).values()]:
         if "error" not in framework:
             checks += e2e_checks(framework)
     engine = results.get("engine")
