@@ -20,6 +20,7 @@ import itertools
 import random
 import re
 import signal
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ WRONG = "That SMS code is not right."
 EXPIRED = "Your code has expired."
 HELP = "I help you get back into your Acme account"
 SCRIPT = (WELCOME, ASK_EMAIL, PRESS_GET_CODE, CODES_SENT, ASK_SMS, WRONG, ASK_SMS, EXPIRED, ASK_SMS, HELP)
+ADMIN_SCRIPT = ("Welcome", "— preview", "is starting", "finished.")  # the preview's progress shows by edits
 
 
 @dataclass
@@ -73,6 +75,9 @@ class Splitter:
     rng: random.Random = field(default_factory=lambda: random.Random(SEED))
     routes: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
     retried: int = 0
+    victim: Instance | None = None  # once set, the first update it alone confirms dooms it
+    doomed: asyncio.Future[tuple[int, int]] | None = None  # that update's chat, and the calls before its post
+    killed_at: float = 0.0  # the server's clock (time.time) at the SIGKILL
 
     @property
     def secret(self) -> str:
@@ -87,22 +92,31 @@ class Splitter:
     async def post(self, update: dict[str, Any], to: Instance | None = None) -> None:
         targets = [to] if to is not None else self.pick()
         self.routes.append((update["update_id"], tuple(t.name for t in targets)))
-        statuses = await asyncio.gather(*(self._post_one(t, update) for t in targets))
+        statuses = await asyncio.gather(*(self._post_one(t, update, alone=len(targets) == 1) for t in targets))
         if 200 not in statuses:  # Telegram tries again until an instance confirms it
             self.retried += 1
             assert await self._post_one(self.alive[0], update) == 200
 
-    async def _post_one(self, instance: Instance, update: dict[str, Any]) -> int:
+    async def _post_one(self, instance: Instance, update: dict[str, Any], alone: bool = True) -> int:
+        mark = len(self.server.calls)
         try:
             async with self.http.post(instance.url, json=update, headers={SECRET_HEADER: self.secret}) as response:
                 status, body = response.status, await response.json(content_type=None)
         except (TimeoutError, ClientError):
             return 0  # the instance died under the request
+        if status == 200 and alone and instance is self.victim and self.doomed and not self.doomed.done():
+            self.doomed.set_result((update["message"]["chat"]["id"], mark))
         if status == 200 and isinstance(body, dict) and isinstance(body.get("method"), str):
             params = {key: value for key, value in body.items() if key != "method"}
             async with self.http.post(f"{self.server.url}/bot{TOKEN}/{body['method']}", json=params) as done:
                 assert done.status == 200, await done.text()
         return status
+
+    def kill(self, instance: Instance) -> None:
+        self.alive.remove(instance)
+        self.killed_at = time.time()
+        assert instance.process.process is not None
+        instance.process.process.kill()  # SIGKILL now, before this task lets anything else run
 
 
 async def start_instances(server: BotApiServer, tmp_path: Path, database_url: str) -> list[Instance]:
@@ -130,6 +144,11 @@ def texts_to(server: BotApiServer, chat_id: int) -> list[str]:
     return [str(c.result["text"]) for c in sent_to(server, chat_id)]
 
 
+def chat_lane(server: BotApiServer, chat_id: int) -> list[str]:
+    """The chat's replies, in the order sent, without the broadcast (its own lane, in between)."""
+    return [t for t in texts_to(server, chat_id) if t != BROADCAST]
+
+
 async def step(splitter: Splitter, user: TgUser, act: Callable[[], dict[str, Any]], reply: str,
                timeout: float = 30.0, to: Instance | None = None) -> None:  # noqa: ASYNC109
     await splitter.post(act(), to)
@@ -147,21 +166,31 @@ async def to_the_sms_code(splitter: Splitter, user: TgUser) -> None:
 
 async def after_the_kill(splitter: Splitter, user: TgUser) -> None:
     """A wrong code (posted around the kill), the expiry timer, then /help to the survivor."""
-    await asyncio.sleep(splitter.rng.uniform(0, 1.5))
+    await asyncio.sleep(splitter.rng.uniform(0, 3.0))  # about half before the kill, half after
     await step(splitter, user, lambda: user.send("000000"), WRONG, TAKEOVER_TIMEOUT)
     await user.expect(EXPIRED, timeout=TAKEOVER_TIMEOUT)
     await step(splitter, user, lambda: user.send("/help"), HELP, TAKEOVER_TIMEOUT)
 
 
-async def kill_while_broadcasting(splitter: Splitter, victim: Instance) -> None:
+async def kill_while_broadcasting(splitter: Splitter, victim: Instance) -> int | None:
+    """Once the broadcast is under way, kill the victim as its answer to a wrong code it confirmed reaches the
+    server (its lease on that chat held, the answer in flight, the prompt after it queued). Returns that chat."""
     server, since = splitter.server, 0
     for _ in range(SENT_BEFORE_KILL):
         sent = await server.wait_for(lambda c: c.method == "sendMessage" and BROADCAST in str(c.params.get("text")),
                                      timeout=30, since=since)
         since = server.calls.index(sent) + 1
-    await asyncio.sleep(0.4)  # some of the users' wrong codes are on their way to it now
-    splitter.alive.remove(victim)
-    await victim.process.kill()
+    splitter.victim, splitter.doomed = victim, asyncio.get_running_loop().create_future()
+    chat: int | None = None
+    try:
+        chat, mark = await asyncio.wait_for(splitter.doomed, timeout=5)
+        await server.wait_for(lambda c: c.method == "sendMessage" and str(c.params.get("chat_id")) == str(chat),
+                              timeout=10, since=mark, finished=False)
+    except TimeoutError:  # no update happened to go to it alone, or another instance answered it
+        pass
+    splitter.kill(victim)
+    await victim.process.kill()  # reaps it
+    return chat
 
 
 def repeats_in_a_row(texts: list[str]) -> int:
@@ -173,9 +202,9 @@ def collapsed(texts: list[str]) -> list[str]:
     return [t for n, t in enumerate(texts) if n == 0 or texts[n - 1] != t]
 
 
-def script_of(texts: list[str]) -> list[str]:
-    """Each text as the SCRIPT fragment it contains (the broadcast left out: it is its own lane)."""
-    return [next((f for f in SCRIPT if f in t), f"<unexpected: {t[:60]!r}>") for t in texts if t != BROADCAST]
+def script_of(texts: list[str], script: tuple[str, ...] = SCRIPT) -> list[str]:
+    """Each text as the script's fragment it contains."""
+    return [next((f for f in script if f in t), f"<unexpected: {t[:60]!r}>") for t in texts]
 
 
 async def processed(database_url: str, update_ids: list[int]) -> int:
@@ -230,34 +259,42 @@ async def test_two_instances_split_updates_and_one_is_killed(server: BotApiServe
             victim = splitter.rng.choice(instances)
             survivor = next(i for i in instances if i is not victim)
             await step(splitter, admin, lambda: admin.tap("📣 Send"), "is starting", to=victim)
-            killed_at = loop.time()
-            await asyncio.gather(kill_while_broadcasting(splitter, victim),
-                                 *(after_the_kill(splitter, user) for user in users))
+            chat, *_ = await asyncio.gather(kill_while_broadcasting(splitter, victim),
+                                            *(after_the_kill(splitter, user) for user in users))
             await admin.expect("finished.", timeout=TAKEOVER_TIMEOUT)
             await asyncio.sleep(2)  # anything sent twice would show by now
-            report.update(victim=victim.name, after_kill=loop.time() - killed_at, routes=splitter.routes,
-                          retried=splitter.retried, log=survivor.process.log)
+            report.update(victim=victim.name, after_kill=time.time() - splitter.killed_at, routes=splitter.routes,
+                          retried=splitter.retried, killed_at=splitter.killed_at, chat=chat)
             assert await survivor.process.stop() == 0, survivor.process.log.read_text()[-3000:]
 
     await with_instances(server, tmp_path, postgres_url, play)
     routes: list[tuple[int, tuple[str, ...]]] = report["routes"]
     both = sum(1 for _, to in routes if len(to) == 2)
-    repeats = {u.user_id: repeats_in_a_row(texts_to(server, u.user_id)) for u in users}
+    repeats = {u.user_id: repeats_in_a_row(chat_lane(server, u.user_id)) for u in [*users, admin]}
     broadcast_copies = {u.user_id: sum(t == BROADCAST for t in texts_to(server, u.user_id)) for u in [*users, admin]}
     final = next(t for t in reversed(texts_to(server, ADMIN)) if "finished." in t)
     uncertain = int(re.search(r"Uncertain[^:]*: (\d+)", final).group(1))  # type: ignore[union-attr]
     print(f"\n{len(routes)} updates, {both} to both instances, {report['retried']} re-posted after the kill; "
           f"killed instance {report['victim']!r}, done {report['after_kill']:.0f} s after the kill, "
           f"{loop.time() - started:.0f} s in all")
+    chat: int | None = report["chat"]
+    if chat is None:
+        print("killed with no answer of its own in flight")
+    else:
+        resumed = next(c.at for c in sent_to(server, chat) if c.at > report["killed_at"] + 1) - report["killed_at"]
+        print(f"killed as its answer to {chat}'s wrong code went out; the survivor went on in that chat "
+              f"{resumed:.0f} s after the kill")
     print(f"replies sent twice in a row: {sum(repeats.values())} {repeats}; broadcast copies {broadcast_copies}, "
           f"uncertain {uncertain}")
 
     assert await processed(postgres_url, [update_id for update_id, _ in routes]) == len(routes)
     for user in users:
-        texts = texts_to(server, user.user_id)
+        texts = chat_lane(server, user.user_id)
         assert script_of(collapsed(texts)) == list(SCRIPT), (user.user_id, texts)  # once each, in commit order
         shown = [m.message_id for m in server.chat_messages(user.user_id) if m.from_bot]
         assert [c.result["message_id"] for c in sent_to(server, user.user_id)] == shown  # what the user saw
+    admin_texts = chat_lane(server, ADMIN)
+    assert script_of(collapsed(admin_texts), ADMIN_SCRIPT) == list(ADMIN_SCRIPT), admin_texts
     assert sum(repeats.values()) <= MAX_IN_FLIGHT_REPEATS
     answers = Counter(str(c.params["callback_query_id"]) for c in server.calls_of("answerCallbackQuery") if c.ok)
     assert all(count == 1 for count in answers.values()), answers
