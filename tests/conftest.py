@@ -21,7 +21,7 @@ from flows.channels import (
     SmtpSettings,
 )
 from flows.clock import FakeClock
-from flows.store.database import open_database
+from flows.store.database import SqlStore, open_database
 from flows.store.migrate import upgrade_sync
 from tests.support.chat import Bot
 from tests.support.desk import open_desk
@@ -100,6 +100,15 @@ async def db(db_url: str) -> AsyncIterator[AsyncEngine]:
     engine = open_database(db_url)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+async def two_stores(postgres_url: str) -> AsyncIterator[tuple[SqlStore, SqlStore]]:
+    """Two instances' stores on one fresh PostgreSQL database, each with its own engine and pool."""
+    first, second = SqlStore(open_database(postgres_url)), SqlStore(open_database(postgres_url))
+    yield first, second
+    await first.close()
+    await second.close()
 
 
 @pytest.fixture

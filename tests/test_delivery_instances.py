@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -15,7 +14,7 @@ from flows.clock import FakeClock
 from flows.delivery import Delivered, Dispatcher
 from flows.leases import LEASE
 from flows.replies import AnswerButton, Reply, SendMessage
-from flows.store.database import SqlStore, open_database
+from flows.store.database import SqlStore
 
 
 @dataclass
@@ -59,17 +58,9 @@ def quick_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(flows.leases, "SWEEP_EVERY", 0.1)
 
 
-@pytest.fixture
-async def stores(postgres_url: str) -> AsyncIterator[tuple[SqlStore, SqlStore]]:
-    first, second = SqlStore(open_database(postgres_url)), SqlStore(open_database(postgres_url))
-    yield first, second
-    await first.close()
-    await second.close()
-
-
-async def started(stores: tuple[SqlStore, SqlStore], telegram: Telegram, clock: FakeClock) -> dict[str, Dispatcher]:
+async def started(two_stores: tuple[SqlStore, SqlStore], telegram: Telegram, clock: FakeClock) -> dict[str, Dispatcher]:
     """Instances "a" and "b", each on its own store (engine, pool) on one database."""
-    pairs = zip(stores, "ab", strict=True)
+    pairs = zip(two_stores, "ab", strict=True)
     instances = {name: Dispatcher(store, Instance(name, telegram), clock) for store, name in pairs}
     for dispatcher in instances.values():
         await dispatcher.start()
@@ -84,17 +75,18 @@ async def queue(store: SqlStore, dispatcher: Dispatcher, replies: list[Reply], c
 
 
 async def test_replies_committed_on_either_instance_reach_each_chat_once_and_in_order(
-    stores: tuple[SqlStore, SqlStore], clock: FakeClock
+    two_stores: tuple[SqlStore, SqlStore], clock: FakeClock
 ) -> None:
     telegram = Telegram()
-    instances = [Dispatcher(store, Instance(name, telegram), clock) for store, name in zip(stores, "ab", strict=True)]
+    pairs = zip(two_stores, "ab", strict=True)
+    instances = [Dispatcher(store, Instance(name, telegram), clock) for store, name in pairs]
     for dispatcher in instances:
         await dispatcher.start()
     pick = random.Random(7)
     chats = range(1, 9)
     for n in range(200):
         at = pick.randrange(2)
-        await queue(stores[at], instances[at], [SendMessage(pick.choice(chats), f"{n}")], clock)
+        await queue(two_stores[at], instances[at], [SendMessage(pick.choice(chats), f"{n}")], clock)
         if n % 25 == 0:
             await asyncio.sleep(0.01)
     for dispatcher in instances * 2:  # a reply left for the other instance goes before the other is idle
@@ -109,14 +101,14 @@ async def test_replies_committed_on_either_instance_reach_each_chat_once_and_in_
 
 
 async def test_a_starting_instance_leaves_alone_what_a_live_one_is_sending_and_takes_over_a_dead_ones(
-    stores: tuple[SqlStore, SqlStore], clock: FakeClock
+    two_stores: tuple[SqlStore, SqlStore], clock: FakeClock
 ) -> None:
     telegram = Telegram(hold={1: asyncio.Event()})
-    doomed = Dispatcher(stores[0], Instance("a", telegram), clock)
+    doomed = Dispatcher(two_stores[0], Instance("a", telegram), clock)
     await doomed.start()
-    await queue(stores[0], doomed, [SendMessage(1, "one"), SendMessage(1, "two"), SendMessage(2, "other")], clock)
+    await queue(two_stores[0], doomed, [SendMessage(1, "one"), SendMessage(1, "two"), SendMessage(2, "other")], clock)
     await telegram.sending_to(1)
-    survivor = Dispatcher(stores[1], Instance("b", telegram), clock)
+    survivor = Dispatcher(two_stores[1], Instance("b", telegram), clock)
     await survivor.start()
     await asyncio.sleep(0.3)  # several sweeps
     assert [(name, r.text) for name, r in telegram.log if isinstance(r, SendMessage)] == [("a", "other")]
@@ -136,11 +128,11 @@ async def test_a_starting_instance_leaves_alone_what_a_live_one_is_sending_and_t
 
 
 async def test_a_stopping_instance_hands_its_chats_over_at_once(
-    stores: tuple[SqlStore, SqlStore], clock: FakeClock
+    two_stores: tuple[SqlStore, SqlStore], clock: FakeClock
 ) -> None:
     telegram = Telegram(hold={1: asyncio.Event()})
-    instances = await started(stores, telegram, clock)
-    await queue(stores[0], instances["a"], [SendMessage(1, "one"), SendMessage(1, "two")], clock)
+    instances = await started(two_stores, telegram, clock)
+    await queue(two_stores[0], instances["a"], [SendMessage(1, "one"), SendMessage(1, "two")], clock)
     holder = await telegram.sending_to(1)
     await instances[holder].stop()  # cancels the hanging send: "one" was not delivered
     del telegram.hold[1]
@@ -153,16 +145,16 @@ async def test_a_stopping_instance_hands_its_chats_over_at_once(
 
 
 async def test_an_answer_goes_from_the_instance_that_committed_it_while_the_chat_is_anothers(
-    stores: tuple[SqlStore, SqlStore], clock: FakeClock
+    two_stores: tuple[SqlStore, SqlStore], clock: FakeClock
 ) -> None:
     gate = asyncio.Event()
     telegram = Telegram(hold={1: gate})
-    instances = await started(stores, telegram, clock)
-    await queue(stores[0], instances["a"], [SendMessage(1, "question")], clock)
+    instances = await started(two_stores, telegram, clock)
+    await queue(two_stores[0], instances["a"], [SendMessage(1, "question")], clock)
     holder = await telegram.sending_to(1)
     other = "b" if holder == "a" else "a"
     del telegram.hold[1]
-    await queue(stores[1] if other == "b" else stores[0], instances[other],
+    await queue(two_stores[1] if other == "b" else two_stores[0], instances[other],
                 [AnswerButton(1, "cb1"), SendMessage(1, "thanks")], clock)
     await asyncio.sleep(0.1)
     assert [(name, type(r).__name__) for name, r in telegram.log] == [(other, "AnswerButton")]  # the rest waits

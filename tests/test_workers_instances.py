@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import cast
-
-import pytest
 
 from flows.change_worker import ChangeWorker
 from flows.changes import change_to_json
@@ -18,27 +15,21 @@ from flows.directory import RESET_TWO_FACTOR, Change, DirectoryUnavailable, Secr
 from flows.events_out import EventSender
 from flows.http_directory import DirectoryClient
 from flows.records import OutgoingEvent, QueuedChange, StoredAccount
-from flows.store.database import SqlStore, open_database
+from flows.store.database import SqlStore
 from tests.support.desk import SECRET_KEY
 from tests.support.events_receiver import EventsReceiver
 
 KEY = "events-signing-key-" + "e" * 32
 
 
-@pytest.fixture
-async def stores(postgres_url: str) -> AsyncIterator[tuple[SqlStore, SqlStore]]:
-    first, second = SqlStore(open_database(postgres_url)), SqlStore(open_database(postgres_url))
-    yield first, second
-    await first.close()
-    await second.close()
-
-
-async def test_each_due_event_is_posted_by_one_instance(stores: tuple[SqlStore, SqlStore], clock: FakeClock) -> None:
-    async with stores[0].transaction() as tx:
+async def test_each_due_event_is_posted_by_one_instance(
+    two_stores: tuple[SqlStore, SqlStore], clock: FakeClock
+) -> None:
+    async with two_stores[0].transaction() as tx:
         await tx.events.add([OutgoingEvent(str(uuid.uuid4()), "case.opened", clock.now(), {"n": n})
                              for n in range(30)])
     async with EventsReceiver(KEY) as receiver:
-        senders = [EventSender(store, receiver.url, KEY, clock) for store in stores]
+        senders = [EventSender(store, receiver.url, KEY, clock) for store in two_stores]
         posted = await asyncio.gather(*(sender.send_due() for sender in senders))
         for sender in senders:
             await sender.stop()
@@ -62,21 +53,21 @@ class CountingService:
 
 
 async def test_each_due_change_is_sent_by_one_instance_and_a_retry_by_either(
-    stores: tuple[SqlStore, SqlStore], clock: FakeClock
+    two_stores: tuple[SqlStore, SqlStore], clock: FakeClock
 ) -> None:
     box = SecretBox(SECRET_KEY)
     change = change_to_json(Change(RESET_TWO_FACTOR), box)
-    async with stores[0].transaction() as tx:
+    async with two_stores[0].transaction() as tx:
         ids = await tx.directory_ids.local_ids([f"remote-{n}" for n in range(10)], clock.now())
         await tx.directory_changes.queue([QueuedChange(f"key-{n}", ids[f"remote-{n}"], f"remote-{n}", change)
                                           for n in range(10)], clock.now())
     service = CountingService()
     client = cast(DirectoryClient, service)
-    workers = [ChangeWorker(store, client, box, clock) for store in stores]
+    workers = [ChangeWorker(store, client, box, clock) for store in two_stores]
     assert sum(await asyncio.gather(*(worker.send_due() for worker in workers))) == 10
     assert set(service.calls.values()) == {1}  # each sent once, and put off: the service was down
     clock.advance(minutes=10)
     assert sum(await asyncio.gather(*(worker.send_due() for worker in workers))) == 10
     assert set(service.calls.values()) == {2}
-    async with stores[1].reading() as tx:
+    async with two_stores[1].reading() as tx:
         assert await tx.directory_changes.due(clock.now(), 100) == []  # every one applied

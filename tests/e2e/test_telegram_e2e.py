@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from flows.store import tables
 from flows.store.database import open_database
@@ -27,6 +27,7 @@ from tests.support.e2e import (
     TgUser,
     greet,
     prepare_database,
+    processed_count,
     submit_ben_with_a_selfie,
     walk_backup_key_to_the_code,
     walk_method_two_through_the_codes,
@@ -342,7 +343,7 @@ async def test_a_flooding_user_does_not_hold_up_anyone_else(bot: BotProcess, ser
     assert waited < OTHERS_WAIT_BOUND
     await flooder.idle()
     assert sum(SLOW_DOWN in text for text in flooder.sent_texts()) == 1
-    assert await processed_count(bot, [update["update_id"] for update in flood]) <= 20  # INBOUND_LIMIT
+    assert await processed_count(bot.database_url, [update["update_id"] for update in flood]) <= 20  # INBOUND_LIMIT
 
 
 async def test_webhook_mode_answers_a_flood_200_and_slows_it_down(server: BotApiServer, framework: str,
@@ -362,17 +363,6 @@ async def test_webhook_mode_answers_a_flood_200_and_slows_it_down(server: BotApi
         await flooder.expect(SLOW_DOWN)
         await asyncio.sleep(0.5)
         assert sum(SLOW_DOWN in text for text in flooder.sent_texts()) == 1
-        assert await processed_count(process, [update["update_id"] for update in flood]) == 5
+        assert await processed_count(process.database_url, [update["update_id"] for update in flood]) == 5
     finally:
         assert await process.stop() == 0
-
-
-async def processed_count(bot: BotProcess, update_ids: list[int]) -> int:
-    engine = open_database(bot.database_url)
-    try:
-        async with engine.connect() as conn:
-            keys = [f"tg:{update_id}" for update_id in update_ids]
-            query = select(func.count()).select_from(tables.processed).where(tables.processed.c.key.in_(keys))
-            return int((await conn.execute(query)).scalar_one())
-    finally:
-        await engine.dispose()

@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from flows.store import tables
 from flows.store.database import open_database
 from tests.support.botapi import SECRET_HEADER, BotApiServer, Call
-from tests.support.e2e import ADMIN, TOKEN, BotProcess, TgUser, prepare_database
+from tests.support.e2e import ADMIN, TOKEN, BotProcess, TgUser, prepare_database, processed_count
 from tests.support.servers import free_port
 
 FRAMEWORK = "ptb"  # one framework is enough here: the guarantees under test live in flows/, not the front end
@@ -207,17 +207,6 @@ def script_of(texts: list[str], script: tuple[str, ...] = SCRIPT) -> list[str]:
     return [next((f for f in script if f in t), f"<unexpected: {t[:60]!r}>") for t in texts]
 
 
-async def processed(database_url: str, update_ids: list[int]) -> int:
-    engine = open_database(database_url)
-    try:
-        async with engine.connect() as conn:
-            keys = [f"tg:{update_id}" for update_id in update_ids]
-            query = select(func.count()).select_from(tables.processed).where(tables.processed.c.key.in_(keys))
-            return int((await conn.execute(query)).scalar_one())
-    finally:
-        await engine.dispose()
-
-
 async def fired_timers(database_url: str, kind: str) -> Counter[int]:
     """How many timers of `kind` fired, per chat."""
     engine = open_database(database_url)
@@ -287,7 +276,7 @@ async def test_two_instances_split_updates_and_one_is_killed(server: BotApiServe
     print(f"replies sent twice in a row: {sum(repeats.values())} {repeats}; broadcast copies {broadcast_copies}, "
           f"uncertain {uncertain}")
 
-    assert await processed(postgres_url, [update_id for update_id, _ in routes]) == len(routes)
+    assert await processed_count(postgres_url, [update_id for update_id, _ in routes]) == len(routes)
     for user in users:
         texts = chat_lane(server, user.user_id)
         assert script_of(collapsed(texts)) == list(SCRIPT), (user.user_id, texts)  # once each, in commit order

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flows.accounts_csv import import_accounts
 from flows.directory import SecretBox
 from flows.ports import Store
+from flows.store import tables
 from flows.store.database import SqlStore, open_database
 from flows.store.migrate import upgrade
 from tests.support.botapi import BotApiServer, Call
@@ -41,6 +43,18 @@ async def prepare_database(url: str) -> None:
 
             report = await import_accounts(tx.accounts, ACCOUNTS_CSV, SecretBox(SECRET_KEY), datetime.now(UTC))
             assert not report.errors
+    finally:
+        await engine.dispose()
+
+
+async def processed_count(database_url: str, update_ids: list[int]) -> int:
+    """How many of these Telegram updates the desk on this database recorded as acted on."""
+    engine = open_database(database_url)
+    try:
+        async with engine.connect() as conn:
+            keys = [f"tg:{update_id}" for update_id in update_ids]
+            query = select(func.count()).select_from(tables.processed).where(tables.processed.c.key.in_(keys))
+            return int((await conn.execute(query)).scalar_one())
     finally:
         await engine.dispose()
 
