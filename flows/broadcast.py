@@ -139,7 +139,7 @@ class BroadcastService:
         used on its own) the service delivers its own outbox entries once, through its transport."""
         self._runs: dict[int, _Run] = {}
         self._one_at_a_time = asyncio.Lock()
-        self._owner = uuid.uuid4().hex  # while instances share the store, the one holding its lease sends it
+        self.owner = uuid.uuid4().hex  # while instances share the store, the one holding its lease sends it
         self._keeper: asyncio.Task[None] | None = None
 
     async def audience_size(self, audience: str, language: str | None = None) -> int:
@@ -174,7 +174,7 @@ class BroadcastService:
                 raise BroadcastError(f"broadcast {broadcast_id} is {status}; only a draft can be started")
             total = await tx.broadcasts.start(broadcast_id, status_chat_id, status_message_id, now)
             if total is not None and self.store.shared:
-                await tx.leases.hold(LEASED, [broadcast_id], self._owner, now + LEASE)
+                await tx.leases.hold(LEASED, [broadcast_id], self.owner, now + LEASE)
         if total is None:
             await self._refuse(broadcast_id, status_chat_id)
         log.info("broadcast %d started: %d recipients", broadcast_id, total)
@@ -203,8 +203,8 @@ class BroadcastService:
             ids = [i for i in await tx.broadcasts.running() if i not in self._runs]
             if self.store.shared:
                 owners = await tx.leases.owners(LEASED, ids, now)
-                ids = [i for i in ids if owners.get(i, self._owner) == self._owner]
-                await tx.leases.hold(LEASED, ids, self._owner, now + LEASE)
+                ids = [i for i in ids if owners.get(i, self.owner) == self.owner]
+                await tx.leases.hold(LEASED, ids, self.owner, now + LEASE)
             marked = await tx.broadcasts.mark_uncertain(ids, now)
         if self.store.shared and self._keeper is None:
             self._keeper = asyncio.create_task(self._keep_leases(), name="broadcast-leases")
@@ -255,7 +255,7 @@ class BroadcastService:
         if self.store.shared:
             try:
                 async with self.store.transaction() as tx:
-                    await tx.leases.release(LEASED, self._owner)
+                    await tx.leases.release(LEASED, self.owner)
             except Exception:  # they expire by themselves
                 log.exception("could not give up the broadcast leases")
 
@@ -265,7 +265,7 @@ class BroadcastService:
             await asyncio.sleep(RENEW_EVERY)
             try:
                 async with self.store.transaction() as tx:
-                    await tx.leases.renew(LEASED, self._owner, self.clock.now() + LEASE)
+                    await tx.leases.renew(LEASED, self.owner, self.clock.now() + LEASE)
                 await self.resume()
             except Exception:
                 log.exception("broadcast leases could not be renewed; retrying")
@@ -407,9 +407,17 @@ class _Run:
             return await tx.broadcasts.pending(self.id, after, PAGE)
 
     async def _claim(self, chat_id: int) -> bool:
-        """Commit the row as "sending"; False if it is no longer pending."""
-        async with self.service.store.transaction() as tx:
-            return await tx.broadcasts.claim(self.id, chat_id, self.service.clock.now())
+        """Commit the row as "sending"; False if it is no longer pending. While instances share the store, the
+        run stops (the broadcast stays running) once its lease is not this instance's: after a pause longer than
+        the lease, another instance goes on with it, and two must never send it at once."""
+        service = self.service
+        now = service.clock.now()
+        async with service.store.transaction() as tx:
+            if service.store.shared and (await tx.leases.owners(LEASED, [self.id], now)).get(self.id) != service.owner:
+                log.warning("broadcast %d: its lease lapsed; another instance goes on with it", self.id)
+                self.stopping.set()
+                return False
+            return await tx.broadcasts.claim(self.id, chat_id, now)
 
     def _spawn(self, chat_id: int) -> None:
         self.inflight.add(asyncio.create_task(self._send(chat_id), name=f"broadcast-{self.id}-send"))

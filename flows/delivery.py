@@ -286,6 +286,8 @@ class Lane:
     async def _send(self, entry: Pending, blocked: bool) -> float | None:
         """Send one reply and hand its result to the recorder. Returns 0.0 when it is done with, the seconds
         to wait when it must go again later, or None when the chat turned out to have blocked the bot."""
+        if self.leases is not None and not self.leases.may_send(entry):
+            return self._left_to_another(entry)
         if blocked and _skipped_when_blocked(entry):
             self._finished(entry, "skipped")
             return 0.0
@@ -312,6 +314,18 @@ class Lane:
             return wait
         self._backoff.pop(entry.chat_id, None)
         self._finished(entry, "sent", _ids(delivered))
+        return 0.0
+
+    def _left_to_another(self, entry: Pending) -> float:
+        """Drop an entry this instance may not send (its chat's lease lapsed; or, for a moment, the lease may
+        not be ours): unrecorded, it stays undelivered for the instance holding the chat, or for this one if it
+        takes the chat again. Returns the wait before the chat's next turn."""
+        if self.leases is not None and self.leases.holds(entry.chat_id):
+            return 1.0  # still ours, but not surely: wait for the next renewal
+        self._known.discard(entry.id)
+        self._unsettled -= 1
+        if self._unsettled == 0:
+            self._idle.set()
         return 0.0
 
     def _back_off(self, chat_id: int) -> float:

@@ -34,6 +34,7 @@ from flows.records import AuditEntry, OutgoingEvent, StoredEvent
 log = logging.getLogger(__name__)
 
 CLAIMS = "event"  # the lease lane of the claims on due events, keyed by their row id
+CLAIM_LOOKUP = 1_000  # due events read to see that one is still due
 
 CASE_EVENTS = {"case.opened": "case.opened", "case.submitted": "case.submitted",
                "review.approved": "case.approved", "review.rejected": "case.rejected"}
@@ -107,19 +108,26 @@ class EventSender:
 
     async def send_due(self, limit: int = 50) -> int:
         """One pass: post every event due now, in order; how many were tried. While instances share the store,
-        each posts only the events it claimed (flows/leases.py)."""
-        now = self.clock.now()
-        if self.store.shared:
-            async with self.store.transaction() as tx:
-                due = await tx.events.due(now, limit)
-                mine = await claim_rows(tx, CLAIMS, [stored.row for stored in due], self._owner, now)
-            due = [stored for stored in due if stored.row in mine]
-        else:
-            async with self.store.reading() as tx:
-                due = await tx.events.due(now, limit)
+        each posts only the events it claimed (flows/leases.py), one claim at a time."""
+        async with self.store.reading() as tx:
+            due = await tx.events.due(self.clock.now(), limit)
+        tried = 0
         for stored in due:
-            await self._post(stored)
-        return len(due)
+            if await self._claim(stored):
+                await self._post(stored)
+                tried += 1
+        return tried
+
+    async def _claim(self, stored: StoredEvent) -> bool:
+        """Whether this instance posts the event now: always, unless instances share the store; then only if no
+        other live one claimed it. Each is claimed just before its post, as a claim is not renewed."""
+        if not self.store.shared:
+            return True
+        now = self.clock.now()
+        async with self.store.transaction() as tx:  # still due: another may have posted it since it was read
+            if stored.row not in {row.row for row in await tx.events.due(now, CLAIM_LOOKUP)}:
+                return False
+            return stored.row in await claim_rows(tx, CLAIMS, [stored.row], self._owner, now)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():

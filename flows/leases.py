@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
 RENEW_EVERY = 15.0  # seconds; a lease not renewed for LEASE - RENEW_EVERY is no longer used to send
 SWEEP_EVERY = 5.0  # seconds between looks for chats whose replies nobody delivers
-SWEEP_LIMIT = 1_000
+SWEEP_LIMIT = 1_000  # chats looked at per sweep; the next sweep goes on after the last of them
 ORPHANED_ANSWER = timedelta(seconds=60)
+FLUSH_WAIT = 5.0  # seconds a turn waits for results to be recorded before giving chats up (else: next turn)
 
 
 class ChatLeases:
@@ -62,6 +63,7 @@ class ChatLeases:
         self._quiet.set()
         self._renewed_at: float | None = None
         self._swept_at = -math.inf
+        self._swept_after: int | None = None  # the sweep's place among the chats
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -90,6 +92,14 @@ class ChatLeases:
         if self._renewed_at is None:
             return False
         return asyncio.get_running_loop().time() - self._renewed_at < LEASE.total_seconds() - RENEW_EVERY
+
+    def may_send(self, entry: Pending) -> bool:
+        """Whether this lane may send the entry now: an answer always; else only while its chat's lease is surely
+        ours (after a pause longer than the lease, another instance may have taken the chat over)."""
+        return isinstance(entry.reply, AnswerButton) or (entry.chat_id in self._held and self.live())
+
+    def holds(self, chat_id: int) -> bool:
+        return chat_id in self._held
 
     async def settled(self) -> None:
         """Wait until the first sweep is done, every entry claimed so far is either queued on the lane or left
@@ -140,9 +150,10 @@ class ChatLeases:
         if not (claims or drained or sweep or renew):
             return
         try:
-            if drained:  # every result of these chats is recorded: what is still undelivered is not in flight
-                await self._flushed()
-            found, taken, released = await self._update(claims, drained, sweep, renew)
+            if drained and not await self._all_recorded():
+                self._drained |= drained  # the next turn tries again; renewing and taking go on meanwhile
+                drained = set()
+            found, taken, released, lost = await self._update(claims, drained, sweep, renew)
         except BaseException:
             self._claims[:0] = claims
             self._drained |= drained
@@ -151,19 +162,35 @@ class ChatLeases:
             self._renewed_at = started
         if sweep:
             self._swept_at = started
-        self._held = (self._held - released) | taken
+        if lost:
+            log.warning("%s: %d chats were taken over by another instance while this one's leases lapsed",
+                        self.lane, len(lost))
+        self._held = (self._held - released - lost) | taken
         if found:
             self._deliver(sorted(found, key=lambda entry: entry.id))
 
+    async def _all_recorded(self) -> bool:
+        """Wait (a little) until every result so far is recorded: then what is still undelivered is not in
+        flight."""
+        try:
+            await asyncio.wait_for(self._flushed(), FLUSH_WAIT)
+        except TimeoutError:
+            return False
+        return True
+
     async def _update(
         self, claims: list[Pending], drained: set[int], sweep: bool, renew: bool
-    ) -> tuple[list[Pending], set[int], set[int]]:
-        """One transaction: give up drained chats with nothing left, take free chats, renew. Returns the entries
-        to deliver, the chats taken and the chats given up."""
+    ) -> tuple[list[Pending], set[int], set[int], set[int]]:
+        """One transaction: renew, give up drained chats with nothing left, take free chats. Returns the entries
+        to deliver, the chats taken, the chats given up and the chats lost (another instance holds them now)."""
         async with self.store.transaction() as tx:
             now = self.clock.now()
             found: list[Pending] = []
             released: set[int] = set()
+            lost: set[int] = set()
+            if renew:  # due at least every RENEW_EVERY, so a lease can have lapsed only when renewing is due
+                lost = self._held - await tx.leases.renew(self.lane, self.owner, now + LEASE)
+                drained = drained - lost
             if drained:
                 left = [e for e in await tx.outbox.pending(chat_ids=drained) if self._ours(e, now)]
                 released = drained - {e.chat_id for e in left}
@@ -171,7 +198,9 @@ class ChatLeases:
                 found += left
             wanted = {e.chat_id for e in claims}
             if sweep:
-                wanted |= await tx.leases.unleased(self.lane, now, SWEEP_LIMIT)
+                swept = await tx.leases.unleased(self.lane, now, SWEEP_LIMIT, self._swept_after)
+                self._swept_after = swept[-1] if len(swept) == SWEEP_LIMIT else None
+                wanted |= set(swept)
             owners = await tx.leases.owners(self.lane, wanted, now)
             free = wanted - owners.keys()
             ours = free | {chat_id for chat_id, owner in owners.items() if owner == self.owner}
@@ -180,10 +209,8 @@ class ChatLeases:
             waiting = [e for e in await tx.outbox.pending(chat_ids=ours) if self._ours(e, now)] if ours else []
             taken = {e.chat_id for e in waiting} & free
             await tx.leases.hold(self.lane, taken, self.owner, now + LEASE)
-            if renew:
-                await tx.leases.renew(self.lane, self.owner, now + LEASE)
         found += waiting
-        return found, taken, released
+        return found, taken, released, lost
 
     def _ours(self, entry: Pending, now: datetime) -> bool:
         """An undelivered entry this lane would send: of its kind, and not an answer its own instance may still

@@ -168,16 +168,18 @@ class Leases(Protocol):
         """Give these chats' leases to `owner` until `until`, whoever held them before."""
         ...
 
-    async def renew(self, lane: str, owner: str, until: datetime) -> None:
-        """Extend every lease `owner` holds in the lane to `until`."""
+    async def renew(self, lane: str, owner: str, until: datetime) -> set[int]:
+        """Extend every lease `owner` still holds in the lane to `until`; returns their chats (a lease that
+        expired and was taken by another is no longer `owner`'s)."""
         ...
 
     async def release(self, lane: str, owner: str, chat_ids: Iterable[int] | None = None) -> None:
         """Give up `owner`'s leases on these chats (on every chat, when None)."""
         ...
 
-    async def unleased(self, lane: str, now: datetime, limit: int) -> set[int]:
-        """Up to `limit` chats with undelivered outbox entries and no live lease in the lane."""
+    async def unleased(self, lane: str, now: datetime, limit: int, after: int | None = None) -> list[int]:
+        """Up to `limit` chats with undelivered outbox entries and no live lease in the lane, in id order, those
+        after `after` if given (a sweep pages through them)."""
         ...
 
 

@@ -412,6 +412,38 @@ async def test_an_instance_leaves_a_broadcast_another_live_one_sends_alone(
     await db.dispose()
 
 
+async def test_an_instance_back_from_a_pause_longer_than_the_lease_stops_sending_the_broadcast(
+    postgres_url: str, clock: FakeClock
+) -> None:
+    """The first instance stalls (its sends hang) past the broadcast's lease; the second takes the broadcast over.
+    Back, the first finds the lease is not its own and stops: no recipient gets two copies, and none is sent by
+    both at once."""
+    db = open_database(postgres_url)
+    await add_users(db, range(1, 41))
+    first_telegram, second_telegram = Telegram(clock, hang_from=10), Telegram(clock, hang_from=10)
+    first = BroadcastService(SqlStore(db), first_telegram, clock, sleep=fake_sleep(clock))
+    second = BroadcastService(SqlStore(open_database(postgres_url)), second_telegram, clock, sleep=fake_sleep(clock))
+    broadcast_id = await first.create(ADMIN, "all", text=SECRET)
+    await first.start(broadcast_id, STATUS_CHAT, STATUS_MESSAGE)
+    await first_telegram.hung(5)
+    clock.advance(seconds=LEASE.total_seconds() + 1)
+    assert await second.resume() == [broadcast_id]  # the first's sends in flight become uncertain, not sent again
+    await second_telegram.hung(5)
+    first_telegram.gate.set()
+    await first.join(broadcast_id)  # back while the second sends: it stops at its next claim
+    assert len(first_telegram.recipient_attempts()) == 14  # the 9 sent and the 5 in flight at the pause
+    second_telegram.gate.set()
+    await second.join(broadcast_id)
+    every = [chat for _, chat in first_telegram.recipient_attempts() + second_telegram.recipient_attempts()]
+    assert sorted(every) == list(range(1, 41))
+    counts = await second.counts(broadcast_id)
+    assert counts[SENT] + counts[UNCERTAIN] == 40
+    await first.stop()
+    await second.stop()
+    await second.store.close()
+    await db.dispose()
+
+
 async def test_stop_leaves_the_broadcast_running_for_the_next_start(db: AsyncEngine, clock: FakeClock,
                                                                     telegram: Telegram) -> None:
     await add_users(db, range(1, 31))

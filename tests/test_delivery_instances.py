@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import pytest
 
@@ -25,6 +26,7 @@ class Telegram:
     hold: dict[int, asyncio.Event] = field(default_factory=dict)  # chats whose sends hang until set
     hanging: dict[int, str] = field(default_factory=dict)  # chat -> the instance whose send to it hangs
     hung: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set at each delivery
 
     async def sending_to(self, chat_id: int) -> str:
         """The instance that delivers the chat: the one whose send to it hangs."""
@@ -50,6 +52,7 @@ class Instance:
             await gate.wait()
         await asyncio.sleep(random.uniform(0, 0.003))
         self.telegram.log.append((self.name, reply))
+        self.telegram.arrived.set()
         return len(self.telegram.log)
 
 
@@ -125,6 +128,39 @@ async def test_a_starting_instance_leaves_alone_what_a_live_one_is_sending_and_t
     assert telegram.texts(1) == ["one", "two"]  # "one" was in flight when "a" died: "b" sends it, once
     assert [name for name, r in telegram.log if r.chat_id == 1] == ["b", "b"]
     await survivor.stop()
+
+
+async def test_an_instance_back_from_a_pause_longer_than_its_lease_leaves_the_chat_to_the_one_that_took_it(
+    two_stores: tuple[SqlStore, SqlStore], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flows.leases, "LEASE", timedelta(seconds=1))  # a pause longer than this, in real time
+    monkeypatch.setattr(flows.leases, "RENEW_EVERY", 0.3)
+    gate = asyncio.Event()
+    telegram = Telegram(hold={1: gate})
+    instances = await started(two_stores, telegram, clock)
+    await queue(two_stores[0], instances["a"], [SendMessage(1, "one"), SendMessage(1, "two")], clock)
+    holder = await telegram.sending_to(1)
+    other = "b" if holder == "a" else "a"
+    paused = instances[holder].chat.leases
+    assert paused is not None and paused.task is not None
+    paused.task.cancel()  # the pause: no renewal; its send of "one" hangs meanwhile
+    await asyncio.sleep(1.2)
+    clock.advance(seconds=2)  # the lease expired: the other's sweep takes the chat
+    del telegram.hold[1]
+    async with asyncio.timeout(10):
+        while telegram.texts(1) != ["one", "two"]:
+            telegram.arrived.clear()
+            await telegram.arrived.wait()
+    paused.start()  # back: its renewal finds the chat is not its own any more
+    gate.set()  # and the send in flight at the pause returns
+    for dispatcher in instances.values():
+        await dispatcher.idle()
+    await asyncio.sleep(0.3)
+    sent = [(name, r.text) for name, r in telegram.log if isinstance(r, SendMessage)]
+    assert sent[:2] == [(other, "one"), (other, "two")]
+    assert sent[2:] in ([], [(holder, "one")])  # only the send in flight at the pause may go twice
+    for dispatcher in instances.values():
+        await dispatcher.stop()
 
 
 async def test_a_stopping_instance_hands_its_chats_over_at_once(

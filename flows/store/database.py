@@ -32,6 +32,7 @@ READ_ONLY = "recovery_bot_read_only"  # an execution option: this connection onl
 # The key of the PostgreSQL advisory lock every write transaction holds (any fixed bigint; advisory locks are
 # per database, so two desks on one server do not wait for each other).
 WRITER_LOCK = 0x7265636F76657279  # "recovery"
+IDLE_IN_TRANSACTION = "60s"
 
 
 def sqlite_file(url: str | URL) -> Path | None:
@@ -47,7 +48,12 @@ def open_database(url: str) -> AsyncEngine:
     path = sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, hide_parameters=True)  # error messages must not carry codes or secrets
+    options: dict[str, Any] = {}
+    if make_url(url).get_backend_name() == "postgresql":
+        # A session that holds the writers' lock and then goes silent (its host cut off mid-transaction) must not
+        # hold up every instance for long: the server ends it after this long idle in a transaction.
+        options["connect_args"] = {"server_settings": {"idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION}}
+    engine = create_async_engine(url, hide_parameters=True, **options)  # no codes or secrets in error messages
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     return engine

@@ -37,9 +37,10 @@ class SqlLeases:
         )
         await self._conn.execute(statement, rows)
 
-    async def renew(self, lane: str, owner: str, until: datetime) -> None:
+    async def renew(self, lane: str, owner: str, until: datetime) -> set[int]:
         mine = (delivery_leases.c.lane == lane) & (delivery_leases.c.owner == owner)
-        await self._conn.execute(update(delivery_leases).where(mine).values(until=until))
+        statement = update(delivery_leases).where(mine).values(until=until).returning(delivery_leases.c.chat_id)
+        return set((await self._conn.execute(statement)).scalars())
 
     async def release(self, lane: str, owner: str, chat_ids: Iterable[int] | None = None) -> None:
         statement = delivery_leases.delete().where(delivery_leases.c.lane == lane, delivery_leases.c.owner == owner)
@@ -50,13 +51,15 @@ class SqlLeases:
             statement = statement.where(delivery_leases.c.chat_id.in_(wanted))
         await self._conn.execute(statement)
 
-    async def unleased(self, lane: str, now: datetime, limit: int) -> set[int]:
+    async def unleased(self, lane: str, now: datetime, limit: int, after: int | None = None) -> list[int]:
         live = select(delivery_leases.c.chat_id).where(delivery_leases.c.lane == lane, delivery_leases.c.until > now)
         query = (
             select(outbox.c.chat_id).where(outbox.c.delivered_at.is_(None), outbox.c.chat_id.not_in(live))
             .group_by(outbox.c.chat_id).order_by(outbox.c.chat_id).limit(limit)
         )
-        return set((await self._conn.execute(query)).scalars())
+        if after is not None:
+            query = query.where(outbox.c.chat_id > after)
+        return list((await self._conn.execute(query)).scalars())
 
 
 @dataclass
@@ -83,10 +86,13 @@ class MemoryLeases:
         for chat_id in set(chat_ids):
             self._rows[(lane, chat_id)] = Lease(owner, until)
 
-    async def renew(self, lane: str, owner: str, until: datetime) -> None:
-        for (held_in, _), lease in self._rows.items():
+    async def renew(self, lane: str, owner: str, until: datetime) -> set[int]:
+        renewed = set()
+        for (held_in, chat_id), lease in self._rows.items():
             if held_in == lane and lease.owner == owner:
                 lease.until = until
+                renewed.add(chat_id)
+        return renewed
 
     async def release(self, lane: str, owner: str, chat_ids: Iterable[int] | None = None) -> None:
         wanted = None if chat_ids is None else set(chat_ids)
@@ -94,7 +100,8 @@ class MemoryLeases:
             if key[0] == lane and lease.owner == owner and (wanted is None or key[1] in wanted):
                 del self._rows[key]
 
-    async def unleased(self, lane: str, now: datetime, limit: int) -> set[int]:
+    async def unleased(self, lane: str, now: datetime, limit: int, after: int | None = None) -> list[int]:
         live = {chat_id for (held_in, chat_id), lease in self._rows.items() if held_in == lane and lease.until > now}
-        waiting = {row.chat_id for row in self._outbox.rows.values() if row.delivered_at is None}
-        return set(sorted(waiting - live)[:limit])
+        waiting = {row.chat_id for row in self._outbox.rows.values()
+                   if row.delivered_at is None and (after is None or row.chat_id > after)}
+        return sorted(waiting - live)[:limit]

@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import replace
 
 import pytest
+from sqlalchemy import text
 
 from flows.store.database import SqlStore, open_database
 from tests.store.test_core import case
@@ -37,3 +38,13 @@ async def test_read_then_write_transactions_of_two_instances_never_interleave(sh
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_silent_session_cannot_hold_the_writers_lock_for_long(postgres_url: str) -> None:
+    engine = open_database(postgres_url)
+    try:
+        async with engine.connect() as conn:
+            shown = (await conn.execute(text("SHOW idle_in_transaction_session_timeout"))).scalar_one()
+    finally:
+        await engine.dispose()
+    assert shown == "1min"

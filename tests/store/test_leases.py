@@ -22,7 +22,7 @@ async def test_a_lease_is_held_until_it_expires_then_it_is_anybodys(store: Store
         assert await tx.leases.owners("chat", [1, 2], LATER) == {}  # expired
     async with store.transaction() as tx:
         await tx.leases.hold("chat", [2], "b", LATER)  # taken over
-        await tx.leases.renew("chat", "a", LATER + timedelta(seconds=60))
+        assert await tx.leases.renew("chat", "a", LATER + timedelta(seconds=60)) == {1}  # 2 is no longer a's
     async with store.reading() as tx:
         assert await tx.leases.owners("chat", [1, 2], LATER) == {1: "a"}
         assert await tx.leases.owners("chat", [1, 2], NOW) == {1: "a", 2: "b"}
@@ -50,8 +50,9 @@ async def test_chats_with_undelivered_replies_and_no_live_lease(store: Store) ->
         await tx.leases.hold("chat", [1], "a", LATER)
         await tx.leases.hold("chat", [2], "a", NOW)  # expires at once
     async with store.reading() as tx:
-        assert await tx.leases.unleased("chat", NOW, 100) == {2, 3}
-        assert await tx.leases.unleased("chat", NOW, 1) == {2}
-        assert await tx.leases.unleased("out-of-band", NOW, 100) == {1, 2, 3}
+        assert await tx.leases.unleased("chat", NOW, 100) == [2, 3]
+        assert await tx.leases.unleased("chat", NOW, 1) == [2]
+        assert await tx.leases.unleased("chat", NOW, 1, after=2) == [3]  # a sweep goes on where the last stopped
+        assert await tx.leases.unleased("out-of-band", NOW, 100) == [1, 2, 3]
         waiting = await tx.outbox.pending(chat_ids=[1, 3])
     assert [(p.chat_id, p.queued_at) for p in waiting] == [(1, NOW), (3, NOW)]
