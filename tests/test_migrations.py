@@ -1,8 +1,10 @@
-"""The Alembic migrations on SQLite: they build the schema `flows/store/tables.py` describes, the latest goes down
-and up again, and pruning (flows/retention.py) reads through the indexes they make."""
+"""The Alembic migrations on SQLite, and on PostgreSQL for the schema and a full way down and up: they build the
+schema `flows/store/tables.py` describes, the latest goes down and up again, and pruning (flows/retention.py)
+reads through the indexes they make."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flows.store.database import SqlStore
+from flows.store.database import SqlStore, open_database
 from flows.store.migrate import alembic_config, upgrade_sync
 from flows.store.tables import metadata
+from tests.support.postgres import PostgresServer
 
 PRUNING_INDEXES = {  # table: (index, column), in the order the pruner goes
     "processed_updates": ("ix_processed_updates_processed_at", "processed_at"),
@@ -111,3 +114,34 @@ def test_the_desk_and_import_stamps_go_down_and_come_back_up_marking_locked_rows
         engine.dispose()
     assert stamps == {"locked@example.com": "2026-12-03 10:00:00.000000", "plain@example.com": None}
     assert imported == [None, None]
+
+
+def test_on_postgresql_the_migrations_build_the_same_schema_and_go_all_the_way_down_and_up(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.url(postgres.new_database())
+    upgrade_sync(url)
+    assert asyncio.run(schema_differences(url)) == []
+    command.downgrade(alembic_config(url), "base")
+    assert asyncio.run(table_names(url)) == {"alembic_version"}
+    upgrade_sync(url)
+    assert asyncio.run(schema_differences(url)) == []
+
+
+async def schema_differences(url: str) -> list[Any]:
+    engine = open_database(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), metadata))
+    finally:
+        await engine.dispose()
+
+
+async def table_names(url: str) -> set[str]:
+    engine = open_database(url)
+    try:
+        async with engine.connect() as conn:
+            return set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+    finally:
+        await engine.dispose()
