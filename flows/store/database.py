@@ -135,15 +135,10 @@ class SqlStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlTx]:
-        async with self._writer_turn(), self.engine.begin() as conn:
+        async with self._one_writer, self.engine.begin() as conn:
             if self.shared:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK})
             yield SqlTx(conn)
-
-    @asynccontextmanager
-    async def _writer_turn(self) -> AsyncIterator[None]:
-        async with self._one_writer:
-            yield
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[SqlTx]:
@@ -152,7 +147,7 @@ class SqlStore:
             yield SqlTx(conn)
 
     async def forget_overwritten(self) -> None:
-        async with self._writer_turn():  # a checkpoint waits for the writer: let it wait here, not in SQLite
+        async with self._one_writer:  # a checkpoint waits for the writer: let it wait here, not in SQLite
             await scrub_wal(self.engine)
 
     async def close(self) -> None:
