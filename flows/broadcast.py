@@ -41,7 +41,7 @@ from datetime import datetime
 from flows.audience import check_audience
 from flows.clock import Clock
 from flows.delivery import RecipientBlocked, RetryAfter, Transport, Undeliverable
-from flows.leases import LEASE, RENEW_EVERY
+from flows.leases import LEASE, RENEW_EVERY, claim_rows
 from flows.pace import Pace, Spacing
 from flows.ports import Broadcasts, Store, Tx
 from flows.progress import Progress, busy_text, progress_text, report_text
@@ -202,9 +202,8 @@ class BroadcastService:
         async with self.store.transaction() as tx:
             ids = [i for i in await tx.broadcasts.running() if i not in self._runs]
             if self.store.shared:
-                owners = await tx.leases.owners(LEASED, ids, now)
-                ids = [i for i in ids if owners.get(i, self.owner) == self.owner]
-                await tx.leases.hold(LEASED, ids, self.owner, now + LEASE)
+                mine = await claim_rows(tx, LEASED, ids, self.owner, now)
+                ids = [i for i in ids if i in mine]
             marked = await tx.broadcasts.mark_uncertain(ids, now)
         if self.store.shared and self._keeper is None:
             self._keeper = asyncio.create_task(self._keep_leases(), name="broadcast-leases")

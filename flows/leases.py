@@ -223,10 +223,10 @@ class ChatLeases:
 
 
 async def claim_rows(tx: Tx, lane: str, row_ids: Iterable[int], owner: str, now: datetime) -> set[int]:
-    """Of these queued rows (a worker's due changes or events), those no other live instance has claimed, now
-    claimed by `owner` for a `LEASE` (in the caller's write transaction), so two live instances never send the
-    same row; a dead instance's claims expire. The caller gives a claim up once the row is done with or put off.
-    """
+    """Of these rows (a worker's due changes or events, running broadcasts), those no other live instance has
+    claimed, now claimed by `owner` for a `LEASE` (in the caller's write transaction), so two live instances never
+    send the same one; a dead instance's claims expire. The caller gives a claim up once the row is done with or
+    put off, or renews it while it works on it."""
     wanted = set(row_ids)
     owners = await tx.leases.owners(lane, wanted, now)
     mine = {row_id for row_id in wanted if owners.get(row_id, owner) == owner}
