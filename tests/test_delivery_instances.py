@@ -16,6 +16,7 @@ from flows.delivery import Delivered, Dispatcher
 from flows.leases import LEASE
 from flows.replies import AnswerButton, Reply, SendMessage
 from flows.store.database import SqlStore
+from tests.support.chat import kill_delivery
 
 
 @dataclass
@@ -116,11 +117,7 @@ async def test_a_starting_instance_leaves_alone_what_a_live_one_is_sending_and_t
     await asyncio.sleep(0.3)  # several sweeps
     assert [(name, r.text) for name, r in telegram.log if isinstance(r, SendMessage)] == [("a", "other")]
 
-    for lane in (doomed.chat, doomed.out_of_band):  # the kill: its tasks die where they stand
-        assert lane.leases is not None and lane.leases.task is not None
-        for task in (*lane.tasks, lane.recorder.task, lane.leases.task):
-            assert task is not None
-            task.cancel()
+    assert kill_delivery(doomed)  # the kill: its tasks die where they stand, its leases held
     del telegram.hold[1]
     clock.advance(seconds=LEASE.total_seconds())
     await asyncio.sleep(0.3)

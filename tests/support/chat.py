@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.app import App
 from flows.broadcast import BroadcastService
 from flows.clock import FakeClock
-from flows.delivery import Delivered, Transport, Undeliverable
+from flows.delivery import Delivered, Dispatcher, Transport, Undeliverable
 from flows.engine import Engine
 from flows.events import ButtonPressed, CommandReceived, FileInfo, FileReceived, Sender, TextReceived, parse_command
 from flows.ports import Store
@@ -222,3 +222,14 @@ class Bot:
 
     def chat(self, user_id: int = 42, language: str | None = "en") -> Chat:
         return Chat(self, user_id, language)
+
+
+def kill_delivery(dispatcher: Dispatcher) -> bool:
+    """A kill -9 of delivery: every task of both lanes (workers, recorder, leases) dies where it stands, nothing
+    flushed or given up. Returns whether the lanes held delivery leases (a store shared by instances)."""
+    lanes = (dispatcher.chat, dispatcher.out_of_band)
+    leases = [lane.leases.task for lane in lanes if lane.leases is not None]
+    for task in (*[t for lane in lanes for t in (*lane.tasks, lane.recorder.task)], *leases):
+        assert task is not None
+        task.cancel()
+    return bool(leases)
