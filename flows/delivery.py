@@ -30,7 +30,8 @@ from flows.blocked_reads import BlockedReads
 from flows.chat_pace import ChatPace
 from flows.clock import Clock
 from flows.leases import ChatLeases
-from flows.ports import Store
+from flows.outage import Outage
+from flows.ports import Store, StoreUnavailable
 from flows.records import Pending
 from flows.replies import CopyMessage, EditMessage, Notify, Reply, SendCard, SendFiles, SendMessage, SendPhoto
 
@@ -109,7 +110,7 @@ class Lane:
     """
 
     def __init__(self, name: str, store: Store, transport: Transport, clock: Clock, carries: Callable[[Reply], bool],
-                 *, workers: int = CHAT_WORKERS, pace: ChatPace | None = None) -> None:
+                 *, workers: int = CHAT_WORKERS, pace: ChatPace | None = None, outage: Outage | None = None) -> None:
         self.name = name
         self.store = store
         self.transport = transport
@@ -131,7 +132,7 @@ class Lane:
         self._idle = asyncio.Event()
         self._idle.set()
         self._evidence: dict[int, str] = {}  # outcomes of the latest evidence sent in this run
-        self.recorder = Recorder(name, store, clock, self._settled)
+        self.recorder = Recorder(name, store, clock, self._settled, outage or Outage())
         self._blocked_reads = BlockedReads(store)
         self.leases = None if not store.shared else ChatLeases(name, store, clock, carries, self.push,
                                                                self.recorder.flushed)
@@ -380,11 +381,13 @@ class Recorder:
     next, so under load one transaction records many replies, and when it is quiet each is recorded at once
     (the window in which a crash makes a reply go twice is one commit long)."""
 
-    def __init__(self, name: str, store: Store, clock: Clock, settled: Callable[[Sequence[Delivery]], None]) -> None:
+    def __init__(self, name: str, store: Store, clock: Clock, settled: Callable[[Sequence[Delivery]], None],
+                 outage: Outage) -> None:
         self.name = name
         self.store = store
         self.clock = clock
         self._settled = settled
+        self.outage = outage
         self._waiting: list[Delivery] = []
         self._wake = asyncio.Event()
         self._added = 0
@@ -432,13 +435,17 @@ class Recorder:
             batch, self._waiting = self._waiting[:RECORD_BATCH], self._waiting[RECORD_BATCH:]
             try:
                 redacted = await self._record(batch)
-            except Exception:  # the database failed: the batch waits and is recorded when it is back
+            except Exception as error:  # the database failed: the batch waits and is recorded when it is back
                 failures += 1
-                log.exception("%s: could not record %d deliveries; retrying", self.name, len(batch))
+                if isinstance(error, StoreUnavailable):
+                    self.outage.failed(error)
+                else:
+                    log.exception("%s: could not record %d deliveries; retrying", self.name, len(batch))
                 self._waiting[:0] = batch
                 await asyncio.sleep(min(30.0, float(failures)))
                 continue
             failures = 0
+            self.outage.ended()
             self._recorded += len(batch)
             self._settled(batch)
             async with self._progress:
@@ -505,12 +512,14 @@ class Dispatcher:
     Separate lanes keep a slow mail server from holding up chat replies, and the other way round.
     """
 
-    def __init__(self, store: Store, transport: Transport, clock: Clock, channels: Transport | None = None) -> None:
+    def __init__(self, store: Store, transport: Transport, clock: Clock, channels: Transport | None = None,
+                 outage: Outage | None = None) -> None:
         self.store = store
         pace = transport.chat_pace if isinstance(transport, Paced) else None
-        self.chat = Lane("chat", store, transport, clock, _in_chat, pace=pace)
+        outage = outage or Outage()
+        self.chat = Lane("chat", store, transport, clock, _in_chat, pace=pace, outage=outage)
         self.out_of_band = Lane("out-of-band", store, channels or _NoChannels(), clock, _out_of_band,
-                                workers=OUT_OF_BAND_WORKERS)
+                                workers=OUT_OF_BAND_WORKERS, outage=outage)
 
     async def start(self) -> None:
         """Load what was committed but not delivered before the last stop, and start sending. While instances

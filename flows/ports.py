@@ -40,6 +40,11 @@ from flows.records import (
 from flows.replies import Reply
 
 
+class StoreUnavailable(Exception):
+    """The database could not do the work (full, locked past the wait, read-only, unreachable): nothing of the
+    transaction was kept. The message is one line naming the cause, with no data of the transaction in it."""
+
+
 class UpdateLog(Protocol):
     """Which updates (and timer firings) were acted on: the same key is acted on once."""
 

@@ -4,7 +4,8 @@ Events from every chat go through one writer task, so two events of one chat nev
 whatever has queued up (up to `batch_limit` events), decides them one after another inside a single
 transaction — recording each update key as processed, saving cases, outbox entries, timers and audit lines —
 commits once, and only then tells the callers and hands the replies to the dispatcher. If a batch fails, its
-events are retried one per transaction so that one bad event cannot take others down with it.
+events are retried one per transaction so that one bad event cannot take others down with it; if the database
+itself failed (`StoreUnavailable`), none is retried or recorded, and their callers hear of it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from flows.engine import Engine
 from flows.events import ButtonPressed, Event, Sender, TimerFired
 from flows.events_out import case_events
 from flows.model import Effect
-from flows.ports import Store, Tx
+from flows.outage import Outage
+from flows.ports import Store, StoreUnavailable, Tx
 from flows.records import Case, Decision, Pending
 from flows.replies import AnswerButton, SendMessage
 from flows.texts import Text
@@ -40,6 +42,9 @@ class Companion(Protocol):
     async def resume(self) -> Any: ...
     async def stop(self) -> None: ...
 LATE_TIMER_SECONDS = 5.0
+QUEUE_LIMIT = 1_000
+"""Events waiting for the writer at most; past it `handle` waits, and so the poller before its next batch (and a
+webhook request before its answer): a burst stays bounded in memory."""
 
 
 @dataclass
@@ -72,12 +77,13 @@ class Runner:
         self.services: ServicesFactory = services or (lambda tx, now: tx)
         self.batch_limit = batch_limit
         self.transport = transport
-        self.dispatcher = Dispatcher(store, transport, clock, channels)
+        self.outage = Outage()
+        self.dispatcher = Dispatcher(store, transport, clock, channels, self.outage)
         self.effects = dict(effects or {})
         self.companions = list(companions)
         self.emit_events = emit_events
         self._effect_tasks: set[asyncio.Task[None]] = set()
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(QUEUE_LIMIT)
         self._timers_changed = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._timers_stopping = asyncio.Event()
@@ -161,6 +167,9 @@ class Runner:
             try:
                 await self.fire_due_timers()
                 wait = await self._seconds_to_next_timer(max_wait)
+            except StoreUnavailable as error:  # they fire once it is back
+                self.outage.failed(error)
+                wait = max_wait
             except Exception:
                 log.exception("firing timers failed")
                 wait = max_wait
@@ -193,15 +202,28 @@ class Runner:
     async def _write_each(self, items: list[_Item]) -> None:
         try:
             await self._commit(items)
+        except StoreUnavailable as error:
+            self._not_committed(items, error)
         except Exception as error:
             if len(items) == 1:
                 await self._commit_failed(items[0], error)
                 return
-            for item in items:
+            for index, item in enumerate(items):
                 try:
                     await self._commit([item])
+                except StoreUnavailable as down:
+                    self._not_committed(items[index:], down)
+                    return
                 except Exception as alone:
                     await self._commit_failed(item, alone)
+
+    def _not_committed(self, items: Sequence[_Item], error: StoreUnavailable) -> None:
+        """The database failed, not the events: their callers hear so and must not confirm them (Telegram then
+        sends them again); nothing is recorded about them, so each is decided afresh once the database is back."""
+        self.outage.failed(error)
+        for item in items:
+            if not item.done.done():
+                item.done.set_exception(error)
 
     async def _commit(self, items: Sequence[_Item]) -> None:
         now = self.clock.now()
@@ -217,6 +239,7 @@ class Runner:
             targets = await tx.cases.by_id({t for e in todo if (t := self.engine.target_of(e))})
             decisions = await self._decide_all(tx, todo, open_cases, targets, now)
             pending = await self._save(tx, decisions, _timer_ids(events), now)
+        self.outage.ended()
         if any(d.timers for d in decisions):
             self._timers_changed.set()
         self.dispatcher.push(_hold_answers(items, pending))
@@ -282,9 +305,11 @@ class Runner:
                 text = self.engine.say(Text(key), getattr(event.sender, "language", None))
                 replies = [] if isinstance(event, TimerFired) else [SendMessage(event.sender.chat_id, text)]
                 pending = await tx.outbox.add(replies, now)
-        except Exception as error:  # the database itself failed: the caller must not confirm the update
+        except Exception as failure:  # the database itself failed: the caller must not confirm the update
+            if isinstance(failure, StoreUnavailable):
+                self.outage.failed(failure)
             if not item.done.done():
-                item.done.set_exception(error)
+                item.done.set_exception(failure)
             return
         self.dispatcher.push(pending)
         _resolve(item)

@@ -11,7 +11,7 @@ from typing import Any
 from bot.frontends.updates import MembershipChanged, translate_update
 from flows.events import ButtonPressed, Event
 from flows.inbound import InboundLimiter, Verdict
-from flows.ports import Store
+from flows.ports import Store, StoreUnavailable
 from flows.records import Pending
 from flows.replies import AnswerButton, Reply, SendMessage
 from flows.runner import Runner
@@ -39,7 +39,8 @@ class TelegramDesk:
     """Hands updates to the runner; `handle` returns once the update's effects are committed.
 
     Update ids whose handling failed are kept in `failed`, so a poller can leave them unconfirmed and get them
-    again, whatever the framework in between did with the exception.
+    again, whatever the framework in between did with the exception. A failing database raises nothing to the
+    framework: the runner's outage log already said it, once.
 
     Each user's messages and button presses pass the inbound `limiter` first: the excess is dropped and counts
     as handled (the poller confirms it, the webhook answers 200), so a flooding user cannot fill the writer queue
@@ -65,6 +66,8 @@ class TelegramDesk:
                     await self.runner.handle(translated)
                 else:
                     hold.entry = await self.runner.handle(translated, hold_answer=True)
+        except StoreUnavailable:  # the runner logged it; the framework need not log a traceback too
+            self.failed.add(update.update_id)
         except Exception:
             self.failed.add(update.update_id)
             raise

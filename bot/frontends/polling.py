@@ -69,7 +69,8 @@ class Poller:
         self.desk.failed.difference_update(failed)
         if failed:
             self.offset = failed[0]
-            self._fail(f"{len(failed)} update(s) could not be committed; they will be fetched again")
+            self._fail(f"{len(failed)} update(s) could not be committed; they will be fetched again",
+                       quiet=self.desk.runner.outage.ongoing)
         else:
             self.offset = max(u.update_id for u in updates) + 1
 
@@ -85,9 +86,10 @@ class Poller:
                 self.desk.failed.update(u.update_id for u in updates[index + 1 :])
                 return
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, quiet: bool = False) -> None:
+        """Wait longer before the next fetch; `quiet` when the cause was already logged (a database outage)."""
         self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))
-        log.warning("%s; retrying in %.0f s", message, self._backoff)
+        log.log(logging.DEBUG if quiet else logging.WARNING, "%s; retrying in %.0f s", message, self._backoff)
 
 
 async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:

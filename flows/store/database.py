@@ -4,15 +4,17 @@ store on it: every port over one connection per transaction."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from flows.ports import StoreUnavailable
 from flows.store.accounts import SqlAccounts
 from flows.store.audit import SqlAudit
 from flows.store.broadcasts import SqlBroadcasts
@@ -92,6 +94,25 @@ async def scrub_wal(engine: AsyncEngine) -> None:
         await raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
 
 
+@contextmanager
+def unavailable_as_one_line() -> Iterator[None]:
+    """The database failing (full, locked past the busy timeout, read-only, gone) as `StoreUnavailable`, whose
+    message is the driver's first line: no statement and no parameters, so nothing of the data."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as error:
+        raise StoreUnavailable(_first_line(error)) from error
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        raise StoreUnavailable(_first_line(error)) from error
+
+
+def _first_line(error: DBAPIError) -> str:
+    reason = str(error.orig).strip().splitlines()
+    return reason[0][:200] if reason else type(error.orig).__name__
+
+
 class SqlTx:
     """Every port, over one connection in one transaction."""
 
@@ -135,16 +156,19 @@ class SqlStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlTx]:
-        async with self._one_writer, self.engine.begin() as conn:
-            if self.shared:
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK})
-            yield SqlTx(conn)
+        async with self._one_writer:
+            with unavailable_as_one_line():
+                async with self.engine.begin() as conn:
+                    if self.shared:
+                        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK})
+                    yield SqlTx(conn)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[SqlTx]:
-        async with self.engine.connect() as conn:
-            await conn.execution_options(**{READ_ONLY: True})
-            yield SqlTx(conn)
+        with unavailable_as_one_line():
+            async with self.engine.connect() as conn:
+                await conn.execution_options(**{READ_ONLY: True})
+                yield SqlTx(conn)
 
     async def forget_overwritten(self) -> None:
         async with self._one_writer:  # a checkpoint waits for the writer: let it wait here, not in SQLite

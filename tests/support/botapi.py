@@ -655,6 +655,10 @@ class BotApiServer:
 
     # -- recorded calls -----------------------------------------------------------------------------------
 
+    def unconfirmed(self) -> list[int]:
+        """The ids of the updates no getUpdates offset has confirmed yet (handed out or not)."""
+        return sorted(queued.update["update_id"] for queued in self._queue)
+
     def calls_of(self, method: str) -> list[Call]:
         return [call for call in self.calls if call.method.lower() == method.lower()]
 
