@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flows.announce import broadcast_button, broadcast_cancel_command, broadcast_command
 from flows.changes import APPLIED, FAILED, STAFF_ALERT, text_from_json
@@ -12,14 +12,18 @@ from flows.events import TimerFired
 from flows.guard import secret_kind
 from flows.methods.backup_key import BACKUP
 from flows.methods.common import services
+from flows.methods.enrol import new_key
 from flows.methods.phone import PHONE
 from flows.methods.reverify import REVERIFY
-from flows.model import BACK, Action, Begin, Choice, Close, Context, Flow, Goto, Outcome, Say, Step, check_links
+from flows.model import BACK, Action, Begin, Choice, Close, Context, Flow, Goto, Outcome, Say, Stay, Step, check_links
 from flows.services import FlowSettings, staff_chats
 from flows.staff import STAFF_TIMERS, purge_undecided, review_button, staff_commands, staff_target
 from flows.texts import Text, text
 
 METHODS = (PHONE, REVERIFY, BACKUP)
+DECISIONS_RECALLED_FOR = timedelta(days=30)
+"""How long after staff decided a case a user who comes back is told the decision again (a rejected user may
+have started afresh elsewhere long since; the decision is also on /status while the case is open)."""
 
 
 async def restart(ctx: Context) -> Outcome:
@@ -87,14 +91,45 @@ PROVEN = ("phone_verified", "email_verified")
 
 
 async def status_command(ctx: Context) -> Outcome:
-    case = ctx.case
-    if case is None:
+    if ctx.case is None:
         return Say(say=(text("desk.status_none"),))
+    return Say(say=(await _status(ctx),))
+
+
+async def _status(ctx: Context) -> Text:
+    case = ctx.case
+    assert case is not None
     flows = {flow.id: flow for flow in all_flows()}
     state = text(f"desk.state_{case.status}", since=countdown(ctx.now, case.updated_at))
     details = (*_code_expiry(ctx), *_lockout(ctx), *await _withdrawal_lock(ctx))
-    return Say(say=(text("desk.status", method=text(flows[case.flow].title), step=case.step.replace("_", " "),
-                         state=state, details=details),))
+    return text("desk.status", method=text(flows[case.flow].title), step=case.step.replace("_", " "), state=state,
+                details=details)
+
+
+async def welcome_back(ctx: Context) -> Outcome:
+    """A user unblocked the bot: whatever was said to them while it was blocked was not delivered, so tell them
+    where their case stands — still with staff, decided (and what was decided), or where they left off — and
+    give a new authenticator key if one is waiting to be set up. Nothing is said to a user with nothing open
+    and nothing recently decided."""
+    case = ctx.case
+    if case is not None and case.status == "review":
+        return Say(say=(text("desk.back_review"),))
+    if case is not None and case.step == "enrol":
+        return await new_key(ctx, _decision_told(case.data))
+    if case is not None:
+        return Stay(say=(text("desk.back_open"), *_decision_told(case.data), await _status(ctx)))
+    latest = await services(ctx).tx.cases.latest(ctx.event.sender.chat_id)
+    told = _decision_told(latest.data) if latest is not None else ()
+    decided_at = float(latest.data.get("decided_at", 0)) if latest is not None else 0.0
+    if not told or decided_at < (ctx.now - DECISIONS_RECALLED_FOR).timestamp():
+        return Say()
+    return Say(say=(text("desk.back_decided"), *told))
+
+
+def _decision_told(data: Mapping[str, object]) -> tuple[Text, ...]:
+    """What staff's latest decision on a case told the user (flows.staff keeps it with the decision)."""
+    told = data.get("decision_told")
+    return (text_from_json(told),) if isinstance(told, dict) else ()
 
 
 def _code_expiry(ctx: Context) -> tuple[Text, ...]:
@@ -203,4 +238,4 @@ def build_engine(settings: FlowSettings) -> Engine:
     return Engine(flows, {**COMMANDS, **staff}, text_defaults={"service": settings.service_name},
                   guard=secret_kind, timer_handlers=TIMER_HANDLERS, idle_after=settings.idle_reminder,
                   abandon_after=settings.case_timeout, targets=staff_target, on_close=purge_undecided,
-                  button_routes={"r": review_button, "b": broadcast_button})
+                  on_return=welcome_back, button_routes={"r": review_button, "b": broadcast_button})

@@ -15,6 +15,7 @@ from typing import Any
 
 from flows.events import (
     ButtonPressed,
+    ChatReturned,
     CommandReceived,
     Event,
     FileReceived,
@@ -97,9 +98,11 @@ class Engine:
         idle_after: timedelta | None = None,
         abandon_after: timedelta | None = None,
         on_close: Action | None = None,
+        on_return: Action | None = None,
     ) -> None:
         """`on_close` runs, in the same event, for every case the event closes (that case is `ctx.target`); an
-        `OnCase` it returns is applied to that case on behalf of "system"."""
+        `OnCase` it returns is applied to that case on behalf of "system". `on_return` answers a user who
+        unblocked the bot (`ChatReturned`)."""
         self.flows = {flow.id: flow for flow in check_links(flows.values())}
         self.commands = dict(commands)
         self.renderer = Renderer(translator, text_defaults or {})
@@ -110,6 +113,7 @@ class Engine:
         self.idle_after = idle_after
         self.abandon_after = abandon_after
         self.on_close = on_close
+        self.on_return = on_return
 
     def target_of(self, event: Event) -> str | None:
         """The id of the case an event is about when that is not the chat's own: a detached timer's case, or
@@ -140,6 +144,8 @@ class Engine:
             await turn.button(event)
         elif isinstance(event, TimerFired):
             await turn.timer(event)
+        elif isinstance(event, ChatReturned):
+            await turn.returned()
         else:
             await turn.message(event)
         await turn.after_closing()
@@ -194,6 +200,10 @@ class _Turn:
             await self.apply(Stay(say=(Text(hint),)), allowed=())
             return
         await self.apply(await step.on_input(self.ctx), allowed=step.exits)
+
+    async def returned(self) -> None:
+        if self.engine.on_return is not None:
+            await self.apply(await self.engine.on_return(self.ctx), allowed=None)
 
     def caught_secret(self, event: TextReceived) -> bool:
         """Warn about (and delete) a message that looks like a secret nobody asked for."""

@@ -71,6 +71,14 @@ class TimerFired:
     payload: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ChatReturned:
+    """The user unblocked the bot: what was said to them meanwhile was not delivered."""
+
+    key: str
+    sender: Sender
+
+
 def parse_command(text: str, bot_username: str | None = None) -> tuple[str, str] | None:
     """The command in a typed line, as (name, arguments): "/Start@desk_bot  again" is ("start", "again").
 
@@ -86,5 +94,5 @@ def parse_command(text: str, bot_username: str | None = None) -> tuple[str, str]
     return name.lower(), args.strip()
 
 
-UserEvent = TextReceived | CommandReceived | ButtonPressed | FileReceived
+UserEvent = TextReceived | CommandReceived | ButtonPressed | FileReceived | ChatReturned
 Event = UserEvent | TimerFired

@@ -95,6 +95,10 @@ class Cases(Protocol):
         """Cases waiting for review, oldest (least recently updated) first."""
         ...
 
+    async def latest(self, chat_id: int) -> Case | None:
+        """The chat's most recently updated case, whatever its status; None if it has none."""
+        ...
+
 
 class Timers(Protocol):
     async def add(self, new: Sequence[NewTimer]) -> None:

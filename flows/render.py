@@ -96,7 +96,7 @@ def merge_messages(replies: Sequence[Reply]) -> list[Reply]:
             earlier = merged[at]
             assert isinstance(earlier, SendMessage)
             if _joinable(earlier, reply):
-                merged[at] = replace(reply, text=f"{earlier.text}{PARAGRAPH}{reply.text}")
+                merged[at] = replace(reply, text=f"{earlier.text.rstrip()}{PARAGRAPH}{reply.text.lstrip()}")
                 moved_to.append(at)
                 open_in[reply.chat_id] = at
                 continue

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from flows.changes import text_to_json
 from flows.directory import REMOVE_PHONE, RESET_TWO_FACTOR, Change
 from flows.events import ButtonPressed, CommandReceived, Event
 from flows.methods.common import change_account, lock_hours, owner_email, services, withdrawal_lock
@@ -102,8 +103,10 @@ def already_decided(case: Case | None) -> Say:
     return Say(say=(text("review.already_decided", case=case.id, by=by, decision=case.data.get("decision", "")),))
 
 
-def decision(ctx: Context, verdict: str) -> dict[str, Any]:
-    return {"decision": verdict, "decided_by": ctx.event.sender.user_id, "decided_at": ctx.now.timestamp()}
+def decision(ctx: Context, verdict: str, told: Text) -> dict[str, Any]:
+    """The decision as the case keeps it, with what it told the user (said again if they were away)."""
+    return {"decision": verdict, "decided_by": ctx.event.sender.user_id, "decided_at": ctx.now.timestamp(),
+            "decision_told": text_to_json(told)}
 
 
 def purge_later(ctx: Context) -> TimerSpec:
@@ -130,7 +133,7 @@ async def approve(ctx: Context, case: Case) -> Outcome:
     said = text("review.approved_user", hours=lock_hours(ctx)["hours"], until=stamp,
                 changes=tuple(text(f"review.changed_{item}") for item in asked))
     said_now = await change_account(ctx, case, account_id, (*changes, lock), then=(said,))
-    data: dict[str, Any] = decision(ctx, "approved")
+    data: dict[str, Any] = decision(ctx, "approved", said)
     letters: tuple[Letter, ...] = ()
     if reenrol:
         fresh, letters = await new_authenticator(ctx, case.chat_id, account.email)
@@ -153,14 +156,15 @@ def pick_reason(ctx: Context, case: Case) -> Say:
 
 
 def reject(ctx: Context, case: Case, reason: Text) -> OnCase:
-    outcome = Close("rejected", say=(text("review.rejected_user", reason=reason),),
-                    data=decision(ctx, "rejected"), timers=(purge_later(ctx),))
+    said = text("review.rejected_user", reason=reason)
+    outcome = Close("rejected", say=(said,), data=decision(ctx, "rejected", said), timers=(purge_later(ctx),))
     return OnCase(outcome, tell=(text("review.rejected_staff", case=case.id),),
                   audit=(("review.rejected", f"case:{case.id}", {"reason": reason.key}),))
 
 
 def ask_for_more(ctx: Context, case: Case) -> OnCase:
-    outcome = Goto(MORE_DOCUMENTS, say=(text("review.more_user"),), data=decision(ctx, "more"))
+    said = text("review.more_user")
+    outcome = Goto(MORE_DOCUMENTS, say=(said,), data=decision(ctx, "more", said))
     return OnCase(outcome, tell=(text("review.more_staff", case=case.id),),
                   audit=(("review.more_requested", f"case:{case.id}", {}),))
 

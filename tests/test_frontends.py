@@ -82,7 +82,13 @@ def test_updates_become_events_alike_in_both_frameworks(framework: int) -> None:
     kicked = {"user": {"id": 1, "is_bot": True, "first_name": "Desk"}, "status": "kicked", "until_date": 0}
     change = {"update_id": 57, "my_chat_member": {"chat": PRIVATE, "from": USER, "date": 0,
                                                   "old_chat_member": member, "new_chat_member": kicked}}
-    assert translate_update(parsed(change)[framework]) == MembershipChanged(7, blocked=True)
+    blocked = translate_update(parsed(change)[framework])
+    assert isinstance(blocked, MembershipChanged) and (blocked.chat_id, blocked.blocked) == (7, True)
+    unblock = {"update_id": 58, "my_chat_member": {"chat": PRIVATE, "from": USER, "date": 0,
+                                                   "old_chat_member": kicked, "new_chat_member": member}}
+    unblocked = translate_update(parsed(unblock)[framework])
+    assert isinstance(unblocked, MembershipChanged) and not unblocked.blocked
+    assert (unblocked.returned.key, unblocked.returned.sender.chat_id) == ("tg:58", 7)
 
 
 @given(st.text(alphabet=st.sampled_from(["a", "b", " ", "\n", "😀", "é"]), max_size=3000))

@@ -96,9 +96,12 @@ class TelegramDesk:
         task.add_done_callback(self._notices.discard)
 
     async def _membership(self, change: MembershipChanged) -> None:
+        """Mark the chat blocked or not; a user who unblocks the bot is then told where their case stands."""
         async with self.store.transaction() as tx:
             await tx.users.set_blocked(change.chat_id, change.blocked)
         log.info("chat %d %s the bot", change.chat_id, "blocked" if change.blocked else "unblocked")
+        if not change.blocked:
+            await self.runner.handle(change.returned)
 
 
 def _slow_down(event: Event) -> Notice:

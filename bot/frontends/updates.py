@@ -12,6 +12,7 @@ from flows.announce import BROADCAST_DATA
 from flows.engine import BUTTON_DATA
 from flows.events import (
     ButtonPressed,
+    ChatReturned,
     CommandReceived,
     Event,
     FileInfo,
@@ -29,10 +30,11 @@ DESK_BUTTONS = re.compile(rf"{BUTTON_DATA.pattern}|{REVIEW_DATA.pattern}|{BROADC
 
 @dataclass(frozen=True)
 class MembershipChanged:
-    """The user blocked (or unblocked) the bot in their private chat."""
+    """The user blocked (or unblocked) the bot in their private chat; `returned` is the event an unblock makes."""
 
     chat_id: int
     blocked: bool
+    returned: ChatReturned
 
 
 def update_key(update: Any) -> str:
@@ -44,7 +46,7 @@ def translate_update(update: Any) -> Event | MembershipChanged | None:
     if update.callback_query is not None:
         return _button(update)
     if update.my_chat_member is not None:
-        return _membership(update.my_chat_member)
+        return _membership(update_key(update), update.my_chat_member)
     message = update.message
     if message is None or message.from_user is None or message.chat.type != "private":
         return None
@@ -63,10 +65,11 @@ def _button(update: Any) -> ButtonPressed:
     return ButtonPressed(update_key(update), _sender(query.from_user, chat_id), query.data or "", message_id, query.id)
 
 
-def _membership(change: Any) -> MembershipChanged | None:
+def _membership(key: str, change: Any) -> MembershipChanged | None:
     if change.chat.type != "private":
         return None
-    return MembershipChanged(change.chat.id, change.new_chat_member.status == "kicked")
+    returned = ChatReturned(key, _sender(change.from_user, change.chat.id))
+    return MembershipChanged(change.chat.id, change.new_chat_member.status == "kicked", returned)
 
 
 def _message(key: str, message: Any) -> Event:

@@ -14,7 +14,7 @@ import segno
 
 from flows.directory import ENROL_AUTHENTICATOR, Change
 from flows.methods.common import change_account, count_wrong, services
-from flows.model import Accepts, Context, Goto, Letter, Outcome, Stay, Step, leads_to
+from flows.model import Accepts, Choice, Context, Goto, Letter, Outcome, Stay, Step, leads_to
 from flows.otp import check_totp, new_secret, normalize_code, provisioning_uri
 from flows.texts import Text, text
 
@@ -67,10 +67,22 @@ async def confirm(ctx: Context) -> Outcome:
     return Goto("enrolled" if svc.changes.at_once else "enrol_applying")  # each step's prompt says which
 
 
+async def new_key(ctx: Context, say: tuple[Text, ...] = ()) -> Stay:
+    """A fresh key in place of the one waiting to be confirmed, which then no longer works: for a user whose key
+    message was deleted (after 10 minutes) or never reached them. The wrong codes counted so far still count."""
+    case = ctx.case
+    assert case is not None
+    account = await services(ctx).directory.get(int(case.data["account_id"]))
+    assert account is not None
+    fresh, letters = await new_authenticator(ctx, case.chat_id, account.email)
+    fresh["enrol_wrong"] = case.data.get("enrol_wrong", 0)
+    return Stay(say=(*say, text("enrol.new_key")), data=fresh, letters=letters)
+
+
 # The last steps of Method 2, entered when staff approve the reset (see flows.staff.approve).
 ENROL_STEPS = (
     Step("enrol", prompt="enrol.scan", accepts=Accepts.TEXT, on_input=confirm, expects="code",
-         secrets=("pending_totp_enc",)),
+         choices=(Choice("new_key", "enrol.btn_new_key", run=new_key),), secrets=("pending_totp_enc",)),
     Step("enrolled", prompt="enrol.done", final="approved"),
     Step("enrol_applying", prompt="directory.being_applied", final="approved"),
     Step("enrol_failed", prompt="enrol.failed", final="approved"),

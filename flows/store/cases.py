@@ -58,6 +58,12 @@ class SqlCases:
         query = select(cases).where(cases.c.status == "review").order_by(cases.c.updated_at, cases.c.id).limit(limit)
         return [case_from_row(row) for row in await self._conn.execute(query)]
 
+    async def latest(self, chat_id: int) -> Case | None:
+        query = (select(cases).where(cases.c.chat_id == chat_id)
+                 .order_by(cases.c.updated_at.desc(), cases.c.id.desc()).limit(1))
+        row = (await self._conn.execute(query)).first()
+        return case_from_row(row) if row is not None else None
+
 
 @dataclass
 class CaseTable:
@@ -84,6 +90,12 @@ class MemoryCases:
         waiting = [c for c in self._rows.values() if c.status == "review"]
         waiting.sort(key=lambda c: (c.updated_at or datetime.min.replace(tzinfo=UTC), c.id))
         return [_copy(c) for c in waiting[:limit]]
+
+    async def latest(self, chat_id: int) -> Case | None:
+        mine = [c for c in self._rows.values() if c.chat_id == chat_id]
+        if not mine:
+            return None
+        return _copy(max(mine, key=lambda c: (c.updated_at or datetime.min.replace(tzinfo=UTC), c.id)))
 
 
 def _copy(case: Case) -> Case:

@@ -140,6 +140,30 @@ async def test_staff_approve_and_reenrolment_over_telegram(bot: BotProcess, serv
     await user.expect("Your new authenticator works.")
 
 
+async def test_a_user_away_at_the_approval_gets_it_and_a_new_key_on_return(bot: BotProcess,
+                                                                           server: BotApiServer) -> None:
+    admin, user = TgUser(server, ADMIN), TgUser(server, 113)
+    await submit_ben_with_a_selfie(admin, user)
+    server.user_blocks_bot(113)
+    await user.idle()
+    user.mark = len(server.calls)
+    admin.tap("✅ Approve")
+    await admin.expect("approved, withdrawals locked")
+    await user.idle()
+    assert not [c for c in server.calls[user.mark:] if c.ok and str(c.params.get("chat_id")) == "113"
+                and c.method in ("sendMessage", "sendPhoto")], "nothing reaches a chat that blocked the bot"
+    server.user_unblocks_bot(113)
+    user.mark = len(server.calls)
+    await user.expect("our staff approved your request")
+    await server.wait_for(lambda c: c.method == "sendPhoto" and c.ok and str(c.params["chat_id"]) == "113",
+                          since=user.mark)
+    key_text = await user.expect("Or type this key")
+    secret = key_text.split("Or type this key: ", 1)[1].split("\n", 1)[0].replace(" ", "")
+    user.mark = len(server.calls)
+    user.send(totp_now(secret, datetime.now(UTC)))
+    await user.expect("Your new authenticator works.")
+
+
 async def test_a_lone_selfie_reaches_staff_as_a_photo_before_the_card(bot: BotProcess, server: BotApiServer) -> None:
     admin, user = TgUser(server, ADMIN), TgUser(server, 112)
     await submit_ben_with_a_selfie(admin, user)

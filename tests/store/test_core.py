@@ -100,6 +100,19 @@ async def test_cases_in_review_come_oldest_first(store: Store) -> None:
         assert [c.id for c in await tx.cases.in_review(2)] == ["c3", "c2"]
 
 
+async def test_the_latest_case_of_a_chat_is_the_last_updated_whatever_its_status(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.cases.save([
+            Case("old", 7, 7, "reverify", "restored", {}, "approved", 0, NOW, NOW - timedelta(days=2)),
+            Case("new", 7, 7, "reverify", "review", {}, "rejected", 0, NOW, NOW - timedelta(hours=1)),
+            Case("other", 8, 8, "phone", "ask_email", {}, "open", 0, NOW, NOW),
+        ])
+    async with store.reading() as tx:
+        latest = await tx.cases.latest(7)
+        assert latest is not None and (latest.id, latest.status) == ("new", "rejected")
+        assert await tx.cases.latest(9) is None
+
+
 async def test_timers_fall_due_in_order_and_fire_once(store: Store) -> None:
     async with store.transaction() as tx:
         await tx.timers.add([timer("c1", "late", NOW + timedelta(minutes=5)), timer("c1", "soon", NOW)])
