@@ -4,6 +4,7 @@ store on it: every port over one connection per transaction."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -96,12 +97,16 @@ async def scrub_wal(engine: AsyncEngine) -> None:
 
 @contextmanager
 def unavailable_as_one_line() -> Iterator[None]:
-    """The database failing (full, locked past the busy timeout, read-only, gone) as `StoreUnavailable`, whose
-    message is the driver's first line: no statement and no parameters, so nothing of the data."""
+    """The database failing (full, locked past the busy timeout, read-only, unreachable) as `StoreUnavailable`,
+    whose message is the driver's first line: no statement and no parameters, so nothing of the data. Code in
+    the transaction raises no bare connection errors of its own (the HTTP directory turns its into
+    `DirectoryUnavailable`), so one here is the database's."""
     try:
         yield
     except (OperationalError, InterfaceError) as error:
         raise StoreUnavailable(_first_line(error)) from error
+    except (ConnectionError, socket.gaierror) as error:  # asyncpg's connect raises these as they come
+        raise StoreUnavailable(str(error).splitlines()[0][:200] or type(error).__name__) from error
     except DBAPIError as error:
         if not error.connection_invalidated:
             raise
