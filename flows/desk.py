@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from flows.announce import broadcast_button, broadcast_cancel_command, broadcast_command
 from flows.changes import APPLIED, FAILED, STAFF_ALERT, text_from_json
 from flows.engine import Engine
-from flows.events import TimerFired
+from flows.events import CommandReceived, TimerFired
 from flows.guard import secret_kind
 from flows.methods.backup_key import BACKUP
 from flows.methods.common import services
@@ -21,6 +21,7 @@ from flows.staff import STAFF_TIMERS, purge_undecided, review_button, staff_comm
 from flows.texts import Text, text
 
 METHODS = (PHONE, REVERIFY, BACKUP)
+DEEP_LINKS = frozenset(method.id for method in METHODS)  # /start payloads that open a method directly
 DECISIONS_RECALLED_FOR = timedelta(days=30)
 """How long after staff decided a case a user who comes back is told the decision again (a rejected user may
 have started afresh elsewhere long since; the decision is also on /status while the case is open)."""
@@ -67,11 +68,16 @@ def _detour(ctx: Context, entry: str) -> Outcome:
 
 
 async def start_command(ctx: Context) -> Outcome:
+    """The menu; or, from a deep link (t.me/BOT?start=phone, reverify or backup), that method straight away,
+    after the warning the menu gives. A case in progress is never replaced without asking."""
     case = ctx.case
     if case is not None and case.status == "review":
         return Say(say=(text("engine.case_waiting"),))
     if case is not None and (case.flow != "start" or "_return" in case.data):
         return _detour(ctx, RESUME)
+    payload = ctx.event.args.strip().lower() if isinstance(ctx.event, CommandReceived) else ""
+    if payload in DEEP_LINKS:
+        return Begin(payload, say=(text("desk.deep_link"),))
     return Begin("start")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from flows.clock import FakeClock
 from tests.support.chat import Bot
 from tests.support.desk import begin
@@ -73,3 +75,25 @@ async def test_a_detour_from_a_detour_still_finds_the_way_back(desk: Bot) -> Non
     await chat.send("/cancel")
     await chat.tap("No, go on")
     assert chat.last.startswith("Step 1: install the authenticator app again.")
+
+
+@pytest.mark.parametrize(("payload", "first_prompt"), [
+    ("phone", "Which email address is your Acme account registered with?"),
+    ("reverify", "⚠️ For your safety, withdrawals will be disabled for 48 hours"),
+    ("backup", "Which email address is your Acme account registered with?"),
+])
+async def test_a_deep_link_opens_its_method_after_the_warning(desk: Bot, payload: str, first_prompt: str) -> None:
+    chat = desk.chat()
+    said = await chat.send(f"/start {payload}")
+    assert said[0].startswith("Welcome to the official Acme account recovery desk.")
+    assert "never asks for your password" in said[0]
+    assert chat.last.startswith(first_prompt)
+
+
+async def test_an_unknown_deep_link_is_the_menu_and_one_never_replaces_a_case_in_progress(desk: Bot) -> None:
+    chat = desk.chat()
+    await chat.send("/start <b>admin</b>")
+    assert chat.buttons == ["Switch to phone verification", "Security Check Not Available",
+                            "Reset with my backup key"]
+    await begin(chat, "Switch to phone verification", "ada@example.com")
+    assert (await chat.send("/start backup"))[0].startswith("You already have a recovery in progress.")
