@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.frontends import polling
 from bot.frontends.aiogram import AiogramTransport
 from bot.frontends.desk import TelegramDesk
 from bot.frontends.ptb import PtbTransport
@@ -296,3 +297,35 @@ async def test_the_token_check_gives_up_after_three_tries() -> None:
     with pytest.raises(Unreachable, match="All connection attempts failed"):
         await check_token_patiently(cast(Front, front), sleep)
     assert front.checks == 3
+
+
+@pytest.mark.parametrize(("draw", "low_or_high"), [(0.0, 0.8), (1.0, 1.2)])
+async def test_get_updates_failures_back_off_doubling_with_jitter(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, draw: float, low_or_high: float) -> None:
+    stopping = asyncio.Event()
+    fetches = 0
+
+    async def fetch(offset: int | None, wait_seconds: int) -> list[Any]:
+        nonlocal fetches
+        fetches += 1
+        if fetches > 7:
+            stopping.set()
+            return []
+        raise ConnectionResetError("Connection reset by peer")
+
+    pauses: list[float] = []
+
+    async def sleep_unless(event: asyncio.Event, seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(polling, "_sleep_unless", sleep_unless)
+    desk = cast(TelegramDesk, type("Desk", (), {"failed": set()})())
+    await polling.Poller(fetch, polling_process, desk, rng=lambda: draw).run(stopping)
+    assert pauses == pytest.approx([low_or_high * seconds for seconds in (1, 2, 4, 8, 16, 30, 30)])
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 7 and all(record.exc_info is None for record in warnings)  # a line each, no traceback
+    assert "ConnectionResetError" in warnings[0].getMessage()
+
+
+async def polling_process(update: Any) -> None:
+    raise AssertionError("no update was fetched")
