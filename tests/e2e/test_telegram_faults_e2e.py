@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from tests.support.botapi import BotApiServer
-from tests.support.e2e import BotProcess, TgUser, greet
+from tests.support.e2e import ADMIN, BotProcess, TgUser, greet, prepare_database
 
 WELCOME = "Welcome to the official Acme account recovery desk."
 STALL = 15.0  # longer than either client's request timeout: python-telegram-bot's 5 s, our aiogram session's 10 s
@@ -168,3 +168,20 @@ async def test_a_thousand_users_at_once_are_each_welcomed_once_in_bounded_memory
     assert peak - baseline < RSS_GROWTH_BOUND_MB
     assert_up_and_quiet(bot)
 
+
+async def test_faults_while_starting_up_are_retried(server: BotApiServer, framework: str, tmp_path: Path) -> None:
+    server.fail_next("setMyCommands", status=502)
+    server.reset_next("setMyCommands")
+    server.reset_next("deleteWebhook")
+    bot = BotProcess(server, framework, tmp_path)
+    await prepare_database(bot.database_url)
+    await bot.start()
+    try:
+        await greet(TgUser(server, 206))
+        assert [c["command"] for c in server.my_commands({"type": "all_private_chats"})] == [
+            "start", "status", "cancel", "help"]
+        assert server.my_commands({"type": "chat", "chat_id": ADMIN})
+        assert len(retry_lines(bot)) == 3
+        assert_up_and_quiet(bot)
+    finally:
+        assert await bot.stop() == 0
