@@ -185,3 +185,17 @@ async def test_faults_while_starting_up_are_retried(server: BotApiServer, framew
         assert_up_and_quiet(bot)
     finally:
         assert await bot.stop() == 0
+
+
+async def test_a_reply_stalled_at_a_stop_goes_once_after_the_restart(bot: BotProcess, server: BotApiServer) -> None:
+    user = TgUser(server, 207)
+    server.stall_next("sendMessage", seconds=STALL)
+    user.send("/start")
+    await server.wait_for(lambda c: c.method == "sendMessage", since=user.mark, finished=False)
+    assert await bot.stop() == 0  # while the reply hangs
+    assert user.sent_texts() == []
+    await bot.start()
+    await user.expect(WELCOME, timeout=30)
+    await user.idle()
+    assert len(user.sent_texts()) == 1
+    assert_up_and_quiet(bot)
