@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import random
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ from bot.app import App, open_app
 from bot.config import Settings
 from bot.frontends.desk import TelegramDesk
 from bot.frontends.polling import Poller
-from bot.frontends.telegram import BadToken, Unreachable
+from bot.frontends.telegram import BadToken, Refusal, Unreachable
 from bot.frontends.webhook import serve, webhook_app
 from bot.logs import SecretFilter, hide, secrets_of
 from flows.delivery import Transport
@@ -28,6 +29,7 @@ log = logging.getLogger("recovery_bot")
 EXIT_CONFIG = 2
 TOKEN_CHECK_TRIES = 3
 FIRST_RETRY_DELAY = 1.0  # seconds; doubled before each further try
+MAX_START_UP_DELAY = 30.0
 USER_COMMANDS = ("start", "status", "cancel", "help")
 ADMIN_COMMANDS = ("queue", "case", "reject", "stats", "audit", "broadcast", "broadcast_cancel")
 
@@ -45,6 +47,7 @@ class Front(Protocol):
     def parse(self, data: dict[str, Any]) -> Any: ...
     async def set_webhook(self, url: str, secret: str) -> None: ...
     async def delete_webhook(self) -> None: ...
+    def refusal(self, error: Exception) -> Refusal | None: ...
     async def close(self) -> None: ...
 
 
@@ -114,13 +117,36 @@ async def check_token_patiently(front: Front, sleep: Callable[[float], Awaitable
     return await front.check_token()
 
 
+async def patiently(what: str, call: Callable[[], Awaitable[None]], refusal: Callable[[Exception], Refusal | None],
+                    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                    rng: Callable[[], float] = random.random) -> None:
+    """A start-up call to the Bot API, tried again for as long as Telegram fails it (a 5xx, a timeout, a dropped
+    connection): after a doubling delay with jitter, or after the wait a 429 asks for. Any other refusal is
+    raised. The token check before it proved the API reachable and the token good; a passing fault must not end
+    the process. One log line per failed try."""
+    delay = FIRST_RETRY_DELAY
+    while True:
+        try:
+            return await call()
+        except Exception as error:
+            refused = refusal(error)
+            if refused is not None and refused.kind != "retry_after":
+                raise
+            wait = refused.retry_after if refused is not None else delay * (0.8 + 0.4 * rng())
+            log.warning("%s failed (%s: %s); retrying in %.1f s", what, type(error).__name__, error, wait)
+        await sleep(wait)
+        delay = min(MAX_START_UP_DELAY, delay * 2)
+
+
 async def _serve(app: App, settings: Settings, front: Front, username: str, webhook: Webhook | None) -> None:
     runner = await app.start(front.transport)
     desk = TelegramDesk(runner, app.store, app.limiter)
     front.attach(desk)
-    await front.set_commands([(name, translate(f"commands.{name}")) for name in USER_COMMANDS])
+    users = [(name, translate(f"commands.{name}")) for name in USER_COMMANDS]
+    await patiently("setting the command menu", lambda: front.set_commands(users), front.refusal)
     staff = [(name, translate(f"commands.{name}")) for name in USER_COMMANDS + ADMIN_COMMANDS]
-    await front.set_admin_commands(settings.admin_ids, staff)
+    await patiently("setting the staff's command menus", lambda: front.set_admin_commands(settings.admin_ids, staff),
+                    front.refusal)
     warn_about_chat_channels(settings)
     await warn_about_silent_admins(app, settings.admin_ids)
     freeze_start_up_objects()
@@ -128,7 +154,7 @@ async def _serve(app: App, settings: Settings, front: Front, username: str, webh
     log.info("@%s is serving on %s (%s)", username, front.name, "webhook" if webhook else "long polling")
     try:
         if webhook is None:
-            await front.delete_webhook()
+            await patiently("deleting the webhook", front.delete_webhook, front.refusal)
             await Poller(front.fetch, front.process, desk).run(stopping)
         else:
             await _serve_webhook(settings, front, desk, webhook, stopping)
@@ -146,7 +172,7 @@ async def _serve_webhook(settings: Settings, front: Front, desk: TelegramDesk, w
     path = urlparse(webhook.url).path or "/"
     server = await serve(webhook_app(path, secret, front.parse, front.process, desk), webhook.host, webhook.port)
     try:
-        await front.set_webhook(webhook.url, secret)
+        await patiently("setting the webhook", lambda: front.set_webhook(webhook.url, secret), front.refusal)
         await stopping.wait()
     finally:
         await server.cleanup()

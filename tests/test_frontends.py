@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.frontends import polling
 from bot.frontends.aiogram import AiogramTransport
 from bot.frontends.desk import TelegramDesk
 from bot.frontends.ptb import PtbTransport
@@ -25,7 +26,7 @@ from bot.frontends.render import split_text, utf16_length
 from bot.frontends.telegram import BotApi, Refusal, TelegramTransport, Unreachable
 from bot.frontends.updates import MembershipChanged, translate_update
 from bot.frontends.webhook import SECRET_HEADER, webhook_app
-from bot.run import Front, check_token_patiently
+from bot.run import Front, check_token_patiently, patiently
 from flows import delivery
 from flows.clock import FakeClock
 from flows.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
@@ -302,3 +303,67 @@ async def test_the_token_check_gives_up_after_three_tries() -> None:
     with pytest.raises(Unreachable, match="All connection attempts failed"):
         await check_token_patiently(cast(Front, front), sleep)
     assert front.checks == 3
+
+
+@pytest.mark.parametrize(("draw", "low_or_high"), [(0.0, 0.8), (1.0, 1.2)])
+async def test_get_updates_failures_back_off_doubling_with_jitter(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, draw: float, low_or_high: float) -> None:
+    stopping = asyncio.Event()
+    fetches = 0
+
+    async def fetch(offset: int | None, wait_seconds: int) -> list[Any]:
+        nonlocal fetches
+        fetches += 1
+        if fetches > 7:
+            stopping.set()
+            return []
+        raise ConnectionResetError("Connection reset by peer")
+
+    pauses: list[float] = []
+
+    async def sleep_unless(event: asyncio.Event, seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(polling, "_sleep_unless", sleep_unless)
+    desk = cast(TelegramDesk, type("Desk", (), {"failed": set()})())
+    await polling.Poller(fetch, polling_process, desk, rng=lambda: draw).run(stopping)
+    assert pauses == pytest.approx([low_or_high * seconds for seconds in (1, 2, 4, 8, 16, 30, 30)])
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 7 and all(record.exc_info is None for record in warnings)  # a line each, no traceback
+    assert "ConnectionResetError" in warnings[0].getMessage()
+
+
+async def polling_process(update: Any) -> None:
+    raise AssertionError("no update was fetched")
+
+
+async def test_a_start_up_call_is_tried_again_while_telegram_fails_it(caplog: pytest.LogCaptureFixture) -> None:
+    told_to_wait = RuntimeError("Flood control exceeded")
+    failures: list[Exception] = [ConnectionResetError("Connection reset by peer"), TimeoutError("Timed out"),
+                                 told_to_wait]
+    waits: list[float] = []
+
+    async def set_menu() -> None:
+        if failures:
+            raise failures.pop(0)
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    def refusal(error: Exception) -> Refusal | None:
+        return Refusal("retry_after", str(error), 7.0) if error is told_to_wait else None
+
+    await patiently("setting the command menu", set_menu, refusal, sleep, rng=lambda: 0.5)
+    assert waits == [1.0, 2.0, 7.0]
+    assert len(caplog.records) == 3 and all(record.exc_info is None for record in caplog.records)
+
+
+async def test_a_start_up_call_telegram_refuses_for_good_is_not_tried_again() -> None:
+    async def set_menu() -> None:
+        raise RuntimeError("Bad Request: BOT_COMMAND_INVALID")
+
+    async def sleep(seconds: float) -> None:
+        raise AssertionError("not tried again")
+
+    with pytest.raises(RuntimeError, match="BOT_COMMAND_INVALID"):
+        await patiently("setting the command menu", set_menu, lambda error: Refusal("bad_request", str(error)), sleep)

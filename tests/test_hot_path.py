@@ -213,6 +213,9 @@ class QuietFront:
     async def delete_webhook(self) -> None:
         pass
 
+    def refusal(self, error: Exception) -> None:
+        return None
+
     async def fetch(self, offset: int | None, wait_seconds: int) -> Any:
         raise AssertionError("not polled in this test")
 

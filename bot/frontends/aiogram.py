@@ -51,6 +51,10 @@ from bot.frontends.updates import ALLOWED_UPDATES, DESK_BUTTONS
 __all__ = ["AiogramApi", "AiogramFront", "AiogramTransport", "BadToken", "aiogram_router", "keep_response_models"]
 
 HTML = ParseMode.HTML
+REQUEST_TIMEOUT = 10.0
+"""Seconds a Bot API call may take in all before it counts as failed and is retried. aiogram's own default is
+60 s: a stalled connection would hold a chat's replies for a minute. (python-telegram-bot gives up after 5 s
+without an answer byte.) A poll for updates is allowed its long-poll wait on top."""
 
 
 @cache
@@ -160,7 +164,7 @@ class AiogramFront:
     name = "aiogram"
 
     def __init__(self, token: str, api_url: str) -> None:
-        session = AiohttpSession(api=TelegramAPIServer.from_base(api_url))
+        session = AiohttpSession(api=TelegramAPIServer.from_base(api_url), timeout=REQUEST_TIMEOUT)
         self.bot = Bot(token, session=session)
         self.dispatcher = Dispatcher()
         self.transport = AiogramTransport(self.bot)
@@ -190,7 +194,7 @@ class AiogramFront:
 
     async def fetch(self, offset: int | None, wait_seconds: int) -> Sequence[Update]:
         return await self.bot.get_updates(offset=offset, timeout=wait_seconds, allowed_updates=list(ALLOWED_UPDATES),
-                                          request_timeout=wait_seconds + 10)
+                                          request_timeout=int(wait_seconds + REQUEST_TIMEOUT))
 
     async def process(self, update: Any) -> None:
         await self.dispatcher.feed_update(self.bot, update)
@@ -200,6 +204,9 @@ class AiogramFront:
 
     async def set_webhook(self, url: str, secret: str) -> None:
         await self.bot.set_webhook(url, secret_token=secret, allowed_updates=list(ALLOWED_UPDATES))
+
+    def refusal(self, error: Exception) -> Refusal | None:
+        return self.transport.api.refusal(error)
 
     async def delete_webhook(self) -> None:
         await self.bot.delete_webhook()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -24,13 +25,16 @@ MAX_BACKOFF = 30.0
 
 
 class Poller:
-    def __init__(self, fetch: Fetch, process: Process, desk: TelegramDesk, timeout: int = 25) -> None:
+    def __init__(self, fetch: Fetch, process: Process, desk: TelegramDesk, timeout: int = 25,
+                 rng: Callable[[], float] = random.random) -> None:
         self.fetch = fetch
         self.process = process
         self.desk = desk
         self.timeout = timeout
         self.offset: int | None = None
         self._backoff = 0.0
+        self._pause = 0.0
+        self._rng = rng
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Poll until `stopping` is set; the batch in hand is finished first."""
@@ -40,8 +44,8 @@ class Poller:
                 return
             if updates:
                 await self._handle_batch(updates)
-            if self._backoff:
-                await _sleep_unless(stopping, self._backoff)
+            if self._pause:
+                await _sleep_unless(stopping, self._pause)
 
     async def _next_batch(self, stopping: asyncio.Event) -> Sequence[Any] | None:
         fetching = asyncio.ensure_future(self.fetch(self.offset, self.timeout))
@@ -57,7 +61,7 @@ class Poller:
         except Exception as error:
             self._fail(f"getUpdates failed ({type(error).__name__}: {error})")
             return []
-        self._backoff = 0.0
+        self._backoff = self._pause = 0.0
         return updates
 
     async def _handle_batch(self, updates: Sequence[Any]) -> None:
@@ -87,9 +91,12 @@ class Poller:
                 return
 
     def _fail(self, message: str, quiet: bool = False) -> None:
-        """Wait longer before the next fetch; `quiet` when the cause was already logged (a database outage)."""
+        """Wait longer after each failure in a row, doubling up to MAX_BACKOFF, with jitter (within 20 %), so
+        instances cut off together do not all ask again at one moment; `quiet` when the cause was already logged
+        (a database outage)."""
         self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))
-        log.log(logging.DEBUG if quiet else logging.WARNING, "%s; retrying in %.0f s", message, self._backoff)
+        self._pause = self._backoff * (0.8 + 0.4 * self._rng())
+        log.log(logging.DEBUG if quiet else logging.WARNING, "%s; retrying in %.1f s", message, self._pause)
 
 
 async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:

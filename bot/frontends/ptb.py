@@ -184,6 +184,9 @@ class PtbFront:
     async def set_webhook(self, url: str, secret: str) -> None:
         await self.application.bot.set_webhook(url, secret_token=secret, allowed_updates=list(ALLOWED_UPDATES))
 
+    def refusal(self, error: Exception) -> Refusal | None:
+        return self.transport.api.refusal(error)
+
     async def delete_webhook(self) -> None:
         await self.application.bot.delete_webhook()
 

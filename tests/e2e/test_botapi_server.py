@@ -20,13 +20,16 @@ from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramConflictError,
     TelegramForbiddenError,
+    TelegramNetworkError,
     TelegramRetryAfter,
+    TelegramServerError,
     TelegramUnauthorizedError,
 )
 from aiogram.filters import CommandStart
 from aiohttp import ClientSession, web
 from telegram import error as ptb_error
 from telegram import ext as ptb_ext
+from telegram.request import HTTPXRequest
 
 from tests.support.botapi import SECRET_HEADER, BotApiServer, parse_html
 
@@ -485,3 +488,82 @@ async def test_fail_next_counts_and_wait_for_reports_what_it_saw(ptb: telegram.B
     assert (await ptb.get_me()).id == 123456
     with pytest.raises(TimeoutError, match="getMe:502"):
         await server.wait_for(lambda call: call.method == "sendMessage", timeout=0.05)
+
+
+# -- faults on the Telegram side ------------------------------------------------------------------------
+
+
+def quick_ptb_bot(server: BotApiServer, read_timeout: float) -> telegram.Bot:
+    request = HTTPXRequest(read_timeout=read_timeout)
+    return telegram.Bot(TOKEN, base_url=f"{server.url}/bot", request=request, get_updates_request=HTTPXRequest())
+
+
+async def test_5xx_answers_are_server_errors_in_both_libraries(ptb: telegram.Bot, aio: aiogram.Bot,
+                                                              server: BotApiServer) -> None:
+    server.fail_next("sendMessage", status=503)
+    with pytest.raises(ptb_error.NetworkError, match="Service Unavailable"):
+        await ptb.send_message(USER, "hi")
+    server.fail_next("sendMessage", status=500)
+    with pytest.raises(TelegramServerError, match="Internal Server Error"):
+        await aio.send_message(USER, "hi")
+    assert [c.status for c in server.calls_of("sendMessage")] == [503, 500]
+    assert server.chat_messages(USER) == []
+
+
+async def test_a_stalled_call_times_out_in_both_libraries_and_is_not_processed(server: BotApiServer) -> None:
+    server.stall_next("sendMessage", seconds=30, count=2)
+    async with quick_ptb_bot(server, read_timeout=0.3) as ptb:
+        with pytest.raises(ptb_error.TimedOut):
+            await ptb.send_message(USER, "hi")
+    aio = aiogram.Bot(TOKEN, session=LocalSession(api=TelegramAPIServer.from_base(server.url), timeout=0.3))
+    mark = len(server.calls)
+    with pytest.raises(TelegramNetworkError, match="timeout"):
+        await aio.send_message(USER, "hi")
+    await server.wait_for(lambda c: c.method == "sendMessage", since=mark)  # the stall sees the client gone
+    assert [(c.status, c.client_gone) for c in server.calls_of("sendMessage")] == [(0, True), (0, True)]
+    assert server.chat_messages(USER) == []
+    assert (await aio.send_message(USER, "hi")).text == "hi"  # the stall was for two calls only
+    await aio.session.close()
+
+
+async def test_a_stall_ends_with_the_connection_dropped(ptb: telegram.Bot, aio: aiogram.Bot,
+                                                        server: BotApiServer) -> None:
+    server.stall_next("sendMessage", seconds=0.2, count=2)
+    with pytest.raises(ptb_error.NetworkError):
+        await ptb.send_message(USER, "hi")
+    with pytest.raises(TelegramNetworkError):
+        await aio.send_message(USER, "hi")
+    assert [(c.status, c.client_gone) for c in server.calls_of("sendMessage")] == [(0, False), (0, False)]
+    assert server.chat_messages(USER) == []
+
+
+async def test_a_reset_connection_is_a_network_error_and_the_call_is_not_processed(
+        ptb: telegram.Bot, aio: aiogram.Bot, server: BotApiServer) -> None:
+    server.reset_next("sendMessage", count=2)
+    with pytest.raises(ptb_error.NetworkError):
+        await ptb.send_message(USER, "hi")
+    with pytest.raises(TelegramNetworkError):
+        await aio.send_message(USER, "hi")
+    assert server.chat_messages(USER) == []
+    assert (await ptb.send_message(USER, "hi")).text == "hi"
+    assert [c.status for c in server.calls_of("sendMessage")] == [0, 0, 200]
+
+
+async def test_a_reset_get_updates_confirms_nothing(ptb: telegram.Bot, server: BotApiServer) -> None:
+    first = server.user_sends_text(USER, "one")
+    [update] = await ptb.get_updates(timeout=0)
+    server.reset_next("getUpdates")
+    with pytest.raises(ptb_error.NetworkError):
+        await ptb.get_updates(offset=update.update_id + 1, timeout=0)
+    assert [u.update_id for u in await ptb.get_updates(timeout=0)] == [first["update_id"]]  # still there
+
+
+async def test_faults_of_one_method_come_in_the_order_asked(ptb: telegram.Bot, server: BotApiServer) -> None:
+    server.reset_next("getMe")
+    server.fail_next("getMe", status=502)
+    server.stall_next("getMe", seconds=0.05)
+    for _ in range(3):
+        with pytest.raises(ptb_error.NetworkError):
+            await ptb.get_me()
+    assert (await ptb.get_me()).id == 123456
+    assert [c.status for c in server.calls_of("getMe")][-4:] == [0, 502, 0, 200]

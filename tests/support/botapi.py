@@ -16,7 +16,16 @@ What it does like Telegram: per-chat message ids, full ``Message`` objects in an
 "can't parse entities" errors), "message is not modified", callback data over 64 bytes refused,
 albums of 2-10 items only, documents grouped only with documents, a document's file_id refused as a photo,
 long-polling ``getUpdates`` with offset confirmation, 409 while a webhook is set or when a second poll
-supersedes the first, Telegram's error bodies for 401/403/404/429.
+supersedes the first, Telegram's error bodies for 401/403/404/429 and 5xx.
+
+Faults, each for the next ``count`` calls of one method, in the order they were asked for:
+
+    server.fail_next("sendMessage", status=502)    # Telegram's error answer (429 with retry_after, 5xx, 403...)
+    server.stall_next("sendMessage", seconds=8)    # held unanswered, then the connection is dropped
+    server.reset_next("getUpdates")                # the connection is dropped at once, with a TCP reset
+
+A stalled or reset call is never processed (nothing is sent, no update confirmed); it is recorded with
+``status`` 0, and a stall ends early once the client gives up (``client_gone``).
 
 What it does not: Markdown parse modes (the text is kept as sent, without entities), groups beyond a
 placeholder chat, payments, inline mode, and any method not in ``BotApiServer.supported_methods()``
@@ -35,6 +44,8 @@ import itertools
 import json
 import mimetypes
 import re
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -70,6 +81,8 @@ _ERROR_DESCRIPTIONS = {
     409: POLL_CONFLICT,
     500: "Internal Server Error",
     502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 # Parameters whose form value is free text and must never be JSON-decoded ("123" stays a string).
 _TEXT_PARAMS = frozenset(
@@ -141,9 +154,9 @@ class Call:
     at: float
     uploads: Uploads = field(default_factory=dict)
     content_type: str = ""
-    status: int | None = None
+    status: int | None = None  # 0: no answer, the connection was dropped (a stall or a reset)
     response: Json | None = None
-    client_gone: bool = False  # the client hung up before the answer (a cancelled long poll)
+    client_gone: bool = False  # the client hung up before the answer (a cancelled long poll, a timeout)
     via_webhook: bool = False  # the method came in the body of a webhook response, not as a request
 
     @property
@@ -243,8 +256,11 @@ class Webhook:
 
 @dataclass
 class _Fault:
-    error: ApiError
+    """An error answer, or with ``error`` None a dropped connection (after holding it ``stall`` seconds)."""
+
+    error: ApiError | None
     remaining: int
+    stall: float = 0.0
 
 
 @dataclass
@@ -421,6 +437,10 @@ async def read_params(request: web.Request) -> tuple[Json, Uploads]:
     return params, uploads
 
 
+def _client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
 def _int(params: Json, name: str, default: int | None = None) -> int:
     value = params.get(name, default)
     if value is None:
@@ -592,17 +612,41 @@ class BotApiServer:
         call = Call(known[0] if known else name, params, self._clock(), uploads, request.content_type)
         self.calls.append(call)
         self._notify()
-        status, body = await self._answer(call, known[1] if known else None)
+        fault = self._take_fault(call.method, connection=True) if known else None
+        if fault is not None and fault.error is None:
+            await self._drop(request, call, fault.stall)
+            return web.Response(status=500)  # never reaches the client: its connection is gone
+        status, body = await self._answer(call, known[1] if known else None, fault.error if fault else None)
         call.status, call.response = status, body
-        call.client_gone = request.transport is None or request.transport.is_closing()
+        call.client_gone = _client_gone(request)
         self._notify()
         return web.json_response(body, status=status)
 
-    async def _answer(self, call: Call, handler: MethodHandler | None) -> tuple[int, Json]:
+    async def _drop(self, request: web.Request, call: Call, stall: float) -> None:
+        """Hold the call ``stall`` seconds (less if the client gives up), then drop the connection with a TCP
+        reset, unprocessed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + stall
+        while loop.time() < deadline and not _client_gone(request) and not self._closing:
+            await self._wait_change(min(0.05, deadline - loop.time()))  # no event tells of a client hanging up
+        call.client_gone = _client_gone(request)
+        call.status = 0
+        self._notify()
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # no lingering: closing sends RST, as a crashed proxy's connection does
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+
+    async def _answer(self, call: Call, handler: MethodHandler | None, fault: ApiError | None = None
+                      ) -> tuple[int, Json]:
         try:
             if handler is None:
                 raise ApiError(404, "Not Found: method not found")
-            self._check_faults(call)
+            if fault is not None:
+                raise fault
+            self._check_blocked(call)
             result = await handler(call.params, call.uploads)
         except ApiError as error:
             return error.status, error.payload()
@@ -611,14 +655,19 @@ class BotApiServer:
             return 500, ApiError(500, f"Internal Server Error: test server failed: {error!r}").payload()
         return 200, {"ok": True, "result": result}
 
-    def _check_faults(self, call: Call) -> None:
-        faults = self._faults.get(call.method.lower())
-        if faults:
-            fault = faults[0]
-            fault.remaining -= 1
-            if fault.remaining <= 0:
-                faults.pop(0)
-            raise fault.error
+    def _take_fault(self, method: str, *, connection: bool) -> _Fault | None:
+        """The fault the next ``method`` call meets, if any (one without a connection, a method named in a
+        webhook answer, meets only error answers)."""
+        faults = self._faults.get(method.lower())
+        if not faults or (faults[0].error is None and not connection):
+            return None
+        fault = faults[0]
+        fault.remaining -= 1
+        if fault.remaining <= 0:
+            faults.pop(0)
+        return fault
+
+    def _check_blocked(self, call: Call) -> None:
         chat_id = str(call.params.get("chat_id", ""))
         if call.method in _BLOCKABLE and chat_id.lstrip("-").isdigit() and int(chat_id) in self._blocked:
             raise telegram_error(403)
@@ -645,6 +694,16 @@ class BotApiServer:
         """Answer the next ``count`` calls of ``method`` with Telegram's error for ``status``."""
         error = telegram_error(status, retry_after=retry_after, description=description)
         self._faults.setdefault(method.lower(), []).append(_Fault(error, count))
+
+    def stall_next(self, method: str, seconds: float, count: int = 1) -> None:
+        """Hold the next ``count`` calls of ``method`` unanswered for ``seconds`` (or until the client gives up,
+        as on its timeout), then drop their connections; they are not processed."""
+        self._faults.setdefault(method.lower(), []).append(_Fault(None, count, stall=seconds))
+
+    def reset_next(self, method: str, count: int = 1) -> None:
+        """Drop the connection of the next ``count`` calls of ``method`` at once (a TCP reset, no answer); they
+        are not processed."""
+        self._faults.setdefault(method.lower(), []).append(_Fault(None, count))
 
     def block(self, chat_id: int) -> None:
         """Every send to ``chat_id`` answers 403 "bot was blocked by the user" until ``unblock``."""
@@ -1303,7 +1362,9 @@ class BotApiServer:
         call = Call(known[0] if known else body["method"], params, self._clock(), via_webhook=True)
         self.calls.append(call)
         self._notify()
-        call.status, call.response = await self._answer(call, known[1] if known else None)
+        fault = self._take_fault(call.method, connection=False) if known else None
+        call.status, call.response = await self._answer(call, known[1] if known else None,
+                                                        fault.error if fault else None)
         self._notify()
 
     async def push_pending_to_webhook(self) -> list[int]:
