@@ -18,7 +18,7 @@ from flows.methods.reverify import REVERIFY
 from flows.model import BACK, Action, Begin, Choice, Close, Context, Flow, Goto, Outcome, Say, Stay, Step, check_links
 from flows.services import FlowSettings, staff_chats
 from flows.staff import STAFF_TIMERS, purge_undecided, review_button, staff_commands, staff_target
-from flows.texts import Text, text
+from flows.texts import Text, count, text
 
 METHODS = (PHONE, REVERIFY, BACKUP)
 DEEP_LINKS = frozenset(method.id for method in METHODS)  # /start payloads that open a method directly
@@ -105,11 +105,13 @@ async def status_command(ctx: Context) -> Outcome:
 async def _status(ctx: Context) -> Text:
     case = ctx.case
     assert case is not None
-    flows = {flow.id: flow for flow in all_flows()}
+    flow = {flow.id: flow for flow in all_flows()}[case.flow]
     state = text(f"desk.state_{case.status}", since=countdown(ctx.now, case.updated_at))
     details = (*_code_expiry(ctx), *_lockout(ctx), *await _withdrawal_lock(ctx))
-    return text("desk.status", method=text(flows[case.flow].title), step=case.step.replace("_", " "), state=state,
-                details=details)
+    stage = flow.stage_of(case.step)
+    step = (text("desk.status_step", number=stage[0], total=len(flow.stages), stage=text(stage[1])) if stage
+            else text("desk.status_menu"))
+    return text("desk.status", method=text(flow.title), step=step, state=state, details=details)
 
 
 async def welcome_back(ctx: Context) -> Outcome:
@@ -198,7 +200,7 @@ async def review_overdue(ctx: Context) -> Outcome:
     if case is None or case.status != "review" or due_round != case.data.get("review_round"):
         return Say()
     settings = services(ctx).settings
-    hours = int(settings.review_sla.total_seconds() // 3600)
+    hours = count("hours", int(settings.review_sla.total_seconds() // 3600))
     return Say(say=(text("admin.review_overdue", case=case.id, hours=hours),), to_chats=staff_chats(settings))
 
 

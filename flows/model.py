@@ -259,7 +259,8 @@ class Step:
 @dataclass(frozen=True)
 class Flow:
     """A named graph of steps; a case starts at `start`. `entries` are the steps a case may also be sent to from
-    outside the graph: by a command or a staff decision (see `entry`).
+    outside the graph: by a command or a staff decision (see `entry`). `stages` group the steps, in order, into
+    what /status tells the user ("step 3 of 7: your security question"): (text key, step ids), each step in one.
 
     Building a flow checks it: ids well formed and unique, and `start`, `entries` and every target within the
     flow naming one of its steps (targets in other flows are checked by `check_links`).
@@ -270,6 +271,7 @@ class Flow:
     start: str
     steps: tuple[Step, ...]
     entries: tuple[str, ...] = ()
+    stages: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         by_id: dict[str, Step] = {}
@@ -289,6 +291,16 @@ class Flow:
             flow_id, step_id = qualify(self.id, target)
             if flow_id == self.id and step_id not in by_id:
                 raise ValueError(f"flow {self.id}: step {source} leads to {target!r}, which is not a step")
+        staged = [step_id for _, step_ids in self.stages for step_id in step_ids]
+        if self.stages and sorted(staged) != sorted(by_id):
+            raise ValueError(f"flow {self.id}: its stages must hold each of its steps once")
+
+    def stage_of(self, step_id: str) -> tuple[int, str] | None:
+        """The stage a step is in, as (its number from 1, its text key); None for a flow without stages."""
+        for number, (key, step_ids) in enumerate(self.stages, start=1):
+            if step_id in step_ids:
+                return number, key
+        return None
 
     def links(self) -> tuple[tuple[str, str], ...]:
         """(step, target) for every way out of every step, BACK left out."""

@@ -37,6 +37,12 @@ def text(key: str, **params: object) -> Text:
     return Text(key, params)
 
 
+def count(unit: str, n: int) -> Text:
+    """`n` of a unit in words, in the plural form the language wants ("1 try", "3 tries"; Russian has three):
+    the catalog's plural entry `count.{unit}`."""
+    return Text(f"count.{unit}", {"n": n})
+
+
 @cache
 def _catalog(language: str) -> gettext.NullTranslations:
     po_path = LOCALES / language / "LC_MESSAGES" / f"{DOMAIN}.po"
@@ -68,7 +74,12 @@ def load_catalogs() -> None:
 def known_keys(language: str = DEFAULT_LANGUAGE) -> set[str]:
     """Every key the catalog of `language` defines."""
     with (LOCALES / language / "LC_MESSAGES" / f"{DOMAIN}.po").open("rb") as po_file:
-        return {str(message.id) for message in read_po(po_file) if message.id}
+        return {_key(message.id) for message in read_po(po_file) if message.id}
+
+
+def _key(message_id: str | tuple[str, ...] | list[str]) -> str:
+    """A catalog entry's key (a plural entry's id is its singular and plural ids, both the key)."""
+    return message_id if isinstance(message_id, str) else message_id[0]
 
 
 def _language_for(language: str | None) -> str:
@@ -82,7 +93,12 @@ def translate(message: Text | str, language: str | None = None, **defaults: obje
     """Render a text in the user's language; `defaults` fill placeholders the text itself leaves open."""
     if isinstance(message, str):
         message = Text(message)
-    template = _catalog(_language_for(language)).gettext(message.key)
+    catalog = _catalog(_language_for(language))
+    n = message.params.get("n")
+    if isinstance(n, int) and not isinstance(n, bool):
+        template = catalog.ngettext(message.key, message.key, n)
+    else:
+        template = catalog.gettext(message.key)
     values = {name: _fill(value, language, defaults) for name, value in {**defaults, **message.params}.items()}
     return template.format_map(values) if values or "{" in template else template
 

@@ -10,7 +10,7 @@ from flows.directory import NO_ACCOUNT
 from flows.methods.common import account_on_file, ask_email_step, count_wrong, failed_check, services
 from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step, leads_to
 from flows.otp import normalize_code
-from flows.texts import text
+from flows.texts import count, text
 
 TROUBLESHOOT_AFTER = 2
 MAX_WRONG = 5
@@ -27,7 +27,7 @@ async def take_code(ctx: Context) -> Outcome:
     if left == 0:
         return Goto("too_many", data=data, notify=notify, audit=audit)
     hint = "backup.troubleshoot" if MAX_WRONG - left >= TROUBLESHOOT_AFTER else "backup.wrong"
-    return Stay(say=(text(hint, tries=left),), data=data, notify=notify, audit=audit)
+    return Stay(say=(text(hint, tries=count("tries", left)),), data=data, notify=notify, audit=audit)
 
 
 async def _code_matches(ctx: Context) -> bool:
@@ -46,6 +46,10 @@ BACKUP = Flow(
     id="backup",
     title="menu.backup",
     start="ask_email",
+    stages=(("stage.account", ("ask_email",)),
+            ("stage.reinstall", ("reinstall",)),
+            ("stage.add_key", ("add_key", "no_key")),
+            ("stage.code", ("enter_code", "too_many", "done"))),
     steps=(
         ask_email_step("reinstall"),
         Step("reinstall", prompt="backup.reinstall",

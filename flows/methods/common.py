@@ -11,9 +11,10 @@ from typing import Any, cast
 from flows.codes import Refused
 from flows.directory import LOCK_WITHDRAWALS, NO_ACCOUNT, AccountView, Change, mask_email, mask_phone
 from flows.model import Accepts, Action, AuditLine, Context, Goto, Notice, Outcome, Stay, Step, TimerSpec, leads_to
+from flows.otp import normalize_code
 from flows.records import Case
 from flows.services import Services
-from flows.texts import Text, text
+from flows.texts import Text, count, text
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 
@@ -39,7 +40,7 @@ def ask_email_step(next_step: str) -> Step:
 
 def lock_hours(ctx: Context) -> dict[str, object]:
     """The withdrawal lock in whole hours, for texts that announce it."""
-    return {"hours": int(services(ctx).settings.withdrawal_lock.total_seconds() // 3600)}
+    return {"hours": count("hours", int(services(ctx).settings.withdrawal_lock.total_seconds() // 3600))}
 
 
 async def withdrawal_lock(ctx: Context, account_id: int) -> tuple[Change, datetime]:
@@ -134,7 +135,7 @@ async def send_code(ctx: Context, factor: str) -> CodeSending:
     paused = await svc.failures.paused(account.id if account else None)
     reachable = account is not None and destination is not None and not paused
     data: dict[str, Any] = {sent_key: ctx.now.timestamp(), f"{factor}_wrong": 0}
-    minutes = int(svc.settings.code_ttl.total_seconds() // 60)
+    minutes = count("minutes", int(svc.settings.code_ttl.total_seconds() // 60))
     said: tuple[Text, ...] = (text(f"codes.sent_{factor}", minutes=minutes),)
     case_id = ctx.case.id if ctx.case else ""
     issued = await svc.codes.issue(account.id if reachable and account else None, case_id, factor,
@@ -174,6 +175,9 @@ def _mask(factor: str, destination: str) -> str:
     return mask_phone(destination) if factor == "phone" else mask_email(destination)
 
 
+CODE_DIGITS = 6
+
+
 @dataclass(frozen=True)
 class CodeCheck:
     """What checking a typed code came to, with what to add to the outcome when it failed."""
@@ -186,7 +190,10 @@ class CodeCheck:
 
 async def check_code(ctx: Context, factor: str) -> CodeCheck:
     """Check the code the user typed against the case's newest code (a decoy for unknown accounts, which never
-    matches); a wrong one counts against the account's failed-check limit."""
+    matches); a wrong one counts against the account's failed-check limit. What is not 6 digits at all is a
+    typo, not a guess: it is answered so, and costs no try (the same for every account, with no lookup)."""
+    if len(normalize_code(ctx.text)) != CODE_DIGITS:
+        return CodeCheck("not_a_code", 0)
     svc = services(ctx)
     account_id = ctx.data.get("account_id")
     paused = await svc.failures.paused(int(account_id) if account_id is not None else None)

@@ -16,9 +16,10 @@ from flows.directory import ENROL_AUTHENTICATOR, Change
 from flows.methods.common import change_account, count_wrong, services
 from flows.model import Accepts, Choice, Context, Goto, Letter, Outcome, Stay, Step, leads_to
 from flows.otp import check_totp, new_secret, normalize_code, provisioning_uri
-from flows.texts import Text, text
+from flows.texts import Text, count, text
 
 KEY_VISIBLE_SECONDS = 600
+KEY_MINUTES = KEY_VISIBLE_SECONDS // 60
 MAX_WRONG = 10
 
 
@@ -43,7 +44,7 @@ async def new_authenticator(ctx: Context, chat_id: int, email: str) -> tuple[dic
     letters = (
         Letter((chat_id,), text("enrol.qr_caption"), png_base64=png, sensitive=True,
                delete_after=KEY_VISIBLE_SECONDS),
-        Letter((chat_id,), Text("enrol.key", {"key": grouped(secret), "minutes": KEY_VISIBLE_SECONDS // 60}),
+        Letter((chat_id,), Text("enrol.key", {"key": grouped(secret), "minutes": count("minutes", KEY_MINUTES)}),
                sensitive=True, delete_after=KEY_VISIBLE_SECONDS),
     )
     return {"pending_totp_enc": svc.box.encrypt(secret), "enrol_wrong": 0}, letters
@@ -59,7 +60,7 @@ async def confirm(ctx: Context) -> Outcome:
     if step is None:
         data, left = count_wrong(ctx, "enrol_wrong", MAX_WRONG)
         if left:
-            return Stay(say=(text("enrol.wrong", tries=left),), data=data)
+            return Stay(say=(text("enrol.wrong", tries=count("tries", left)),), data=data)
         return Goto("enrol_failed", data=data)  # leaving the step removes the key (Step.secrets)
     account_id = int(ctx.data["account_id"])
     enrol = Change(ENROL_AUTHENTICATOR, secret=secret, accepted_step=step)

@@ -27,7 +27,7 @@ from flows.methods.common import (
     withdrawal_lock,
 )
 from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step, TimerSpec, leads_to
-from flows.texts import text
+from flows.texts import count, text
 
 LOST_PHONE = Choice("lost_phone", "phone.lost_phone", to="reverify:warn")
 NO_EMAIL = Choice("no_email", "phone.no_email", to="reverify:warn")
@@ -61,8 +61,8 @@ def _take_code(factor: str, next_step: str, said_when_right: str) -> Any:
             return Goto("locked", data={"locked_until": until.timestamp()}, timers=(lockout_over,),
                         notify=check.notify, audit=check.audit)
         if check.status == "wrong":
-            return Stay(say=(text(f"phone.wrong_{factor}", tries=check.tries_left),), notify=check.notify,
-                        audit=check.audit)
+            wrong = text(f"phone.wrong_{factor}", tries=count("tries", check.tries_left))
+            return Stay(say=(wrong,), notify=check.notify, audit=check.audit)
         return Stay(say=(text(f"codes.{check.status}"),))
 
     return take
@@ -98,6 +98,9 @@ PHONE = Flow(
     id="phone",
     title="menu.phone",
     start="ask_email",
+    stages=(("stage.account", ("ask_email",)),
+            ("stage.codes", ("get_code", "enter_code", "email_code", "locked")),
+            ("stage.switch", ("submit", "done", "applying"))),
     steps=(
         ask_email_step("get_code"),
         Step("get_code", prompt="phone.get_code", on_timer={"lockout_end": lockout_over},

@@ -26,7 +26,7 @@ from flows.methods.enrol import ENROL_STEPS
 from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step, TimerSpec, exits_of, leads_to
 from flows.review import PHOTO_SLOTS, review_card
 from flows.services import staff_chats
-from flows.texts import Text, text
+from flows.texts import Text, count, text
 
 RESTORABLE = ("totp", "phone", "email")
 MAX_WRONG_ANSWERS = 3
@@ -73,8 +73,8 @@ def _take_code(factor: str, next_step: str) -> Any:
         if check.status == "ok":
             return Goto(next_step, data={f"{factor}_verified": True})
         if check.status == "wrong":
-            return Stay(say=(text(f"reverify.wrong_{factor}", tries=check.tries_left),), notify=check.notify,
-                        audit=check.audit)
+            wrong = text(f"reverify.wrong_{factor}", tries=count("tries", check.tries_left))
+            return Stay(say=(wrong,), notify=check.notify, audit=check.audit)
         if check.status == "locked":
             return Goto("codes_locked", notify=check.notify, audit=check.audit)
         return Stay(say=(text(f"codes.{check.status}"),))
@@ -115,7 +115,7 @@ async def take_answer(ctx: Context) -> Outcome:
     data, left = count_wrong(ctx, "answer_wrong", MAX_WRONG_ANSWERS)
     if left == 0:
         return Goto("answer_locked", data=data, notify=notify, audit=audit)
-    return Stay(say=(text("reverify.wrong_answer", tries=left),), data=data, notify=notify, audit=audit)
+    return Stay(say=(text("reverify.wrong_answer", tries=count("tries", left)),), data=data, notify=notify, audit=audit)
 
 
 @leads_to("country", "selfie")
@@ -208,6 +208,13 @@ REVERIFY = Flow(
     id="reverify",
     title="menu.reverify",
     start="warn",
+    stages=(("stage.account_and_restore", ("warn", "ask_email", "restore")),
+            ("stage.codes", ("get_codes", "phone_code", "email_code", "send", "codes_locked")),
+            ("stage.question", ("question", "answer", "answer_locked")),
+            ("stage.documents", ("documents", "country", "id_type", "front", "back", "selfie")),
+            ("stage.check_and_send", ("review",)),
+            ("stage.staff_review", ("submitted",)),
+            ("stage.new_authenticator", ("enrol", "enrolled", "enrol_applying", "enrol_failed", "restored"))),
     steps=(
         Step("warn", prompt="reverify.warn", prompt_params=lock_hours,
              choices=(Choice("continue", "reverify.btn_continue", run=start),)),

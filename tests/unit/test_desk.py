@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flows.clock import FakeClock
+from flows.desk import METHODS
 from tests.support.chat import Bot
 from tests.support.desk import begin
 
@@ -17,7 +18,7 @@ async def test_status_shows_method_step_and_code_expiry(desk: Bot, clock: FakeCl
     clock.advance(minutes=3)
     [status] = await chat.send("/status")
     assert "Method: Switch to phone verification" in status
-    assert "Step: enter code" in status
+    assert "Step 2 of 3: the codes sent to your phone and email" in status
     assert "Your code expires at 2026-01-05 12:30 UTC (in 27 min)." in status
     clock.advance(minutes=30)
     assert "Your code expired at 2026-01-05 12:30 UTC (3 min ago)" in (await chat.send("/status"))[0]
@@ -97,3 +98,16 @@ async def test_an_unknown_deep_link_is_the_menu_and_one_never_replaces_a_case_in
                             "Reset with my backup key"]
     await begin(chat, "Switch to phone verification", "ada@example.com")
     assert (await chat.send("/start backup"))[0].startswith("You already have a recovery in progress.")
+
+
+async def test_status_counts_the_stages_of_method_two_in_words(desk: Bot) -> None:
+    chat = desk.chat()
+    await chat.send("/start")
+    assert "Choosing a way to recover" in (await chat.send("/status"))[0]
+    await chat.tap("Security Check Not Available")
+    assert "Step 1 of 7: your account, and what to restore" in (await chat.send("/status"))[0]
+
+
+def test_every_step_of_every_method_is_in_one_stage() -> None:
+    for method in METHODS:  # Flow refuses stages that miss a step or hold one twice; each method has stages
+        assert method.stages and all(method.stage_of(step.id) for step in method.steps)

@@ -59,6 +59,14 @@ async def test_happy_path_needs_the_sms_and_the_email_code(desk: Bot, clock: Fak
     assert audit.subject == f"account:{after.id}" and audit.actor == "user:42"
 
 
+async def test_what_is_not_six_digits_is_a_typo_and_costs_no_try(desk: Bot) -> None:
+    chat = desk.chat()
+    sms, _ = await both_codes(chat)
+    for typo in ("abc", "12345", "1234567", sms[:3] + "x" + sms[4:]):
+        assert said(await chat.send(typo))[0].startswith("A code has 6 digits")
+    assert said(await chat.send(wrong(sms)))[0] == "That SMS code is not right. You have 4 tries left."
+
+
 async def test_a_sim_swapper_with_only_the_sms_code_changes_nothing(desk: Bot) -> None:
     chat = desk.chat()
     sms, email = await both_codes(chat)

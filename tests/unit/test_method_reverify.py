@@ -123,6 +123,14 @@ async def test_wrong_email_code_says_which(desk: Bot) -> None:
     assert said(await chat.send(wrong))[0] == "The email code is not right. 4 tries left."
 
 
+async def test_a_typo_in_a_code_is_answered_and_costs_no_try(desk: Bot) -> None:
+    chat = desk.chat()
+    replies = await request_codes(chat, "ada@example.com", "Email address")
+    assert said(await chat.send("12 34"))[0].startswith("A code has 6 digits")
+    wrong = f"{(int(code_in(replies, 'SMS')) + 1) % 1_000_000:06d}"
+    assert said(await chat.send(wrong))[0] == "The phone code is not right. 4 tries left."
+
+
 async def test_method_one_user_can_fall_back_without_retyping_the_email(desk: Bot) -> None:
     chat = desk.chat()
     await begin(chat, "Switch to phone verification", "ada@example.com")
@@ -176,7 +184,8 @@ async def test_too_many_wrong_phone_codes_stop_the_recovery(desk: Bot) -> None:
     replies = await request_codes(chat, "ada@example.com", "Email address")
     wrong = f"{(int(code_in(replies, 'SMS')) + 1) % 1_000_000:06d}"
     for tries_left in (4, 3, 2, 1):
-        assert said(await chat.send(wrong))[0] == f"The phone code is not right. {tries_left} tries left."
+        left = "1 try" if tries_left == 1 else f"{tries_left} tries"  # Babel's plural forms, not "1 tries"
+        assert said(await chat.send(wrong))[0] == f"The phone code is not right. {left} left."
     assert said(await chat.send(wrong))[0].startswith("Too many wrong codes, so this recovery was stopped.")
     assert said(await chat.send("/status"))[0].startswith("You have no recovery in progress.")
 
