@@ -6,6 +6,7 @@ BroadcastService, which paces it, survives restarts and reports progress in the 
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from flows.methods.common import services
 from flows.model import Context, Effect, Letter, Outcome, Say
 from flows.records import DRAFT
 from flows.runner import EffectHandler
-from flows.texts import Text, text
+from flows.texts import Html, Text, count, text
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,22 @@ async def broadcast_command(ctx: Context) -> Outcome:
     copy_from = (event.sender.chat_id, event.reply_to) if event.reply_to is not None and not body.strip() else None
     try:
         draft = await create_draft(services(ctx).tx.broadcasts, ctx.now, event.sender.user_id, audience,
-                                   text=None if copy_from else body, copy_from=copy_from, language=language)
+                                   text=None if copy_from else _as_html(event, body), copy_from=copy_from,
+                                   language=language)
     except ValueError:
         return Say(say=(text("broadcast.usage"),))
     return Say(letters=(await preview(ctx, draft),),
                audit=(("broadcast.drafted", f"broadcast:{draft}", {"audience": audience, "language": language}),))
+
+
+def _as_html(event: CommandReceived, body: str) -> str:
+    """The text to broadcast as HTML: the admin's own formatting kept where the platform gives it, else the
+    plain text escaped ("Fees < 1%" must reach every recipient as written)."""
+    if event.args_html is not None:
+        audience, language, formatted = _audience(event.args_html)
+        if (audience, language) == _audience(event.args.strip())[:2] and formatted.strip():
+            return formatted.strip()
+    return html.escape(body.strip(), quote=False)
 
 
 async def preview(ctx: Context, draft: int) -> Letter:
@@ -64,8 +76,8 @@ async def preview(ctx: Context, draft: int) -> Letter:
     assert view is not None
     size = await count_audience(broadcasts, view.audience, view.language)
     shown: Text = text("broadcast.preview_copy") if view.text is None else Text("broadcast.preview_text",
-                                                                                 {"body": view.text})
-    summary = text("broadcast.preview", id=draft, body=shown, size=size,
+                                                                                 {"body": Html(view.text)})
+    summary = text("broadcast.preview", id=draft, body=shown, size=count("people", size),
                    audience=text(f"broadcast.audience_{view.audience}", language=view.language or ""))
     rows = ((("broadcast.btn_send", f"b:{draft}:send"), ("broadcast.btn_cancel", f"b:{draft}:cancel")),
             (("broadcast.btn_all", f"b:{draft}:all"), ("broadcast.btn_open", f"b:{draft}:open")))

@@ -31,6 +31,9 @@ class CommandReceived:
     args: str = ""
     message_id: int | None = None
     reply_to: int | None = None
+    args_html: str | None = None
+    """The arguments with the sender's own formatting, as Telegram HTML made by the framework from the
+    message's entities (escaped); None where the platform gives none (then `args` is plain text)."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ class Text:
     sensitive: bool = False
 
 
+class Html(str):
+    """A placeholder value that is HTML already, inserted as it is: made by Telegram's framework from a message's
+    own entities, so escaped and well formed. Anything else filled in is escaped."""
+
+
 def text(key: str, **params: object) -> Text:
     """Shorthand for `Text(key, params)`."""
     return Text(key, params)
@@ -119,4 +124,6 @@ def _fill(value: object, language: str | None, defaults: dict[str, object]) -> s
         return translate(value, language, **defaults)
     if isinstance(value, tuple) and all(isinstance(item, Text) for item in value):
         return "\n".join(translate(item, language, **defaults) for item in value)
+    if isinstance(value, Html):
+        return str(value)
     return html.escape(str(value), quote=False)

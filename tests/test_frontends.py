@@ -55,7 +55,8 @@ def test_updates_become_events_alike_in_both_frameworks(framework: int) -> None:
     command = message(text="/start@acme_desk_bot again", entities=[{"type": "bot_command", "offset": 0,
                                                                      "length": 19}])
     event = translate_update(parsed(command)[framework])
-    assert event == CommandReceived("tg:55", event.sender, "start", "again", 3)  # type: ignore[union-attr]
+    assert event == CommandReceived("tg:55", event.sender, "start", "again", 3,  # type: ignore[union-attr]
+                                    args_html="again")
     assert (event.sender.user_id, event.sender.chat_id, event.sender.language) == (7, 7, "de")  # type: ignore[union-attr]
 
     text = translate_update(parsed(message(text="/not a command"))[framework])
@@ -90,6 +91,18 @@ def test_updates_become_events_alike_in_both_frameworks(framework: int) -> None:
     unblocked = translate_update(parsed(unblock)[framework])
     assert isinstance(unblocked, MembershipChanged) and not unblocked.blocked
     assert (unblocked.returned.key, unblocked.returned.sender.chat_id) == ("tg:58", 7)
+
+
+@pytest.mark.parametrize("framework", [0, 1], ids=["ptb", "aiogram"])
+def test_a_commands_arguments_keep_their_formatting_as_escaped_html(framework: int) -> None:
+    typed = "/broadcast @open Fees < 1% and bold"
+    entities = [{"type": "bot_command", "offset": 0, "length": 10}, {"type": "bold", "offset": 31, "length": 4}]
+    event = translate_update(parsed(message(text=typed, entities=entities))[framework])
+    assert isinstance(event, CommandReceived) and event.args == "@open Fees < 1% and bold"
+    assert event.args_html == "@open Fees &lt; 1% and <b>bold</b>"
+    bold_command = [{"type": "bot_command", "offset": 0, "length": 10}, {"type": "bold", "offset": 0, "length": 10}]
+    formatted = translate_update(parsed(message(text=typed, entities=bold_command))[framework])
+    assert isinstance(formatted, CommandReceived) and formatted.args_html is None
 
 
 @given(st.text(alphabet=st.sampled_from(["a", "b", " ", "\n", "😀", "é"]), max_size=3000))

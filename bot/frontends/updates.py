@@ -78,7 +78,7 @@ def _message(key: str, message: Any) -> Event:
     command = parse_command(text) if _starts_with_command(message) else None
     if command is not None:
         replied = message.reply_to_message.message_id if message.reply_to_message is not None else None
-        return CommandReceived(key, sender, *command, message.message_id, replied)
+        return CommandReceived(key, sender, *command, message.message_id, replied, _args_html(message, text))
     if message.photo:
         largest = message.photo[-1]
         info = FileInfo(largest.file_id, largest.file_unique_id, "photo", largest.file_size, "image/jpeg")
@@ -88,6 +88,18 @@ def _message(key: str, message: Any) -> Event:
         info = FileInfo(doc.file_id, doc.file_unique_id, "document", doc.file_size, doc.mime_type)
         return FileReceived(key, sender, info, message.message_id)
     return TextReceived(key, sender, text, message.message_id)
+
+
+def _args_html(message: Any, text: str) -> str | None:
+    """What follows the command, with the sender's formatting: the frameworks' own entity-to-HTML converters
+    (python-telegram-bot's `text_html`, aiogram's `html_text`) make it, so it is escaped and well formed. None
+    when the command itself is formatted (its HTML then does not start with it)."""
+    html = next((value for name in ("text_html", "html_text")
+                 if isinstance(value := getattr(message, name, None), str)), None)
+    command = text.split(maxsplit=1)[0] if text.strip() else ""
+    if html is None or not command or not html.startswith(command):
+        return None
+    return html[len(command):].strip()
 
 
 def _starts_with_command(message: Any) -> bool:

@@ -164,6 +164,25 @@ async def test_a_user_away_at_the_approval_gets_it_and_a_new_key_on_return(bot: 
     await user.expect("Your new authenticator works.")
 
 
+async def test_a_broadcast_keeps_the_admins_formatting_and_its_plain_text(bot: BotProcess,
+                                                                          server: BotApiServer) -> None:
+    admin, user = TgUser(server, ADMIN), TgUser(server, 114)
+    for person in (admin, user):
+        person.send("/start")
+        await person.expect("Welcome")
+    admin.mark = len(server.calls)
+    typed = "/broadcast Fees < 1% from today"
+    server.user_sends_text(ADMIN, typed, "en", entities=[{"type": "bold", "offset": 26, "length": 5}])
+    preview = await admin.expect("preview")
+    assert "Fees < 1% from today" in preview
+    admin.tap("📣 Send")
+    user.mark = admin.mark
+    call = await server.wait_for(lambda c: c.method == "sendMessage" and c.ok and str(c.params["chat_id"]) == "114"
+                                 and "Fees" in str(c.result.get("text")), since=user.mark)
+    assert call.result["text"] == "Fees < 1% from today"
+    assert {"type": "bold", "offset": 15, "length": 5} in call.result["entities"]
+
+
 async def test_a_lone_selfie_reaches_staff_as_a_photo_before_the_card(bot: BotProcess, server: BotApiServer) -> None:
     admin, user = TgUser(server, ADMIN), TgUser(server, 112)
     await submit_ben_with_a_selfie(admin, user)

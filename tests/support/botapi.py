@@ -1228,12 +1228,17 @@ class BotApiServer:
         message = self._store_message(user_id, self._sender(user_id, language_code), content)
         return self.enqueue({"message": copy.deepcopy(message)})
 
-    def user_sends_text(self, user_id: int, text: str, language_code: str | None = None) -> Json:
-        """The user types ``text`` in the private chat; a leading /command gets its bot_command entity."""
+    def user_sends_text(self, user_id: int, text: str, language_code: str | None = None,
+                        entities: list[Json] | None = None) -> Json:
+        """The user types ``text`` in the private chat; a leading /command gets its bot_command entity, and
+        ``entities`` (bold, links, ...) are the formatting the user gave it."""
         content: Json = {"text": text}
+        found: list[Json] = []
         if text.startswith("/") and len(text) > 1:
             command = text.split(maxsplit=1)[0]
-            content["entities"] = [{"type": "bot_command", "offset": 0, "length": utf16_len(command)}]
+            found.append({"type": "bot_command", "offset": 0, "length": utf16_len(command)})
+        if found or entities:
+            content["entities"] = [*found, *(entities or [])]
         return self._user_message(user_id, language_code, content)
 
     def user_sends_photo(

@@ -25,7 +25,7 @@ async def test_broadcast_preview_audience_send_and_report(desk: Bot) -> None:
     assert "everyone who has not blocked the bot — 4 people" in preview  # the admin wrote too
     assert admin.buttons == ["📣 Send", "✖ Cancel", "Everyone", "Open cases only"]
     [narrower] = await admin.tap("Open cases only")
-    assert "users with an open case — 1 people" in narrower
+    assert "users with an open case — 1 person" in narrower
     await admin.tap("📣 Send")
     await desk.runner.settle()
     await desk.broadcasts.join(1)
@@ -33,6 +33,7 @@ async def test_broadcast_preview_audience_send_and_report(desk: Bot) -> None:
     sent = [r for r in desk.transport.log if isinstance(r, SendMessage) and "Maintenance tonight" in r.text
             and r.chat_id != ADMIN]
     assert [r.chat_id for r in sent] == [3]
+    assert sent[0].text == "Maintenance tonight &lt;b&gt;22:00&lt;/b&gt;"  # typed tags are text, not markup
     reports = [r.text for r in desk.transport.log if isinstance(r, SendMessage) and r.chat_id == ADMIN
                and "Broadcast #1 finished" in r.text]
     assert reports and "Recipients: 1" in reports[0] and "Sent: 1" in reports[0]
@@ -86,3 +87,19 @@ async def test_send_while_another_broadcast_runs_tells_the_admin_and_starts_noth
     async with desk.store.reading() as tx:
         view = await tx.broadcasts.get(2)
     assert view is not None and view.status == "draft"
+
+
+async def test_the_admins_own_formatting_goes_out_and_the_preview_shows_it_as_sent(desk: Bot) -> None:
+    await users(desk)
+    admin = desk.chat(user_id=ADMIN)
+    event = CommandReceived("f1", admin.sender, "broadcast", "Fees < 1% from today",
+                            args_html="Fees &lt; 1% from <b>today</b>")
+    await desk.feed(admin, event)
+    [preview] = [r for r in desk.transport.log if isinstance(r, SendMessage) and "preview" in r.text]
+    assert "Fees &lt; 1% from <b>today</b>" in preview.text
+    await admin.tap("📣 Send")
+    await desk.runner.settle()
+    await desk.broadcasts.join(1)
+    await desk.runner.settle()
+    sent = [r for r in desk.transport.log if isinstance(r, SendMessage) and "Fees" in r.text and r.chat_id != ADMIN]
+    assert sorted(r.chat_id for r in sent) == [1, 2, 3] and {r.text for r in sent} == {"Fees &lt; 1% from <b>today</b>"}
