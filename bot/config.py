@@ -142,7 +142,12 @@ class StartupError(Exception):
 
 
 class SettingsError(StartupError):
-    """A setting has a bad value; the message is one line meant for the operator."""
+    """A setting has a bad value; the message is one line meant for the operator, and `problems` has one line per
+    bad setting (for `recovery-bot doctor`)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -154,4 +159,4 @@ def load_settings(**overrides: object) -> Settings:
         for problem in error.errors():
             message = problem["msg"].removeprefix("Value error, ")
             lines.append(f"{str(problem['loc'][0]).upper()}: {message}" if problem["loc"] else message)
-        raise SettingsError("; ".join(lines)) from None
+        raise SettingsError(lines) from None
