@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import SecretStr
+
 from bot.config import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -132,9 +134,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """The secret settings' values, and the bot token's secret part on its own (the part before ':' is public)."""
-    values = [value.get_secret_value() for value in (settings.telegram_bot_token, settings.secret_key,
-                                                       settings.smtp_password, settings.sms_webhook_token) if value]
+    """Every secret setting's value (each SecretStr field, so a new one is covered too), and the bot token's secret
+    part on its own (the part before ':' is public)."""
+    values = [value.get_secret_value() for name in type(settings).model_fields
+              if isinstance(value := getattr(settings, name), SecretStr) and value.get_secret_value()]
     token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""
     return values + ([token.split(":", 1)[1]] if ":" in token else [])
 

@@ -117,6 +117,19 @@ def test_ordinary_lines_are_left_as_they_are(line: str) -> None:
     assert logged_through(SecretFilter([TOKEN]), "%s", line) == line + "\n"
 
 
+def test_every_secret_setting_is_redacted_from_what_the_commands_log(output: io.StringIO) -> None:
+    secrets = {"smtp_password": "smtp-password-1", "sms_webhook_token": "sms-token-1",
+               "account_directory_token": "directory-token-1", "account_directory_signing_key": "directory-key-1",
+               "events_signing_key": "events-signing-key-" + "e" * 20}
+    settings = load_settings(telegram_bot_token=TOKEN, secret_key=SECRET_KEY, smtp_host="mail.test",
+                             smtp_from="desk@acme.test", events_url="https://events.test/in",
+                             account_directory_url="https://accounts.test", **secrets)
+    configure_logging(settings)
+    for secret in (TOKEN, SECRET_KEY, *secrets.values()):
+        logging.getLogger("elsewhere").warning("a library prints %s", secret)
+    assert output.getvalue() == f"WARNING elsewhere: a library prints {REDACTED}\n" * (2 + len(secrets))
+
+
 def test_a_bad_format_string_neither_raises_nor_prints_the_arguments() -> None:
     text = logged_through(SecretFilter(), "two %s %s", f"only one: {TOKEN}")
     assert "the arguments did not fit" in text and TOKEN not in text
