@@ -21,12 +21,13 @@ from typing import Literal, TextIO
 import httpx
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.config import Settings
 from bot.logs import SecretFilter, secrets_of
+from flows.store import tables
 from flows.store.database import READ_ONLY, SqlStore, open_database, sqlite_file
 from flows.store.migrate import alembic_config
 from flows.store.startup import explain, masked, take_write_lock
@@ -124,6 +125,9 @@ async def database(settings: Settings) -> list[Check]:
     engine = open_database(url)
     try:
         return await asyncio.wait_for(_database_checks(settings, engine), TIMEOUT_SECONDS + 1)
+    except TimeoutError:
+        return [Check("database", FAIL, f"{_where(url)} did not answer within {TIMEOUT_SECONDS + 1:g} s",
+                      "check that the server is up, reachable from here, and DATABASE_URL is right")]
     except Exception as error:
         detail, fix = _split_fix(explain(url, error))
         return [Check("database", FAIL, detail, fix)]
@@ -177,7 +181,16 @@ async def _writable(conn: AsyncConnection, url: str) -> Check:
     if read_only == "on":
         return Check("writable", FAIL, "the server takes reads only (a standby, or default_transaction_read_only)",
                      "point DATABASE_URL at the primary, or let this user write")
-    return Check("writable", OK, "the server takes writes")
+    present = set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+    denied = []
+    for table in sorted(present & set(tables.metadata.tables)):
+        query = text("SELECT has_table_privilege(current_user, :table, 'INSERT, UPDATE, DELETE')")
+        if not (await conn.execute(query, {"table": table})).scalar_one():
+            denied.append(table)
+    if denied:
+        return Check("writable", FAIL, f"this user may not write to {', '.join(denied)}",
+                     "GRANT INSERT, UPDATE, DELETE on the desk's tables to the user in DATABASE_URL")
+    return Check("writable", OK, "the server takes writes, and this user may write every table")
 
 
 async def _admins(settings: Settings, store: SqlStore) -> Check:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from flows.events import Sender
 from flows.store.database import SqlStore, open_database
 from flows.store.migrate import upgrade
@@ -16,6 +18,7 @@ from tests.e2e.test_cli import closed_port
 from tests.support.botapi import BotApiServer
 from tests.support.desk import SECRET_KEY
 from tests.support.e2e import ADMIN, TOKEN
+from tests.support.postgres import PostgresServer
 from tests.support.servers import Mailbox, SmsGateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,3 +149,15 @@ async def test_bad_settings_are_one_row_each_and_exit_2(tmp_path: Path) -> None:
     details = " ".join(row.detail for row in report.rows["settings"])
     assert "CODE_TTL_MINUTES" in details and "ADMIN_IDS" in details
     assert "pw-never-shown" not in report.output
+
+
+async def test_a_migrated_postgresql_is_reachable_current_and_writable_until_it_takes_reads_only(
+        postgres: PostgresServer, postgres_url: str, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": postgres_url, "SECRET_KEY": SECRET_KEY, "CODE_DELIVERY": "chat", "ADMIN_IDS": str(ADMIN)}
+    report = await doctor(tmp_path, **env)
+    assert [report.status(check) for check in ("database", "migrations", "writable")] == ["ok", "ok", "ok"]
+    assert report.status("admins") == "warn", report.output
+    database = make_url(postgres_url).database
+    postgres.sql(f"ALTER DATABASE {database} SET default_transaction_read_only = on")  # as on a standby
+    read_only = await doctor(tmp_path, **env)
+    assert read_only.code == 1 and read_only.status("writable") == "FAIL" and read_only.rows["writable"][0].fix
