@@ -30,9 +30,10 @@ from bot.logs import SecretFilter, secrets_of
 from flows.store import tables
 from flows.store.database import READ_ONLY, SqlStore, open_database, sqlite_file
 from flows.store.migrate import alembic_config
-from flows.store.startup import explain, masked, take_write_lock
+from flows.store.startup import LOCK_WAIT_SECONDS, explain, masked, take_write_lock
 
 TIMEOUT_SECONDS = 5.0  # for each network check: one try each, never a retry
+DATABASE_SECONDS = TIMEOUT_SECONDS + LOCK_WAIT_SECONDS  # all the database checks: the lock may be waited for
 Status = Literal["ok", "warn", "FAIL"]
 OK: Status = "ok"
 WARN: Status = "warn"
@@ -124,9 +125,9 @@ async def database(settings: Settings) -> list[Check]:
                       "run `recovery-bot db upgrade` to create it (run does too)")]
     engine = open_database(url)
     try:
-        return await asyncio.wait_for(_database_checks(settings, engine), TIMEOUT_SECONDS + 1)
+        return await asyncio.wait_for(_database_checks(settings, engine), DATABASE_SECONDS)
     except TimeoutError:
-        return [Check("database", FAIL, f"{_where(url)} did not answer within {TIMEOUT_SECONDS + 1:g} s",
+        return [Check("database", FAIL, f"{_where(url)} did not answer within {DATABASE_SECONDS:g} s",
                       "check that the server is up, reachable from here, and DATABASE_URL is right")]
     except Exception as error:
         detail, fix = _split_fix(explain(url, error))
