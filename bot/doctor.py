@@ -54,7 +54,7 @@ def settings_failed(problems: Sequence[str]) -> list[Check]:
     rows = []
     for problem in problems:
         name, _, why = problem.partition(": ")
-        setting = name if why and name.isupper() else "settings"
+        setting = name if why and name.replace("_", "").isalnum() and name.isupper() else "the settings it names"
         rows.append(Check("settings", FAIL, problem, f"correct {setting} in the environment or .env "
                           "(see .env.example)"))
     return rows
