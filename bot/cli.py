@@ -31,6 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=8080, help="port of the webhook server (default 8080)")
     run.add_argument("--host", default="0.0.0.0", help="address of the webhook server (default 0.0.0.0)")
     commands.add_parser("console", help="try the bot in this terminal (offline, on the configured database)")
+    commands.add_parser(
+        "doctor", help="check the settings, the bot token, the database and the gateways, and say what to fix",
+        description="Check what `run` needs, without serving: the settings, SECRET_KEY, the bot token (getMe), the "
+                    "database (reachable, migrations, writable), that each admin has opened the bot, and SMTP, the "
+                    "SMS gateway, the account directory and the events receiver where set (reachable only: no "
+                    "mail, SMS or event is sent). Prints one row per check (ok, warn or FAIL) with the fix for each "
+                    "problem. Exit code 0 when nothing failed (warnings allowed), 1 when a check failed, 2 when the "
+                    "settings cannot be read.")
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply the database migrations")
@@ -72,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
     except SettingsError as error:
+        if args.command == "doctor":
+            from bot.doctor import report_bad_settings
+
+            return report_bad_settings(error.problems)
         print(f"recovery-bot: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings)
@@ -88,6 +100,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         webhook = Webhook(args.webhook_url, args.host, args.port) if args.webhook_url else None
         return await run_telegram(settings, webhook)
+    if args.command == "doctor":
+        from bot.doctor import run_doctor
+
+        return await run_doctor(settings)
     if args.command == "console":
         from bot.console_app import run_console
 

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     inbound_window_seconds: float = Field(default=10.0, gt=0, le=3600)
     secret_key: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     smtp_host: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_username: str | None = None
@@ -136,13 +137,23 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
 
 class StartupError(Exception):
     """The desk cannot start; the message is one line for the operator that names the cause and the fix."""
 
 
 class SettingsError(StartupError):
-    """A setting has a bad value; the message is one line meant for the operator."""
+    """A setting has a bad value; the message is one line meant for the operator, and `problems` has one line per
+    bad setting (for `recovery-bot doctor`)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -154,4 +165,4 @@ def load_settings(**overrides: object) -> Settings:
         for problem in error.errors():
             message = problem["msg"].removeprefix("Value error, ")
             lines.append(f"{str(problem['loc'][0]).upper()}: {message}" if problem["loc"] else message)
-        raise SettingsError("; ".join(lines)) from None
+        raise SettingsError(lines) from None

@@ -11,18 +11,26 @@ Two layers, because neither is enough alone:
   the shape of a Bot API URL, a bot token, a password in a URL, a bearer token or an authenticator secret.
 
 `configure_logging` sets both up for the `recovery-bot` commands; `guard_host_logging` for a desk mounted in
-someone else's bot (see there for what it leaves alone).
+someone else's bot (see there for what it leaves alone). With LOG_FORMAT=json the commands write one JSON object
+a line (`JsonFormatter`); the filter has redacted each record before any formatter sees it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import SecretStr
 
 from bot.config import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# What a log call may pass with `extra=` for a JSON line to carry as its own fields (and the filter to redact).
+EXTRA_FIELDS = ("case", "step", "outcome", "update")
 OUR_LOGGERS = ("bot", "flows", "recovery_bot")
 
 # The least level at which each of these writes nothing secret.
@@ -95,19 +103,51 @@ class SecretFilter(logging.Filter):
             record.exc_text = self.redact(record.exc_text)
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
+        for name in EXTRA_FIELDS:
+            value = record.__dict__.get(name)
+            if isinstance(value, str):
+                setattr(record, name, self.redact(value))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time (ISO 8601, UTC), level, logger, message; `case`, `step`, `outcome` and
+    `update` when the call passed them with `extra=`; the exception (with its traceback) as the string `exc`, and
+    a stack as `stack`. Put it behind a SecretFilter, which has redacted the message and `exc` by then."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in EXTRA_FIELDS:
+            if name in record.__dict__:
+                line[name] = record.__dict__[name]
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exc"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(line, default=str)
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """The secret settings' values, and the bot token's secret part on its own (the part before ':' is public)."""
-    values = [value.get_secret_value() for value in (settings.telegram_bot_token, settings.secret_key,
-                                                       settings.smtp_password, settings.sms_webhook_token) if value]
+    """Every secret setting's value (each SecretStr field, so a new one is covered too), and the bot token's secret
+    part on its own (the part before ':' is public)."""
+    values = [value.get_secret_value() for name in type(settings).model_fields
+              if isinstance(value := getattr(settings, name), SecretStr) and value.get_secret_value()]
     token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""
     return values + ([token.split(":", 1)[1]] if ":" in token else [])
 
 
 def configure_logging(settings: Settings) -> SecretFilter:
-    """For the `recovery-bot` commands: a stderr handler at LOG_LEVEL, chatty loggers held back, the filter on."""
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    """For the `recovery-bot` commands: a stderr handler at LOG_LEVEL (text, or JSON lines with LOG_FORMAT=json),
+    chatty loggers held back, the filter on. Like `logging.basicConfig`, it adds no handler when root has one."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=settings.log_level, handlers=[handler])
     if settings.log_level != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)  # a line per migration step: noise, not secrets
     _hold_back_chatty_loggers()

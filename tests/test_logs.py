@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.config import load_settings
-from bot.logs import CHATTY_LOGGERS, REDACTED, SecretFilter, configure_logging, guard_host_logging, hide
+from bot.logs import (
+    CHATTY_LOGGERS,
+    REDACTED,
+    JsonFormatter,
+    SecretFilter,
+    configure_logging,
+    guard_host_logging,
+    hide,
+)
 from tests.support.desk import SECRET_KEY
 from tests.support.e2e import TOKEN
 
 REAL_SHAPED_TOKEN = "7123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -37,20 +52,23 @@ def output() -> Iterator[io.StringIO]:
         logging.getLogger(name).setLevel(level)
 
 
-def logged_through(guard: SecretFilter, message: str, *args: object, error: BaseException | None = None) -> str:
+def logged_through(guard: SecretFilter, message: str, *args: object, error: BaseException | None = None,
+                   formatter: logging.Formatter | None = None, extra: dict[str, Any] | None = None) -> str:
     """What a handler guarded by `guard` writes for one warning (or one exception, with `error`)."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.addFilter(guard)
+    if formatter is not None:
+        handler.setFormatter(formatter)
     logger = logging.Logger("somewhere")
     logger.addHandler(handler)
     if error is None:
-        logger.warning(message, *args)
+        logger.warning(message, *args, extra=extra)
     else:
         try:
             raise error
         except type(error):
-            logger.exception(message, *args)
+            logger.exception(message, *args, extra=extra)
     return stream.getvalue()
 
 
@@ -99,6 +117,19 @@ def test_ordinary_lines_are_left_as_they_are(line: str) -> None:
     assert logged_through(SecretFilter([TOKEN]), "%s", line) == line + "\n"
 
 
+def test_every_secret_setting_is_redacted_from_what_the_commands_log(output: io.StringIO) -> None:
+    secrets = {"smtp_password": "smtp-password-1", "sms_webhook_token": "sms-token-1",
+               "account_directory_token": "directory-token-1", "account_directory_signing_key": "directory-key-1",
+               "events_signing_key": "events-signing-key-" + "e" * 20}
+    settings = load_settings(telegram_bot_token=TOKEN, secret_key=SECRET_KEY, smtp_host="mail.test",
+                             smtp_from="desk@acme.test", events_url="https://events.test/in",
+                             account_directory_url="https://accounts.test", **secrets)
+    configure_logging(settings)
+    for secret in (TOKEN, SECRET_KEY, *secrets.values()):
+        logging.getLogger("elsewhere").warning("a library prints %s", secret)
+    assert output.getvalue() == f"WARNING elsewhere: a library prints {REDACTED}\n" * (2 + len(secrets))
+
+
 def test_a_bad_format_string_neither_raises_nor_prints_the_arguments() -> None:
     text = logged_through(SecretFilter(), "two %s %s", f"only one: {TOKEN}")
     assert "the arguments did not fit" in text and TOKEN not in text
@@ -132,3 +163,53 @@ def test_a_mounted_desk_guards_the_hosts_handlers_without_taking_over(output: io
     logging.getLogger("host").info("host line with %s and webhook-secret-made-later", TOKEN)
     assert output.getvalue() == f"INFO host: host line with {REDACTED} and {REDACTED}\n"
     assert guard in root.handlers[-1].filters
+
+
+# LOG_FORMAT=json: one JSON object a line, redacted like the text lines.
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_a_json_line_carries_the_record_and_the_case_fields_it_was_given() -> None:
+    before = datetime.now(UTC)
+    text = logged_through(SecretFilter(), "case %d decided", 17, formatter=JsonFormatter(),
+                          extra={"case": 17, "step": "review", "outcome": "approved", "update": "tg:100000001"})
+    [line] = json_lines(text)
+    assert line["level"] == "WARNING" and line["logger"] == "somewhere" and line["message"] == "case 17 decided"
+    assert (line["case"], line["step"], line["outcome"], line["update"]) == (17, "review", "approved", "tg:100000001")
+    when = datetime.fromisoformat(line["time"])
+    assert when.utcoffset() == timedelta(0) and before - timedelta(seconds=1) <= when <= datetime.now(UTC)
+    assert "exc" not in line
+    [plain] = json_lines(logged_through(SecretFilter(), "nothing more", formatter=JsonFormatter()))
+    assert set(plain) == {"time", "level", "logger", "message"}
+
+
+def test_a_json_line_holds_no_secret_in_its_message_exception_or_fields() -> None:
+    guard = SecretFilter([TOKEN, TOKEN.split(":")[1]])
+    error = RuntimeError(f"POST https://api.example/bot{TOKEN}/getMe failed for {REAL_SHAPED_TOKEN}")
+    text = logged_through(guard, "calling with %s", TOKEN, error=error, formatter=JsonFormatter(),
+                          extra={"step": f"token {TOKEN}"})
+    [line] = json_lines(text)
+    assert isinstance(line["exc"], str) and "Traceback" in line["exc"] and "RuntimeError" in line["exc"]
+    assert REDACTED in line["message"] and REDACTED in line["exc"] and REDACTED in line["step"]
+    for secret in (TOKEN, "TEST-token", REAL_SHAPED_TOKEN):
+        assert secret not in text
+
+
+def test_the_commands_log_json_lines_with_log_format_json(tmp_path: Path) -> None:
+    script = ("import logging; from bot.config import load_settings; from bot.logs import configure_logging; "
+              "configure_logging(load_settings()); log = logging.getLogger('flows.review'); "
+              "log.warning('case %d approved', 5, extra={'case': 5, 'outcome': 'approved'}); "
+              f"log.info('token %s', {TOKEN!r})\n"
+              "try:\n    raise ValueError('the Bot API at /bot' + " + repr(TOKEN) + " + '/getMe')\n"
+              "except ValueError:\n    log.exception('failed')")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "LOG_FORMAT": "JSON", "TELEGRAM_BOT_TOKEN": TOKEN}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = json_lines(result.stderr)
+    assert [line["message"] for line in lines] == ["case 5 approved", f"token {REDACTED}", "failed"]
+    assert lines[0]["case"] == 5 and lines[0]["outcome"] == "approved" and "ValueError" in lines[2]["exc"]
+    assert TOKEN.split(":")[1] not in result.stderr

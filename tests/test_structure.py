@@ -256,3 +256,22 @@ def test_every_defence_in_the_security_page_names_a_test_that_exists() -> None:
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.id)
 def test_a_step_waits_for_a_sent_code_exactly_where_the_code_timers_apply(flow: Flow) -> None:
     assert {step.id for step in flow.steps if step.code_factor} == set(flow.handling("codes_expired"))
+
+
+def test_every_command_of_the_help_is_in_the_readmes_command_list() -> None:
+    import argparse
+
+    from bot.cli import build_parser
+
+    def commands(parser: argparse.ArgumentParser, prefix: str) -> Iterator[str]:
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subparsers:
+            yield prefix
+        for action in subparsers:
+            for name, sub in action.choices.items():
+                yield from commands(sub, f"{prefix} {name}")
+
+    readme = (ROOT / "README.md").read_text()
+    listing = readme.split("## The command\n", 1)[1].split("```", 2)[1]
+    missing = [command for command in commands(build_parser(), "recovery-bot") if command not in listing]
+    assert not missing, "add them to README's 'The command'"

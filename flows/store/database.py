@@ -106,7 +106,8 @@ def unavailable_as_one_line() -> Iterator[None]:
     except (OperationalError, InterfaceError) as error:
         raise StoreUnavailable(_first_line(error)) from error
     except (ConnectionError, socket.gaierror) as error:  # asyncpg's connect raises these as they come
-        raise StoreUnavailable(str(error).splitlines()[0][:200] or type(error).__name__) from error
+        lines = str(error).strip().splitlines()  # may be none: ConnectionResetError() has no text
+        raise StoreUnavailable(lines[0][:200] if lines else type(error).__name__) from error
     except DBAPIError as error:
         if not error.connection_invalidated:
             raise

@@ -92,7 +92,8 @@ def explain(url: str, error: Exception) -> str:
         why = (f"{error.filename} is not a folder" if isinstance(error, FileExistsError | NotADirectoryError)
                else f"{error.filename}: {error.strerror}")
         return f"cannot create the SQLite database {path}: {why}; set DATABASE_URL to a file in a folder you can write"
-    reason = str(error.orig if isinstance(error, DBAPIError) else error).splitlines()[0] or type(error).__name__
+    lines = str(error.orig if isinstance(error, DBAPIError) else error).strip().splitlines()
+    reason = lines[0] if lines else type(error).__name__  # asyncpg's connect timeout is a TimeoutError with no text
     if path is not None:
         return _sqlite_problem(path, reason)
     where = make_url(url).render_as_string(hide_password=True)

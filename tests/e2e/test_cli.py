@@ -26,7 +26,7 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subp
 def test_help_lists_the_commands() -> None:
     result = cli("--help")
     assert result.returncode == 0
-    for command in ("console", "db", "accounts", "flows"):
+    for command in ("console", "doctor", "db", "accounts", "flows"):
         assert command in result.stdout
 
 

@@ -12,8 +12,9 @@ from sqlalchemy.exc import IntegrityError
 
 from flows.ports import StoreUnavailable
 from flows.records import Case
-from flows.store.database import SqlStore, open_database
+from flows.store.database import SqlStore, open_database, unavailable_as_one_line
 from flows.store.migrate import upgrade
+from flows.store.startup import explain
 from tests.store.test_core import NOW
 
 
@@ -33,6 +34,17 @@ async def test_an_unreachable_postgresql_is_unavailable_in_one_line() -> None:
             assert "\n" not in str(raised.value) and "hunter2" not in str(raised.value)
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("error", [ConnectionResetError(), socket.gaierror()])
+def test_a_connection_error_without_text_is_unavailable_by_its_name(error: Exception) -> None:
+    with pytest.raises(StoreUnavailable, match=type(error).__name__), unavailable_as_one_line():
+        raise error
+
+
+def test_a_database_that_timed_out_without_text_is_explained_in_one_line() -> None:
+    line = explain("postgresql+asyncpg://desk:hunter2@db.internal/desk", TimeoutError())
+    assert "TimeoutError" in line and "db.internal" in line and "hunter2" not in line and "\n" not in line
 
 
 async def test_errors_of_the_work_itself_pass_as_they_are(tmp_path: Path) -> None:
