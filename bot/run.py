@@ -22,7 +22,7 @@ from bot.frontends.webhook import serve, webhook_app
 from bot.logs import SecretFilter, hide, secrets_of
 from flows.delivery import Transport
 from flows.keys import derive_key
-from flows.texts import translate
+from flows.texts import plain_text, translate
 
 log = logging.getLogger("recovery_bot")
 
@@ -31,6 +31,7 @@ TOKEN_CHECK_TRIES = 3
 FIRST_RETRY_DELAY = 1.0  # seconds; doubled before each further try
 MAX_START_UP_DELAY = 30.0
 USER_COMMANDS = ("start", "status", "cancel", "help")
+DESCRIPTION_LIMIT, SHORT_DESCRIPTION_LIMIT = 512, 120
 ADMIN_COMMANDS = ("queue", "case", "reject", "stats", "audit", "broadcast", "broadcast_cancel")
 
 
@@ -42,6 +43,7 @@ class Front(Protocol):
     def attach(self, desk: TelegramDesk) -> None: ...
     async def set_commands(self, commands: list[tuple[str, str]]) -> None: ...
     async def set_admin_commands(self, admin_ids: tuple[int, ...], commands: list[tuple[str, str]]) -> None: ...
+    async def set_description(self, description: str, short_description: str) -> None: ...
     async def fetch(self, offset: int | None, wait_seconds: int) -> Any: ...
     async def process(self, update: Any) -> None: ...
     def parse(self, data: dict[str, Any]) -> Any: ...
@@ -147,6 +149,9 @@ async def _serve(app: App, settings: Settings, front: Front, username: str, webh
     staff = [(name, translate(f"commands.{name}")) for name in USER_COMMANDS + ADMIN_COMMANDS]
     await patiently("setting the staff's command menus", lambda: front.set_admin_commands(settings.admin_ids, staff),
                     front.refusal)
+    description, short = bot_description(settings.service_name)
+    await patiently("setting the bot's description", lambda: front.set_description(description, short),
+                    front.refusal)
     warn_about_chat_channels(settings)
     await warn_about_silent_admins(app, settings.admin_ids)
     freeze_start_up_objects()
@@ -176,6 +181,18 @@ async def _serve_webhook(settings: Settings, front: Front, desk: TelegramDesk, w
         await stopping.wait()
     finally:
         await server.cleanup()
+
+
+def bot_description(service: str) -> tuple[str, str]:
+    """What Telegram shows in an empty chat with the bot, and on its profile: who it is, and what it never asks
+    for (plain text, within Telegram's 512 and 120 characters)."""
+    description = plain_text(translate("bot.description", service=service))
+    short = plain_text(translate("bot.short_description", service=service))
+    return _within(description, DESCRIPTION_LIMIT), _within(short, SHORT_DESCRIPTION_LIMIT)
+
+
+def _within(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def freeze_start_up_objects() -> None:

@@ -26,7 +26,7 @@ from bot.frontends.render import split_text, utf16_length
 from bot.frontends.telegram import BotApi, Refusal, TelegramTransport, Unreachable
 from bot.frontends.updates import MembershipChanged, translate_update
 from bot.frontends.webhook import SECRET_HEADER, webhook_app
-from bot.run import Front, check_token_patiently, patiently
+from bot.run import Front, bot_description, check_token_patiently, patiently
 from flows import delivery
 from flows.clock import FakeClock
 from flows.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
@@ -380,3 +380,10 @@ async def test_a_start_up_call_telegram_refuses_for_good_is_not_tried_again() ->
 
     with pytest.raises(RuntimeError, match="BOT_COMMAND_INVALID"):
         await patiently("setting the command menu", set_menu, lambda error: Refusal("bad_request", str(error)), sleep)
+
+
+def test_the_bots_description_is_plain_text_within_telegrams_limits() -> None:
+    description, short = bot_description("Acme & Sons " * 20)
+    assert len(description) <= 512 and len(short) <= 120 and short.endswith("…")
+    assert "&amp;" not in description
+    assert bot_description("Acme")[1] == "The official recovery desk of Acme. We never ask for your password or codes."

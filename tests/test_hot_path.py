@@ -210,6 +210,9 @@ class QuietFront:
     async def set_admin_commands(self, admin_ids: Any, commands: Any) -> None:
         pass
 
+    async def set_description(self, description: str, short_description: str) -> None:
+        pass
+
     async def delete_webhook(self) -> None:
         pass
 

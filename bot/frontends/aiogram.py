@@ -118,6 +118,10 @@ class AiogramApi:
         await self.bot.set_my_commands([BotCommand(command=name, description=text) for name, text in commands],
                                        scope=scope)
 
+    async def set_description(self, description: str, short_description: str) -> None:
+        await self.bot.set_my_description(description=description)
+        await self.bot.set_my_short_description(short_description=short_description)
+
     def refusal(self, error: Exception) -> Refusal | None:
         if isinstance(error, TelegramRetryAfter):
             return Refusal("retry_after", error.message, float(error.retry_after))
@@ -191,6 +195,9 @@ class AiogramFront:
 
     async def set_admin_commands(self, admin_ids: Sequence[int], commands: Commands) -> None:
         await set_admin_commands(self.transport.api, admin_ids, commands)
+
+    async def set_description(self, description: str, short_description: str) -> None:
+        await self.transport.api.set_description(description, short_description)
 
     async def fetch(self, offset: int | None, wait_seconds: int) -> Sequence[Update]:
         return await self.bot.get_updates(offset=offset, timeout=wait_seconds, allowed_updates=list(ALLOWED_UPDATES),

@@ -100,6 +100,10 @@ class PtbApi:
         scope = BotCommandScopeAllPrivateChats() if chat_id is None else BotCommandScopeChat(chat_id)
         await self.bot.set_my_commands([BotCommand(name, text) for name, text in commands], scope=scope)
 
+    async def set_description(self, description: str, short_description: str) -> None:
+        await self.bot.set_my_description(description=description)
+        await self.bot.set_my_short_description(short_description=short_description)
+
     def refusal(self, error: Exception) -> Refusal | None:
         if isinstance(error, RetryAfter):
             return Refusal("retry_after", error.message, _retry_seconds(error))
@@ -169,6 +173,9 @@ class PtbFront:
 
     async def set_admin_commands(self, admin_ids: Sequence[int], commands: Commands) -> None:
         await set_admin_commands(self.transport.api, admin_ids, commands)
+
+    async def set_description(self, description: str, short_description: str) -> None:
+        await self.transport.api.set_description(description, short_description)
 
     async def fetch(self, offset: int | None, wait_seconds: int) -> Sequence[Update]:
         return await self.application.bot.get_updates(

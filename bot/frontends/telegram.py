@@ -74,6 +74,10 @@ class BotApi(Protocol):
         """The command menu of every private chat (chat_id None), or of one chat."""
         ...
 
+    async def set_description(self, description: str, short_description: str) -> None:
+        """What an empty chat with the bot shows, and its profile's line (plain text, 512 and 120 characters)."""
+        ...
+
     def refusal(self, error: Exception) -> Refusal | None:
         """What a framework exception means, or None for one that is not Telegram refusing (e.g. the network)."""
         ...

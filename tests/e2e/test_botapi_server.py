@@ -567,3 +567,12 @@ async def test_faults_of_one_method_come_in_the_order_asked(ptb: telegram.Bot, s
             await ptb.get_me()
     assert (await ptb.get_me()).id == 123456
     assert [c.status for c in server.calls_of("getMe")][-4:] == [0, 502, 0, 200]
+
+
+async def test_descriptions_are_kept_within_telegrams_limits(ptb: telegram.Bot, server: BotApiServer) -> None:
+    await ptb.set_my_description(description="The official desk.")
+    await ptb.set_my_short_description(short_description="Official.")
+    assert (await ptb.get_my_description()).description == "The official desk."
+    assert (await ptb.get_my_short_description()).short_description == "Official."
+    with pytest.raises(ptb_error.BadRequest):
+        await ptb.set_my_short_description(short_description="x" * 121)

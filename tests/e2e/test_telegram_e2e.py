@@ -48,6 +48,8 @@ async def test_startup_checks_the_token_and_sets_the_commands(bot: BotProcess, s
     staff = scoped("chat", "900")
     assert [c["command"] for c in staff["commands"]][4:] == ["queue", "case", "reject", "stats", "audit", "broadcast",
                                                              "broadcast_cancel"]
+    assert "official account recovery desk of Acme" in server.descriptions[("description", "")]
+    assert "never ask for your password or codes" in server.descriptions[("short_description", "")]
     log = bot.log.read_text()
     assert "phone codes are shown in the chat because SMS_WEBHOOK_URL is not set" in log
     assert "admins 900, 901 have not opened the bot yet" in log

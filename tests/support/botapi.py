@@ -523,6 +523,7 @@ class BotApiServer:
         self._files: dict[str, StoredFile] = {}
         self._open_queries: set[str] = set()
         self._commands: dict[str, list[Json]] = {}
+        self.descriptions: dict[tuple[str, str], str] = {}  # (description | short_description, language) → text
         self._methods: dict[str, tuple[str, MethodHandler]] = {
             name.lower(): (name, handler) for name, handler in self._method_table().items()
         }
@@ -530,6 +531,10 @@ class BotApiServer:
     def _method_table(self) -> dict[str, MethodHandler]:
         return {
             "getMe": self._get_me,
+            "setMyDescription": self._set_my_description,
+            "getMyDescription": self._get_my_description,
+            "setMyShortDescription": self._set_my_short_description,
+            "getMyShortDescription": self._get_my_short_description,
             "getUpdates": self._get_updates,
             "sendMessage": self._send_message,
             "editMessageText": self._edit_message_text,
@@ -1173,6 +1178,26 @@ class BotApiServer:
                 raise bad_request("BOT_COMMAND_INVALID")
         self._commands[self._commands_key(params.get("scope"), params.get("language_code"))] = commands
         return True
+
+    async def _set_my_description(self, params: Json, uploads: Uploads) -> bool:
+        return self._set_description("description", params, 512)
+
+    async def _set_my_short_description(self, params: Json, uploads: Uploads) -> bool:
+        return self._set_description("short_description", params, 120)
+
+    def _set_description(self, field: str, params: Json, limit: int) -> bool:
+        value = str(params.get(field) or "")
+        if len(value) > limit:
+            raise bad_request(f"{field.upper()}_INVALID")
+        self.descriptions[(field, str(params.get("language_code") or ""))] = value
+        return True
+
+    async def _get_my_description(self, params: Json, uploads: Uploads) -> Json:
+        return {"description": self.descriptions.get(("description", str(params.get("language_code") or "")), "")}
+
+    async def _get_my_short_description(self, params: Json, uploads: Uploads) -> Json:
+        key = ("short_description", str(params.get("language_code") or ""))
+        return {"short_description": self.descriptions.get(key, "")}
 
     async def _get_my_commands(self, params: Json, uploads: Uploads) -> list[Json]:
         return self.my_commands(params.get("scope"), params.get("language_code") or "")
