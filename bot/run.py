@@ -150,8 +150,11 @@ async def _serve(app: App, settings: Settings, front: Front, username: str, webh
     await patiently("setting the staff's command menus", lambda: front.set_admin_commands(settings.admin_ids, staff),
                     front.refusal)
     description, short = bot_description(settings.service_name)
-    await patiently("setting the bot's description", lambda: front.set_description(description, short),
-                    front.refusal)
+    try:
+        await patiently("setting the bot's description", lambda: front.set_description(description, short),
+                        front.refusal)
+    except Exception as error:  # what a chat shows before /start: a refusal must not keep the desk from serving
+        log.warning("Telegram refused the bot's description (%s); serving without it", error)
     warn_about_chat_channels(settings)
     await warn_about_silent_admins(app, settings.admin_ids)
     freeze_start_up_objects()
