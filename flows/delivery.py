@@ -33,7 +33,17 @@ from flows.leases import ChatLeases
 from flows.outage import Outage
 from flows.ports import Store, StoreUnavailable
 from flows.records import Pending
-from flows.replies import CopyMessage, EditMessage, Notify, Reply, SendCard, SendFiles, SendMessage, SendPhoto
+from flows.replies import (
+    CopyMessage,
+    EditMessage,
+    Notify,
+    Reply,
+    SendCard,
+    SendDocument,
+    SendFiles,
+    SendMessage,
+    SendPhoto,
+)
 
 log = logging.getLogger(__name__)
 
@@ -490,7 +500,7 @@ def _skipped_when_blocked(entry: Pending) -> bool:
 
 def _is_message(reply: Reply) -> bool:
     """What Telegram counts against a chat's message rate (edits, deletions and answers it does not)."""
-    return isinstance(reply, SendMessage | SendCard | SendPhoto | SendFiles | CopyMessage)
+    return isinstance(reply, SendMessage | SendCard | SendPhoto | SendDocument | SendFiles | CopyMessage)
 
 
 def _to_delete(done: list[Delivery]) -> list[tuple[int, int, int]]:

@@ -16,6 +16,7 @@ from flows.methods.enrol import new_key
 from flows.methods.phone import PHONE
 from flows.methods.reverify import REVERIFY
 from flows.model import BACK, Action, Begin, Choice, Close, Context, Flow, Goto, Outcome, Say, Stay, Step, check_links
+from flows.privacy import mydata_command, privacy_command
 from flows.services import FlowSettings, staff_chats
 from flows.staff import STAFF_TIMERS, purge_undecided, review_button, staff_commands, staff_target
 from flows.texts import Text, count, text
@@ -185,6 +186,8 @@ COMMANDS: Mapping[str, Action] = {
     "help": help_command,
     "cancel": cancel_command,
     "status": status_command,
+    "privacy": privacy_command,
+    "mydata": mydata_command,
 }
 
 

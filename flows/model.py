@@ -81,8 +81,8 @@ class Letter:
     `buttons` hold (label key, callback data) pairs; `files` go first, photos and documents each in albums of
     their own (`files_of` names the case whose evidence they are). A letter with files and buttons shows its
     buttons only where every file was delivered; elsewhere it says `if_files_fail` instead. `png_base64` sends a
-    picture with `text` as its caption. A `sensitive` letter is blanked in the outbox once delivered, and one
-    with `delete_after` (seconds) is deleted from the chat that long after it arrived.
+    picture with `text` as its caption, and `document` a file. A `sensitive` letter is blanked in the outbox once
+    delivered, and one with `delete_after` (seconds) is deleted from the chat that long after it arrived.
     """
 
     chat_ids: tuple[int, ...]
@@ -94,6 +94,8 @@ class Letter:
     png_base64: str | None = None
     sensitive: bool = False
     delete_after: int | None = None
+    document: tuple[str, str] | None = None
+    """(file name, base64 content) of a file made here, sent as a document with `text` as its caption."""
 
 
 AuditLine = tuple[str, str, Mapping[str, Any]]  # (action, subject, detail), written with the event

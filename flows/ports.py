@@ -99,6 +99,10 @@ class Cases(Protocol):
         """The chat's most recently updated case, whatever its status; None if it has none."""
         ...
 
+    async def of_user(self, user_id: int, limit: int) -> list[Case]:
+        """The user's cases, whatever their status, newest first, at most `limit`."""
+        ...
+
 
 class Timers(Protocol):
     async def add(self, new: Sequence[NewTimer]) -> None:

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from flows.model import Attachment, Choice, Context, Letter, Step
 from flows.records import Case
-from flows.replies import Button, Notify, Reply, SendCard, SendFiles, SendMessage, SendPhoto
+from flows.replies import Button, Notify, Reply, SendCard, SendDocument, SendFiles, SendMessage, SendPhoto
 from flows.texts import Text
 
 Translator = Callable[..., str]
@@ -46,6 +46,9 @@ class Renderer:
         if letter.png_base64 is not None:
             return [*albums, SendPhoto(chat_id, letter.png_base64, text, sensitive=letter.sensitive,
                                        delete_after=letter.delete_after)]
+        if letter.document is not None:
+            name, content = letter.document
+            return [*albums, SendDocument(chat_id, name, content, text, sensitive=letter.sensitive)]
         rows = tuple(tuple(Button(self.say(Text(label), language), data) for label, data in row)
                      for row in letter.buttons)
         if albums and rows:  # buttons only where the files they act on arrived

@@ -103,6 +103,18 @@ class SendPhoto:
 
 
 @dataclass(frozen=True)
+class SendDocument:
+    """A file made here (base64-encoded), sent as a document named `filename`. A `sensitive` one is blanked in the
+    outbox once delivered."""
+
+    chat_id: int
+    filename: str
+    content_base64: str
+    caption: str = ""
+    sensitive: bool = False
+
+
+@dataclass(frozen=True)
 class Notify:
     """A message outside the chat (an email over SMTP, an SMS through the webhook) for the user of `chat_id`.
 
@@ -118,7 +130,7 @@ class Notify:
 
 
 Reply = (SendMessage | EditMessage | DeleteMessage | AnswerButton | CopyMessage | SendFiles | SendCard | SendPhoto
-         | Notify)
+         | SendDocument | Notify)
 
 _KINDS: dict[str, type[Reply]] = {
     "send": SendMessage,
@@ -129,6 +141,7 @@ _KINDS: dict[str, type[Reply]] = {
     "files": SendFiles,
     "card": SendCard,
     "photo": SendPhoto,
+    "document": SendDocument,
     "notify": Notify,
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}

@@ -99,8 +99,9 @@ class AiogramApi:
     async def copy_message(self, chat_id: int, from_chat_id: int, message_id: int) -> int:
         return (await self.bot.copy_message(chat_id, from_chat_id, message_id)).message_id
 
-    async def send_file(self, chat_id: int, media: Media, file: str | bytes, caption: str | None) -> int:
-        upload = file if isinstance(file, str) else BufferedInputFile(file, filename="qr.png")
+    async def send_file(self, chat_id: int, media: Media, file: str | bytes, caption: str | None,
+                        filename: str | None = None) -> int:
+        upload = file if isinstance(file, str) else BufferedInputFile(file, filename=filename or "qr.png")
         if media == "document":
             return (await self.bot.send_document(chat_id, upload, caption=caption, parse_mode=HTML)).message_id
         return (await self.bot.send_photo(chat_id, upload, caption=caption, parse_mode=HTML)).message_id

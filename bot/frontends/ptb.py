@@ -85,9 +85,13 @@ class PtbApi:
     async def copy_message(self, chat_id: int, from_chat_id: int, message_id: int) -> int:
         return (await self.bot.copy_message(chat_id, from_chat_id, message_id)).message_id
 
-    async def send_file(self, chat_id: int, media: Media, file: str | bytes, caption: str | None) -> int:
-        send = self.bot.send_document if media == "document" else self.bot.send_photo
-        return (await send(chat_id, file, caption=caption, parse_mode=HTML)).message_id
+    async def send_file(self, chat_id: int, media: Media, file: str | bytes, caption: str | None,
+                        filename: str | None = None) -> int:
+        if media == "document":
+            sent = await self.bot.send_document(chat_id, file, caption=caption, parse_mode=HTML, filename=filename)
+        else:
+            sent = await self.bot.send_photo(chat_id, file, caption=caption, parse_mode=HTML, filename=filename)
+        return sent.message_id
 
     async def send_album(self, chat_id: int, media: Media, file_ids: Sequence[str],
                          caption: str | None) -> tuple[int, ...]:

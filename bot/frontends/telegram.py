@@ -23,6 +23,7 @@ from flows.replies import (
     DeleteMessage,
     EditMessage,
     Reply,
+    SendDocument,
     SendFiles,
     SendMessage,
     SendPhoto,
@@ -61,8 +62,9 @@ class BotApi(Protocol):
     async def delete_message(self, chat_id: int, message_id: int) -> None: ...
     async def answer_callback_query(self, callback_id: str, text: str | None) -> None: ...
     async def copy_message(self, chat_id: int, from_chat_id: int, message_id: int) -> int: ...
-    async def send_file(self, chat_id: int, media: Media, file: str | bytes, caption: str | None) -> int:
-        """Send a photo or document: a file id Telegram has, or the bytes of a new file."""
+    async def send_file(self, chat_id: int, media: Media, file: str | bytes, caption: str | None,
+                        filename: str | None = None) -> int:
+        """Send a photo or document: a file id Telegram has, or the bytes of a new file (named `filename`)."""
         ...
 
     async def send_album(self, chat_id: int, media: Media, file_ids: Sequence[str],
@@ -139,6 +141,9 @@ class TelegramTransport:
         elif isinstance(reply, SendPhoto):
             picture = base64.b64decode(reply.png_base64)
             return await api.send_file(reply.chat_id, "photo", picture, reply.caption or None)
+        elif isinstance(reply, SendDocument):
+            content = base64.b64decode(reply.content_base64)
+            return await api.send_file(reply.chat_id, "document", content, reply.caption or None, reply.filename)
         else:
             raise delivery.Undeliverable(f"{type(reply).__name__} does not go to Telegram")
         return None

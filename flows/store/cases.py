@@ -64,6 +64,11 @@ class SqlCases:
         row = (await self._conn.execute(query)).first()
         return case_from_row(row) if row is not None else None
 
+    async def of_user(self, user_id: int, limit: int) -> list[Case]:
+        query = (select(cases).where(cases.c.user_id == user_id)
+                 .order_by(cases.c.created_at.desc(), cases.c.id.desc()).limit(limit))
+        return [case_from_row(row) for row in await self._conn.execute(query)]
+
 
 @dataclass
 class CaseTable:
@@ -96,6 +101,11 @@ class MemoryCases:
         if not mine:
             return None
         return _copy(max(mine, key=lambda c: (c.updated_at or datetime.min.replace(tzinfo=UTC), c.id)))
+
+    async def of_user(self, user_id: int, limit: int) -> list[Case]:
+        mine = [c for c in self._rows.values() if c.user_id == user_id]
+        mine.sort(key=lambda c: (c.created_at or datetime.min.replace(tzinfo=UTC), c.id), reverse=True)
+        return [_copy(c) for c in mine[:limit]]
 
 
 def _copy(case: Case) -> Case:

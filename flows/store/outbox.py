@@ -101,7 +101,8 @@ def _row(reply: Reply, now: datetime) -> dict[str, Any]:
 def redacted(reply: Reply) -> dict[str, Any]:
     """The reply as stored once its secret is gone."""
     body = reply_to_json(reply)
-    return {**body, **{name: REDACTED for name in ("text", "body", "png_base64") if name in body}}
+    return {**body, **{name: REDACTED for name in ("text", "body", "png_base64", "content_base64")
+                if name in body}}
 
 
 def evidence_by_id(replies: Sequence[Reply], ids: Sequence[int]) -> list[Reply]:

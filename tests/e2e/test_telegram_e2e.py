@@ -7,6 +7,7 @@ do through Telegram: text, buttons, photos, blocking the bot. Nothing here reach
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,9 +45,9 @@ async def test_startup_checks_the_token_and_sets_the_commands(bot: BotProcess, s
                     and (chat is None or str(c.params["scope"].get("chat_id")) == chat))
 
     users = scoped("all_private_chats")
-    assert [c["command"] for c in users["commands"]] == ["start", "status", "cancel", "help"]
+    assert [c["command"] for c in users["commands"]] == ["start", "status", "cancel", "help", "privacy", "mydata"]
     staff = scoped("chat", "900")
-    assert [c["command"] for c in staff["commands"]][4:] == ["queue", "case", "reject", "stats", "audit", "broadcast",
+    assert [c["command"] for c in staff["commands"]][6:] == ["queue", "case", "reject", "stats", "audit", "broadcast",
                                                              "broadcast_cancel"]
     assert "official account recovery desk of Acme" in server.descriptions[("description", "")]
     assert "never ask for your password or codes" in server.descriptions[("short_description", "")]
@@ -183,6 +184,19 @@ async def test_a_broadcast_keeps_the_admins_formatting_and_its_plain_text(bot: B
                                  and "Fees" in str(c.result.get("text")), since=user.mark)
     assert call.result["text"] == "Fees < 1% from today"
     assert {"type": "bold", "offset": 15, "length": 5} in call.result["entities"]
+
+
+async def test_my_data_arrives_as_a_json_document(bot: BotProcess, server: BotApiServer) -> None:
+    user = TgUser(server, 115)
+    user.send("/start")
+    await user.expect("Welcome")
+    user.send("/mydata")
+    call = await server.wait_for(lambda c: c.method == "sendDocument" and c.ok and str(c.params["chat_id"]) == "115",
+                                 since=user.mark)
+    [upload] = call.uploads.values()
+    assert upload.filename == "my-data.json"
+    export = json.loads(upload.content)
+    assert export["telegram_user_id"] == 115 and [case["method"] for case in export["cases"]] == ["start"]
 
 
 async def test_a_lone_selfie_reaches_staff_as_a_photo_before_the_card(bot: BotProcess, server: BotApiServer) -> None:

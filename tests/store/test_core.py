@@ -113,6 +113,19 @@ async def test_the_latest_case_of_a_chat_is_the_last_updated_whatever_its_status
         assert await tx.cases.latest(9) is None
 
 
+async def test_a_users_cases_come_newest_first(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.cases.save([
+            Case("old", 7, 7, "reverify", "restored", {}, "approved", 0, NOW - timedelta(days=2), NOW),
+            Case("new", 7, 7, "phone", "ask_email", {}, "open", 0, NOW - timedelta(hours=1), NOW),
+            Case("other", 8, 8, "phone", "ask_email", {}, "open", 0, NOW, NOW),
+        ])
+    async with store.reading() as tx:
+        assert [c.id for c in await tx.cases.of_user(7, 10)] == ["new", "old"]
+        assert [c.id for c in await tx.cases.of_user(7, 1)] == ["new"]
+        assert await tx.cases.of_user(9, 10) == []
+
+
 async def test_timers_fall_due_in_order_and_fire_once(store: Store) -> None:
     async with store.transaction() as tx:
         await tx.timers.add([timer("c1", "late", NOW + timedelta(minutes=5)), timer("c1", "soon", NOW)])

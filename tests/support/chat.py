@@ -24,6 +24,7 @@ from flows.replies import (
     DeleteMessage,
     EditMessage,
     Reply,
+    SendDocument,
     SendFiles,
     SendMessage,
     SendPhoto,
@@ -85,6 +86,10 @@ class RecordingTransport:
             messages[:] = [m for m in messages if m.message_id != reply.message_id]
         elif isinstance(reply, AnswerButton):
             self.answers.append(reply)
+        elif isinstance(reply, SendDocument):
+            shown = Shown(next(self._ids), f"[document {reply.filename}] {plain_text(reply.caption)}")
+            messages.append(shown)
+            return shown.message_id
         elif isinstance(reply, SendPhoto | CopyMessage):
             shown = Shown(next(self._ids), plain_text(getattr(reply, "caption", "")))
             messages.append(shown)
