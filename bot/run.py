@@ -30,7 +30,7 @@ EXIT_CONFIG = 2
 TOKEN_CHECK_TRIES = 3
 FIRST_RETRY_DELAY = 1.0  # seconds; doubled before each further try
 MAX_START_UP_DELAY = 30.0
-USER_COMMANDS = ("start", "status", "cancel", "help", "privacy", "mydata")
+USER_COMMANDS = ("start", "status", "cancel", "help", "privacy", "mydata", "delete")
 DESCRIPTION_LIMIT, SHORT_DESCRIPTION_LIMIT = 512, 120
 ADMIN_COMMANDS = ("queue", "case", "reject", "stats", "audit", "broadcast", "broadcast_cancel")
 

@@ -16,7 +16,7 @@ from flows.methods.enrol import new_key
 from flows.methods.phone import PHONE
 from flows.methods.reverify import REVERIFY
 from flows.model import BACK, Action, Begin, Choice, Close, Context, Flow, Goto, Outcome, Say, Stay, Step, check_links
-from flows.privacy import mydata_command, privacy_command
+from flows.privacy import delete_command, mydata_command, privacy_button, privacy_command
 from flows.services import FlowSettings, staff_chats
 from flows.staff import STAFF_TIMERS, purge_undecided, review_button, staff_commands, staff_target
 from flows.texts import Text, count, text
@@ -188,6 +188,7 @@ COMMANDS: Mapping[str, Action] = {
     "status": status_command,
     "privacy": privacy_command,
     "mydata": mydata_command,
+    "delete": delete_command,
 }
 
 
@@ -249,4 +250,5 @@ def build_engine(settings: FlowSettings) -> Engine:
     return Engine(flows, {**COMMANDS, **staff}, text_defaults={"service": settings.service_name},
                   guard=secret_kind, timer_handlers=TIMER_HANDLERS, idle_after=settings.idle_reminder,
                   abandon_after=settings.case_timeout, targets=staff_target, on_close=purge_undecided,
-                  on_return=welcome_back, button_routes={"r": review_button, "b": broadcast_button})
+                  on_return=welcome_back,
+                  button_routes={"r": review_button, "b": broadcast_button, "p": privacy_button})

@@ -104,6 +104,14 @@ class Cases(Protocol):
         ...
 
 
+class Erasure(Protocol):
+    async def erase_user(self, user_id: int, now: datetime) -> int:
+        """Delete what the desk keeps about a user: their cases (and the cases' unfired timers and evidence rows),
+        the delivered replies to their chat and their user row; returns how many cases went. Audit lines, code
+        fingerprints and failed-check counts stay: they protect accounts."""
+        ...
+
+
 class Timers(Protocol):
     async def add(self, new: Sequence[NewTimer]) -> None:
         """Schedule timers; a `replace` spec first closes the case's unfired timers of the same kind, so they never
@@ -488,6 +496,8 @@ class Tx(Protocol):
     def failures(self) -> FailureRecords: ...
     @property
     def statistics(self) -> Statistics: ...
+    @property
+    def erasure(self) -> Erasure: ...
 
 
 class Store(Protocol):

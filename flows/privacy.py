@@ -1,4 +1,4 @@
-"""What the desk keeps about a user, told (/privacy) and handed over (/mydata).
+"""What the desk keeps about a user, told (/privacy), handed over (/mydata) and erased (/delete).
 
 The export holds only what the user gave or was shown and what is the same whatever the account: the email as
 they typed it, what they asked to restore, the country and document type they chose, which checks they passed,
@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from flows.events import ButtonPressed
 from flows.methods.common import services
 from flows.model import Context, Letter, Outcome, Say
 from flows.records import Case
@@ -25,6 +27,8 @@ EXPORTED_DATA = ("email", "restore", "country", "id_type", "phone_verified", "em
                  "decision", "decided_at")
 """The case data an export may show: the user's own input, and what staff decided."""
 PHOTOS = "photo_"
+PRIVACY_DATA = re.compile(r"^p:(\d{1,15}):(erase|keep)$")
+ALL_CASES = 100_000
 
 
 async def privacy_command(ctx: Context) -> Outcome:
@@ -46,6 +50,34 @@ async def mydata_command(ctx: Context) -> Outcome:
     letter = Letter((sender.chat_id,), text("privacy.mydata_caption", cases=count("cases", len(cases))),
                     document=("my-data.json", base64.b64encode(body).decode()), sensitive=True)
     return Say(letters=(letter,))
+
+
+async def delete_command(ctx: Context) -> Outcome:
+    """Ask before erasing; not while a recovery is in progress (staff may be reviewing it)."""
+    if ctx.case is not None:
+        return Say(say=(text("privacy.delete_finish_first"),))
+    user_id = ctx.event.sender.user_id
+    buttons = ((("privacy.btn_erase", f"p:{user_id}:erase"), ("privacy.btn_keep", f"p:{user_id}:keep")),)
+    return Say(letters=(Letter((ctx.event.sender.chat_id,), text("privacy.delete_confirm"), buttons),))
+
+
+async def privacy_button(ctx: Context) -> Outcome:
+    """Erase (or keep) the presser's data. A button names its user: nobody else's press counts."""
+    event = ctx.event
+    match = PRIVACY_DATA.match(event.data) if isinstance(event, ButtonPressed) else None
+    if match is None or int(match.group(1)) != event.sender.user_id:
+        return Say(say=(text("engine.button_expired"),))
+    if match.group(2) == "keep":
+        return Say(say=(text("privacy.kept"),))
+    if ctx.case is not None:
+        return Say(say=(text("privacy.delete_finish_first"),))
+    tx = services(ctx).tx
+    user_id = event.sender.user_id
+    for case in await tx.cases.of_user(user_id, ALL_CASES):  # the staff chat's copies of their photos go too
+        if any(isinstance(value, dict) for key, value in case.data.items() if key.startswith(PHOTOS)):
+            await tx.evidence.forget(case.id, ctx.now)
+    erased = await tx.erasure.erase_user(user_id, ctx.now)
+    return Say(say=(text("privacy.erased"),), audit=(("privacy.erased", f"user:{user_id}", {"cases": erased}),))
 
 
 def case_export(case: Case) -> dict[str, Any]:

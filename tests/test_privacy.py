@@ -12,7 +12,7 @@ import pytest
 from flows.replies import SendDocument
 from tests.support.chat import Bot, Chat
 from tests.support.desk import begin
-from tests.test_review import enrolling
+from tests.test_review import enrolling, submitted_case
 
 pytestmark = pytest.mark.both_backends
 
@@ -52,3 +52,43 @@ async def test_my_data_does_not_tell_whether_an_email_has_an_account(desk: Bot) 
     known, unknown = ([{k: v for k, v in c.items() if k not in ("case", "email", "opened_at", "updated_at")}
                        for c in export["cases"]] for export in exports)
     assert known == unknown
+
+
+async def test_delete_asks_then_erases_my_requests_and_keeps_the_audit(desk: Bot, db: Any) -> None:
+    user = desk.chat(user_id=42)
+    await begin(user, "Switch to phone verification", "ada@example.com")
+    assert (await user.send("/delete"))[0].startswith("You have a recovery in progress")
+    await user.send("/cancel")
+    await user.tap("Yes, cancel it")
+    assert (await user.send("/delete"))[0].startswith("Erase what this desk keeps about you")
+    await user.tap("No, keep it")
+    assert (await my_data(desk, user))["cases"]
+    await user.send("/delete")
+    await user.tap("Yes, erase it")
+    assert user.messages[-1].text.startswith("Done: your requests")
+    desk.transport.log.clear()
+    assert (await my_data(desk, user))["cases"] == []
+    async with desk.store.reading() as tx:
+        actions = [(line.action, line.subject) for line in await tx.audit.recent(50)]
+    assert ("privacy.erased", "user:42") in actions  # the log of what was done stays, the erasure included
+    assert any(action == "case.opened" for action, _ in actions)
+
+
+async def test_nobody_can_erase_someone_elses_data(desk: Bot) -> None:
+    victim, other = desk.chat(user_id=42), desk.chat(user_id=43)
+    await victim.send("/help")
+    await other.press("p:42:erase")
+    assert other.last_answer == "" and "expired" in other.messages[-1].text
+    async with desk.store.reading() as tx:
+        assert await tx.users.known([42]) == {42}
+
+
+async def test_an_erased_users_photos_leave_the_staff_chat(desk: Bot, db: Any) -> None:
+    user, admin = desk.chat(user_id=42), desk.chat(user_id=900)
+    case_id = await submitted_case(desk, user)
+    await admin.send(f"/reject {case_id} blurred")
+    await user.send("/delete")
+    await user.tap("Yes, erase it")
+    async with desk.store.reading() as tx:
+        deletions = [t for t in await tx.timers.due(desk.clock.now(), 100) if t.kind == "delete_message"]
+    assert {t.chat_id for t in deletions} >= {900, 901}

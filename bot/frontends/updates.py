@@ -21,11 +21,12 @@ from flows.events import (
     TextReceived,
     parse_command,
 )
+from flows.privacy import PRIVACY_DATA
 from flows.staff import REVIEW_DATA
 
 ALLOWED_UPDATES = ("message", "callback_query", "my_chat_member")
-# The desk's own buttons: a case's step buttons, and staff review buttons.
-DESK_BUTTONS = re.compile(rf"{BUTTON_DATA.pattern}|{REVIEW_DATA.pattern}|{BROADCAST_DATA.pattern}")
+# The desk's own buttons: a case's step buttons, staff review and broadcast buttons, and /delete's confirmation.
+DESK_BUTTONS = re.compile("|".join(p.pattern for p in (BUTTON_DATA, REVIEW_DATA, BROADCAST_DATA, PRIVACY_DATA)))
 
 
 @dataclass(frozen=True)

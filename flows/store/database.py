@@ -22,6 +22,7 @@ from flows.store.broadcasts import SqlBroadcasts
 from flows.store.cases import SqlCases
 from flows.store.codes import SqlCodes
 from flows.store.directory import SqlDirectoryChanges, SqlDirectoryIds
+from flows.store.erasure import SqlErasure
 from flows.store.events import SqlEventOutbox
 from flows.store.evidence import SqlEvidence
 from flows.store.failures import SqlFailures
@@ -140,6 +141,7 @@ class SqlTx:
         self.codes = SqlCodes(conn)
         self.failures = SqlFailures(conn)
         self.statistics = SqlStatistics(conn)
+        self.erasure = SqlErasure(conn)
 
 
 class SqlStore:

@@ -19,6 +19,7 @@ from flows.store.broadcasts import BroadcastTable, MemoryBroadcasts
 from flows.store.cases import CaseTable, MemoryCases
 from flows.store.codes import CodeTable, MemoryCodes
 from flows.store.directory import DirectoryTable, MemoryDirectoryChanges, MemoryDirectoryIds
+from flows.store.erasure import MemoryErasure
 from flows.store.events import EventTable, MemoryEventOutbox
 from flows.store.evidence import EvidenceTable, MemoryEvidence
 from flows.store.failures import FailureTable, MemoryFailures
@@ -66,6 +67,8 @@ class MemoryTx:
         self.codes = MemoryCodes(tables.of(CodeTable))
         self.failures = MemoryFailures(tables.of(FailureTable))
         self.statistics = MemoryStatistics(tables.of(CaseTable), tables.of(UserTable))
+        self.erasure = MemoryErasure(tables.of(CaseTable), tables.of(TimerTable), tables.of(EvidenceTable),
+                                     tables.of(OutboxTable), tables.of(UserTable))
 
 
 class MemoryStore:

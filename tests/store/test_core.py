@@ -172,6 +172,31 @@ async def test_deletions_are_timers_without_a_case(store: Store) -> None:
                                                                  {"chat_id": 7, "message_id": 41})
 
 
+async def test_erasing_a_user_takes_their_cases_replies_and_row_and_leaves_the_rest(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.users.touch([Sender(7, 7, "en"), Sender(8, 8)], NOW)
+        await tx.cases.save([case("c1", 7), case("c2", 7, "approved"), case("c3", 8)])
+        await tx.timers.add([timer("c1", "reminder", NOW), timer("c3", "reminder", NOW)])
+        await tx.timers.schedule_deletions([(7, 41, 0)], NOW)  # their key message still leaves their chat
+        await tx.evidence.record([("c2", 900, (5,))], NOW)
+        sent = await tx.outbox.add([SendMessage(7, "told"), SendMessage(8, "other")], NOW)
+        await tx.outbox.mark_delivered([(sent[0].id, "sent", 1), (sent[1].id, "sent", 2)], NOW)
+        waiting = await tx.outbox.add([SendMessage(7, "on its way")], NOW)
+        await tx.audit.add([AuditEntry("user:7", "case.opened", "case:c1", {})], NOW)
+    async with store.transaction() as tx:
+        assert await tx.cases.latest(7) is not None
+        assert await tx.erasure.erase_user(7, NOW) == 2
+    async with store.reading() as tx:
+        assert await tx.cases.of_user(7, 10) == [] and [c.id for c in await tx.cases.of_user(8, 10)] == ["c3"]
+        assert await tx.users.known([7, 8]) == {8}
+        due = await tx.timers.due(NOW, 10)
+        assert sorted((t.case_id, t.kind) for t in due) == [("", "delete_message"), ("c3", "reminder")]
+        assert [p.id for p in await tx.outbox.pending()] == [waiting[0].id]
+        assert await tx.outbox.outcomes([sent[0].id, sent[1].id]) == {sent[1].id: "sent"}
+        assert [line.subject for line in await tx.audit.recent(10)] == ["case:c1"]
+        assert not await tx.evidence.shown("c2", 900, None)
+
+
 async def test_the_outbox_keeps_order_until_delivered(store: Store) -> None:
     async with store.transaction() as tx:
         first = await tx.outbox.add([SendMessage(7, "one"), SendMessage(8, "two")], NOW)
