@@ -34,7 +34,7 @@ import pyotp
 
 from benchmarks.common import ROOT, cpu_seconds, memory, ms, quantile
 from benchmarks.targets import e2e_checks
-from tests.support.botapi import BotApiServer, Call, MethodHandler
+from tests.support.botapi import ApiError, BotApiServer, Call, MethodHandler
 
 TOKEN = "123456:BENCH-token"
 SECRET_KEY = "bench-secret-key-" + "k" * 32
@@ -93,8 +93,9 @@ class LoadServer(BotApiServer):
         self.listener: Callable[[Call], None] | None = None
         self.counts: Counter[str] = Counter()
 
-    async def _answer(self, call: Call, handler: MethodHandler | None) -> tuple[int, dict[str, Any]]:
-        status, body = await super()._answer(call, handler)
+    async def _answer(self, call: Call, handler: MethodHandler | None,
+                      fault: ApiError | None = None) -> tuple[int, dict[str, Any]]:
+        status, body = await super()._answer(call, handler, fault)
         call.status, call.response = status, body
         self.counts[call.method] += 1
         if self.listener is not None and status == 200:
