@@ -7,12 +7,13 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from flows.ports import StoreUnavailable
@@ -96,28 +97,52 @@ async def scrub_wal(engine: AsyncEngine) -> None:
         await raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
 
 
+SQLITE_OUTAGES = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+"""SQLite's primary result codes for a database that cannot do the work right now: BUSY, LOCKED, NOMEM,
+READONLY, IOERR, FULL, CANTOPEN, PROTOCOL. Any other error (no such column, a constraint) is the caller's."""
+POSTGRES_OUTAGE_CLASSES = ("08", "53", "57", "58")  # connection, resources (disk full), operator, system
+POSTGRES_OUTAGES = frozenset({"25006", "40001", "40P01"})  # read-only transaction; serialization, deadlock
+
+
+@dataclass
+class Opening:
+    """Whether the connection was had: a bare connection error after that is not the database's to claim."""
+
+    connected: bool = False
+
+
 @contextmanager
-def unavailable_as_one_line() -> Iterator[None]:
+def unavailable_as_one_line() -> Iterator[Opening]:
     """The database failing (full, locked past the busy timeout, read-only, unreachable) as `StoreUnavailable`,
-    whose message is the driver's first line: no statement and no parameters, so nothing of the data. Code in
-    the transaction raises no bare connection errors of its own (the HTTP directory turns its into
-    `DirectoryUnavailable`), so one here is the database's."""
+    whose message is the driver's first line: no statement and no parameters, so nothing of the data. Told
+    apart by the driver's error codes, so that an error of the work itself (a bug, a constraint) is raised as it
+    is and handled as one event's failure, not taken for an outage and redelivered for ever."""
+    opening = Opening()
     try:
-        yield
-    except (OperationalError, InterfaceError) as error:
-        raise StoreUnavailable(_first_line(error)) from error
-    except (ConnectionError, socket.gaierror) as error:  # asyncpg's connect raises these as they come
-        lines = str(error).strip().splitlines()  # may be none: ConnectionResetError() has no text
-        raise StoreUnavailable(lines[0][:200] if lines else type(error).__name__) from error
+        yield opening
     except DBAPIError as error:
-        if not error.connection_invalidated:
+        if not is_outage(error):
+            raise
+        raise StoreUnavailable(_first_line(error.orig or error)) from error
+    except (ConnectionError, TimeoutError, socket.gaierror) as error:  # asyncpg's connect raises these bare
+        if opening.connected:
             raise
         raise StoreUnavailable(_first_line(error)) from error
 
 
-def _first_line(error: DBAPIError) -> str:
-    reason = str(error.orig).strip().splitlines()
-    return reason[0][:200] if reason else type(error.orig).__name__
+def is_outage(error: DBAPIError) -> bool:
+    if error.connection_invalidated:
+        return True
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in SQLITE_OUTAGES
+    state = getattr(error.orig, "sqlstate", None) or getattr(getattr(error.orig, "__cause__", None), "sqlstate", None)
+    return isinstance(state, str) and (state[:2] in POSTGRES_OUTAGE_CLASSES or state in POSTGRES_OUTAGES)
+
+
+def _first_line(error: BaseException) -> str:
+    reason = str(error).strip().splitlines()  # may be none: ConnectionResetError() has no text
+    return reason[0][:200] if reason else type(error).__name__
 
 
 class SqlTx:
@@ -165,16 +190,18 @@ class SqlStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlTx]:
         async with self._one_writer:
-            with unavailable_as_one_line():
+            with unavailable_as_one_line() as opening:
                 async with self.engine.begin() as conn:
+                    opening.connected = True
                     if self.shared:
                         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK})
                     yield SqlTx(conn)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[SqlTx]:
-        with unavailable_as_one_line():
+        with unavailable_as_one_line() as opening:
             async with self.engine.connect() as conn:
+                opening.connected = True
                 await conn.execution_options(**{READ_ONLY: True})
                 yield SqlTx(conn)
 

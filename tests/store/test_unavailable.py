@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from flows.ports import StoreUnavailable
 from flows.records import Case
@@ -16,6 +17,7 @@ from flows.store.database import SqlStore, open_database, unavailable_as_one_lin
 from flows.store.migrate import upgrade
 from flows.store.startup import explain
 from tests.store.test_core import NOW
+from tests.support.postgres import PostgresServer
 
 
 def closed_port() -> int:
@@ -55,6 +57,9 @@ async def test_errors_of_the_work_itself_pass_as_they_are(tmp_path: Path) -> Non
         with pytest.raises(ValueError, match="not the database's"):
             async with store.transaction():
                 raise ValueError("not the database's")
+        with pytest.raises(OperationalError, match="no such column"):  # a bug, not an outage: raised as it is
+            async with store.transaction() as tx:
+                await tx.conn.exec_driver_sql("SELECT nope FROM cases")
         with pytest.raises(IntegrityError):  # a bug, not an outage
             async with store.transaction() as tx:
                 await tx.updates.claim(["u1"], NOW)
@@ -79,3 +84,20 @@ async def test_a_database_refusing_writes_is_unavailable_without_the_data(tmp_pa
     finally:
         await store.close()
     assert "123456" not in str(raised.value) and "\n" not in str(raised.value)
+
+
+async def test_a_read_only_postgresql_is_unavailable(postgres: PostgresServer, postgres_url: str) -> None:
+    database = make_url(postgres_url).database
+    postgres.sql(f"ALTER DATABASE {database} SET default_transaction_read_only = on")
+    store = SqlStore(open_database(postgres_url))
+    case = Case("c1", 7, 7, "phone", "ask_email", {}, "open", 0, NOW, NOW)
+    try:
+        with pytest.raises(StoreUnavailable, match="read-only transaction"):
+            async with store.transaction() as tx:
+                await tx.cases.save([case])
+        with pytest.raises(DBAPIError) as raised:  # a statement of the work that is wrong: not an outage
+            async with store.reading() as tx:
+                await tx.conn.exec_driver_sql("SELECT nope FROM cases")
+        assert not isinstance(raised.value, StoreUnavailable)
+    finally:
+        await store.close()
