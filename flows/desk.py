@@ -12,7 +12,7 @@ from flows.events import CommandReceived, TimerFired
 from flows.guard import secret_kind
 from flows.methods.backup_key import BACKUP
 from flows.methods.common import services
-from flows.methods.enrol import new_key
+from flows.methods.enrol import same_key
 from flows.methods.phone import PHONE
 from flows.methods.reverify import REVERIFY
 from flows.model import BACK, Action, Begin, Choice, Close, Context, Flow, Goto, Outcome, Say, Stay, Step, check_links
@@ -118,13 +118,13 @@ async def _status(ctx: Context) -> Text:
 async def welcome_back(ctx: Context) -> Outcome:
     """A user unblocked the bot: whatever was said to them while it was blocked was not delivered, so tell them
     where their case stands — still with staff, decided (and what was decided), or where they left off — and
-    give a new authenticator key if one is waiting to be set up. Nothing is said to a user with nothing open
+    send the authenticator key again if one is waiting to be set up. Nothing is said to a user with nothing open
     and nothing recently decided."""
     case = ctx.case
     if case is not None and case.status == "review":
         return Say(say=(text("desk.back_review"),))
     if case is not None and case.step == "enrol":
-        return await new_key(ctx, _decision_told(case.data))
+        return await same_key(ctx, _decision_told(case.data))
     if case is not None:
         return Stay(say=(text("desk.back_open"), *_decision_told(case.data), await _status(ctx)))
     latest = await services(ctx).tx.cases.latest(ctx.event.sender.chat_id)

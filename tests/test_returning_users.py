@@ -30,25 +30,26 @@ def newest_key(desk: Bot) -> str:
     return found.group(1).replace(" ", "")
 
 
-async def test_back_during_the_enrolment_they_hear_the_decision_and_get_a_new_key(
+async def test_back_during_the_enrolment_they_hear_the_decision_and_get_the_key_again(
         desk: Bot, db: AsyncEngine, clock: FakeClock) -> None:
-    user, case_id, first_key = await enrolling(desk, db)
+    user, case_id, key = await enrolling(desk, db)
     await user.send("123456")  # one wrong try before they went away
     said = "\n".join(await comes_back(desk, user))
     assert "our staff approved your request" in said and "withdrawals are locked for 48 hours" in said
-    assert "new key" in said and "Add the new key to your authenticator app" in said
-    second_key = newest_key(desk)
-    assert second_key != first_key
-    assert (await case_data(db, case_id))["enrol_wrong"] == 1  # the tries so far still count
-    assert (await user.send(totp_now(first_key, clock.now())))[0].startswith("That code does not match")
-    assert (await user.send(totp_now(second_key, clock.now())))[0].startswith("✅ Your new authenticator works.")
+    assert "the key for your new authenticator again" in said and "Add the new key to your authenticator" in said
+    assert newest_key(desk) == key  # the same key: one scanned before still works
+    assert (await case_data(db, case_id))["enrol_wrong"] == 1
+    assert (await user.send(totp_now(key, clock.now())))[0].startswith("✅ Your new authenticator works.")
 
 
 async def test_a_new_key_on_request_replaces_the_one_waiting(desk: Bot, db: AsyncEngine, clock: FakeClock) -> None:
-    user, _, first_key = await enrolling(desk, db)
+    user, case_id, first_key = await enrolling(desk, db)
+    await user.send("123456")
     await user.tap("Send me a new key")
     second_key = newest_key(desk)
     assert second_key != first_key
+    assert (await case_data(db, case_id))["enrol_wrong"] == 1  # a new key does not give the tries back
+    assert (await user.send(totp_now(first_key, clock.now())))[0].startswith("That code does not match")
     assert (await user.send(totp_now(second_key, clock.now())))[0].startswith("✅ Your new authenticator works.")
 
 

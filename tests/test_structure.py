@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -275,3 +276,11 @@ def test_every_command_of_the_help_is_in_the_readmes_command_list() -> None:
     listing = readme.split("## The command\n", 1)[1].split("```", 2)[1]
     missing = [command for command in commands(build_parser(), "recovery-bot") if command not in listing]
     assert not missing, "add them to README's 'The command'"
+
+
+def test_no_file_holds_merge_conflict_markers() -> None:
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    texts = [ROOT / name for name in tracked if Path(name).suffix in (".py", ".md", ".toml", ".yaml", ".po", ".conf")]
+    marked = [path.name for path in texts if path.is_file()
+              and re.search(r"^(<{7} |>{7} )", path.read_text(errors="replace"), flags=re.M)]
+    assert not marked

@@ -44,8 +44,8 @@ class TelegramDesk:
 
     Each user's messages and button presses pass the inbound `limiter` first: the excess is dropped and counts
     as handled (the poller confirms it, the webhook answers 200), so a flooding user cannot fill the writer queue
-    that every chat shares. Block/unblock updates are not limited: they bypass the writer queue, a person makes
-    each one by hand in the app, and dropping one would leave the chat's blocked flag wrong.
+    that every chat shares. The blocked flag of a block/unblock update is always set (dropping one would leave
+    it wrong, and it bypasses the writer queue); what an unblock then tells the user passes the limit.
     """
 
     def __init__(self, runner: Runner, store: Store, limiter: InboundLimiter | None = None) -> None:
@@ -100,7 +100,7 @@ class TelegramDesk:
         async with self.store.transaction() as tx:
             await tx.users.set_blocked(change.chat_id, change.blocked)
         log.info("chat %d %s the bot", change.chat_id, "blocked" if change.blocked else "unblocked")
-        if not change.blocked:
+        if not change.blocked and self._admitted(change.returned):  # a block/unblock loop is a flood too
             await self.runner.handle(change.returned)
 
 

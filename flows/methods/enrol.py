@@ -37,17 +37,21 @@ def grouped(secret: str) -> str:
 async def new_authenticator(ctx: Context, chat_id: int, email: str) -> tuple[dict[str, object], tuple[Letter, ...]]:
     """A fresh secret (kept encrypted in the case until confirmed) and the two messages that carry it; the QR code
     is drawn in a thread (tens of milliseconds of CPU the event loop need not wait for)."""
-    svc = services(ctx)
     secret = new_secret()
-    uri = provisioning_uri(secret, email, svc.settings.service_name)
+    letters = await key_letters(ctx, chat_id, email, secret)
+    return {"pending_totp_enc": services(ctx).box.encrypt(secret), "enrol_wrong": 0}, letters
+
+
+async def key_letters(ctx: Context, chat_id: int, email: str, secret: str) -> tuple[Letter, ...]:
+    """The QR code and the key as text, each deleted from the chat after 10 minutes."""
+    uri = provisioning_uri(secret, email, services(ctx).settings.service_name)
     png = await asyncio.to_thread(qr_png_base64, uri)
-    letters = (
+    return (
         Letter((chat_id,), text("enrol.qr_caption"), png_base64=png, sensitive=True,
                delete_after=KEY_VISIBLE_SECONDS),
         Letter((chat_id,), Text("enrol.key", {"key": grouped(secret), "minutes": count("minutes", KEY_MINUTES)}),
                sensitive=True, delete_after=KEY_VISIBLE_SECONDS),
     )
-    return {"pending_totp_enc": svc.box.encrypt(secret), "enrol_wrong": 0}, letters
 
 
 @leads_to("enrolled", "enrol_applying", "enrol_failed")
@@ -68,16 +72,24 @@ async def confirm(ctx: Context) -> Outcome:
     return Goto("enrolled" if svc.changes.at_once else "enrol_applying")  # each step's prompt says which
 
 
-async def new_key(ctx: Context, say: tuple[Text, ...] = ()) -> Stay:
-    """A fresh key in place of the one waiting to be confirmed, which then no longer works: for a user whose key
-    message was deleted (after 10 minutes) or never reached them. The wrong codes counted so far still count."""
+async def new_key(ctx: Context) -> Stay:
+    """A fresh key in place of the one waiting to be confirmed, which then no longer works, for a user who asks
+    (their key message was deleted after 10 minutes, say). The wrong codes counted so far still count."""
     case = ctx.case
     assert case is not None
-    account = await services(ctx).directory.get(int(case.data["account_id"]))
-    assert account is not None
-    fresh, letters = await new_authenticator(ctx, case.chat_id, account.email)
+    fresh, letters = await new_authenticator(ctx, case.chat_id, str(case.data.get("email", "")))
     fresh["enrol_wrong"] = case.data.get("enrol_wrong", 0)
-    return Stay(say=(*say, text("enrol.new_key")), data=fresh, letters=letters)
+    return Stay(say=(text("enrol.new_key"),), data=fresh, letters=letters)
+
+
+async def same_key(ctx: Context, say: tuple[Text, ...] = ()) -> Stay:
+    """The key waiting to be confirmed, sent again (to a user back after blocking the bot, who may never have
+    had it, or may have scanned it already: either way it still works)."""
+    case = ctx.case
+    assert case is not None
+    secret = services(ctx).box.decrypt(str(case.data["pending_totp_enc"]))
+    letters = await key_letters(ctx, case.chat_id, str(case.data.get("email", "")), secret)
+    return Stay(say=(*say, text("enrol.key_again")), letters=letters)
 
 
 # The last steps of Method 2, entered when staff approve the reset (see flows.staff.approve).
