@@ -30,7 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "instead of long polling (the URL's path is served)")
     run.add_argument("--port", type=int, default=8080, help="port of the webhook server (default 8080)")
     run.add_argument("--host", default="0.0.0.0", help="address of the webhook server (default 0.0.0.0)")
-    commands.add_parser("console", help="try the bot in this terminal (offline, on the configured database)")
+    console = commands.add_parser(
+        "console", help="try the bot in this terminal (offline, on the configured database, with a demo account)",
+        description="The whole bot in this terminal, offline: you are the user (bot> lines; type 1, 2, ... to press "
+                    "a button) and the staff member who reviews Method 2 (staff> lines; type s1, s2, ...). On an "
+                    "empty database it creates a demo account and prints it; /demo prints it again and puts it "
+                    "back as it started. /quit or Ctrl-D leaves (exit code 0), Ctrl-C too (130).")
+    console.add_argument("--reset", action="store_true",
+                         help="start a fresh demo: delete the SQLite database (only one that holds no account but "
+                         "the demo's) and create the demo account again")
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply the database migrations")
@@ -77,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings)
     try:
         return asyncio.run(_dispatch(args, settings))
+    except KeyboardInterrupt:
+        if args.command != "console":
+            raise
+        print("\ninterrupted, bye")  # Ctrl-C while the console starts or closes
+        return 130
     except (StartupError, DatabaseProblem) as error:
         print(f"recovery-bot: {error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -91,7 +104,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "console":
         from bot.console_app import run_console
 
-        return await run_console(settings)
+        return await run_console(settings, reset=args.reset)
     if args.command == "db" and args.db_command == "copy":
         return await _copy_database(settings.database_url, args.target)
     if args.command == "db":
