@@ -141,6 +141,7 @@ async def show_demo(app: App, secret: str, out: TextIO) -> None:
     out.write("\nThe demo account" + (", put back as it started (a method had changed it)" if changed else "")
               + ":\n")
     out.writelines(demo_lines(secret))
+    out.write("/start shows the menu again.\n")
     out.flush()
 
 
