@@ -147,8 +147,10 @@ async def show_demo(app: App, secret: str, out: TextIO) -> None:
 
 def console_settings(settings: Settings) -> Settings:
     """The settings with the console's one staff member as the only admin, whatever ADMIN_IDS and ADMIN_CHAT_ID
-    say: review cards come to this terminal, never to a real chat."""
-    return settings.model_copy(update={"admin_ids": (CONSOLE_STAFF.user_id,), "admin_chat_id": None})
+    say (review cards come to this terminal, never to a real chat), and codes shown in the chat, whatever SMTP or
+    SMS gateway is set (nothing goes to the demo's phone and email, or to a real one)."""
+    return settings.model_copy(update={"admin_ids": (CONSOLE_STAFF.user_id,), "admin_chat_id": None,
+                                       "smtp_host": None, "sms_webhook_url": None})
 
 
 @contextlib.contextmanager

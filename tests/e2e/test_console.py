@@ -69,8 +69,8 @@ def new_key_code(screen: str) -> str:
     return str(pyotp.TOTP(key.replace(" ", "")).now())
 
 
-async def console(tmp_path: Path, lines: list[Line], reset: bool = False) -> str:
-    settings = load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/data/r.db")
+async def console(tmp_path: Path, lines: list[Line], reset: bool = False, **configured: object) -> str:
+    settings = load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/data/r.db", **configured)
     screen = io.StringIO()
     SCREENS.append(screen)
     assert await run_console(settings, stdin=Typist([*lines, "/quit"], screen), out=screen, reset=reset) == 0
@@ -97,6 +97,15 @@ async def test_method_one_on_the_demo_account(tmp_path: Path) -> None:
     ])
     assert "SMS to +1•••••34:" in screen
     assert "Done. Your account now uses phone verification" in screen
+
+
+async def test_codes_stay_in_the_chat_whatever_gateway_is_configured(tmp_path: Path) -> None:
+    screen = await console(tmp_path, [
+        number_of("Switch to phone verification"), DEMO_EMAIL, number_of("Get Code"), code("SMS"), code("Email"),
+    ], sms_webhook_url="http://127.0.0.1:9/sms", smtp_host="127.0.0.1", smtp_from="desk@example.com",
+       admin_ids="12345")
+    assert "SMS to +1•••••34:" in screen and "Email to d•••@example.com:" in screen
+    assert "Both codes are right." in screen
 
 
 async def test_method_three_on_the_demo_account(tmp_path: Path) -> None:
