@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import mimetypes
+import re
 import sys
 import threading
 import uuid
@@ -47,6 +48,16 @@ CONSOLE_STAFF = Sender(user_id=2, chat_id=2, language="en")
 STAFF_COMMANDS = ("queue", "case", "reject", "stats", "audit", "broadcast", "broadcast_cancel")
 """Commands typed in the console that the staff member sends (as in bot/run.py's ADMIN_COMMANDS)."""
 STAFF_KEY = "s"  # staff buttons are typed s1, s2, …
+GROUPED_KEY = re.compile(r"\b(?:[A-Z2-7]{4} ){3,}[A-Z2-7]{4}\b")  # a new authenticator key, as the bot shows it
+
+
+def code_command(secret: str) -> str:
+    """A command that prints the current code of a TOTP key, for trying the console without an authenticator:
+    this Python (which has pyotp), named from the current folder where it is inside it."""
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        python = Path(".") / python.relative_to(Path.cwd())
+    return f"{python} -c \"import pyotp; print(pyotp.TOTP('{secret}').now())\""
 
 
 class ConsoleTransport:
@@ -66,7 +77,11 @@ class ConsoleTransport:
     async def deliver(self, reply: Reply) -> Delivered:
         staff = getattr(reply, "chat_id", None) == CONSOLE_STAFF.chat_id
         if isinstance(reply, SendMessage):
-            return self._show(staff, reply.text, reply.buttons)
+            message_id = self._show(staff, reply.text, reply.buttons)
+            if reply.sensitive and (key := GROUPED_KEY.search(plain_text(reply.text))):
+                self._print("  (console: its current code, without an authenticator app: "
+                            f"{code_command(key.group(0).replace(' ', ''))})")
+            return message_id
         if isinstance(reply, SendFiles):
             names = [Path(file_id.removeprefix("local:")).name for file_id in reply.file_ids]
             self._say(staff, [f"[{reply.media}] {name}" for name in names])

@@ -20,7 +20,15 @@ from typing import TextIO
 
 from bot.app import App, local_secret_key, open_app
 from bot.config import Settings, StartupError
-from bot.console import CONSOLE_STAFF, ConsoleInputError, ConsoleTransport, is_terminal, read_lines, to_event
+from bot.console import (
+    CONSOLE_STAFF,
+    ConsoleInputError,
+    ConsoleTransport,
+    code_command,
+    is_terminal,
+    read_lines,
+    to_event,
+)
 from flows.accounts_csv import ImportReport, import_accounts
 from flows.ports import Accounts
 from flows.store.database import sqlite_file
@@ -117,7 +125,7 @@ def demo_lines(secret: str) -> Iterator[str]:
     yield f"  security question: {DEMO_QUESTION}  answer: {DEMO_ANSWER}\n"
     yield f"  TOTP (backup) key: {secret}\n"
     yield "  Add the key to an authenticator app, or print the current code with:\n"
-    yield f"  python -c \"import pyotp; print(pyotp.TOTP('{secret}').now())\"\n"
+    yield f"  {code_command(secret)}\n"
     yield "Codes for phone and email are shown in the chat (the `chat` delivery channel).\n"
 
 

@@ -152,6 +152,7 @@ async def test_method_two_finished_by_the_staff_side_with_the_new_key(tmp_path: 
     assert "our staff approved your request" in screen
     assert "[picture] Scan this with your authenticator app" in screen
     assert "Your new authenticator works" in screen
+    assert re.search(r"pyotp\.TOTP\('[A-Z2-7]{32}'\)\.now\(\)", screen.split("type this key:")[-1])
     assert "our staff approved your request" not in staff and "Your new authenticator works" not in staff
 
 
