@@ -32,10 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="0.0.0.0", help="address of the webhook server (default 0.0.0.0)")
     console = commands.add_parser(
         "console", help="try the bot in this terminal (offline, on the configured database, with a demo account)",
-        description="The whole bot in this terminal, offline: you are the user (bot> lines; type 1, 2, ... to press "
-                    "a button) and the staff member who reviews Method 2 (staff> lines; type s1, s2, ...). On an "
-                    "empty database it creates a demo account and prints it; /demo prints it again and puts it "
-                    "back as it started. /quit or Ctrl-D leaves (exit code 0), Ctrl-C too (130).")
+        description="The whole bot in this terminal, offline, on DATABASE_URL (a demo account is created on an "
+                    "empty database, and printed). You are the user: bot> lines; type text, a /command, or a "
+                    "button's number (1, 2, ...); /photo PATH sends a picture. You are also the staff member who "
+                    "reviews Method 2: staff> lines; type s1, s2, ... for their buttons; staff commands (/queue, "
+                    "/case ID, /reject ID reason, /stats, /audit) are sent as staff. /demo puts the demo account "
+                    "back as it started and prints it (type it between two methods, then /start). /quit or Ctrl-D "
+                    "leaves (exit code 0), Ctrl-C too (130).")
     console.add_argument("--reset", action="store_true",
                          help="start a fresh demo: delete the SQLite database (only one that holds no account but "
                          "the demo's) and create the demo account again")
