@@ -19,6 +19,7 @@ from pathlib import Path
 import pyotp
 import pytest
 
+from bot.cli import build_parser
 from bot.config import StartupError, load_settings
 from bot.console import CONSOLE_USER, STAFF_COMMANDS
 from bot.console_app import DEMO_ANSWER, DEMO_EMAIL, run_console
@@ -267,6 +268,17 @@ async def test_a_lockout_ends_in_the_console(tmp_path: Path) -> None:
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "> "
+
+
+def test_console_help_tells_what_the_readme_tells(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["console", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    readme = (ROOT / "README.md").read_text()
+    try_it = " ".join(readme.split("## Try it", 1)[1].split("\n## ", 1)[0].split())
+    for told in ("--reset", "/demo", "/start", "bot>", "staff>", "s1", "/photo", "/queue", "/reject ID reason",
+                 "/quit", "Ctrl-D", "Ctrl-C"):
+        assert told in help_text and told in try_it, told
 
 
 class Terminal:
