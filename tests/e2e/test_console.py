@@ -222,6 +222,12 @@ async def test_reset_keeps_a_database_with_other_accounts(tmp_path: Path) -> Non
     assert database.exists()
 
 
+async def test_reset_deletes_no_database_but_a_sqlite_file() -> None:
+    settings = load_settings(database_url="postgresql+asyncpg://desk:secret@127.0.0.1:9/desk")
+    with pytest.raises(StartupError, match="not a SQLite file"):
+        await run_console(settings, stdin=Typist([], io.StringIO()), out=io.StringIO(), reset=True)
+
+
 async def test_a_restart_continues_the_conversation(tmp_path: Path) -> None:
     await console(tmp_path, [number_of("Switch to phone verification"), DEMO_EMAIL, number_of("Get Code")])
     screen = await console(tmp_path, [number_of("Continue")])
