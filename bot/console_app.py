@@ -103,7 +103,7 @@ def _accounts_not_demo(path: Path) -> str | None:
     if path.stat().st_size == 0:
         return None
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with contextlib.closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)) as db:
             others = db.execute("SELECT count(*) FROM accounts WHERE email != ?", (DEMO_EMAIL,)).fetchone()[0]
     except sqlite3.Error as error:
         return f"no accounts table a console made ({error})"
@@ -173,13 +173,14 @@ def interrupts_cancel(task: asyncio.Task[None]) -> Iterator[list[bool]]:
 
     try:
         loop.add_signal_handler(signal.SIGINT, interrupt)
+        installed = True
     except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or not a Unix loop
-        yield interrupted
-        return
+        installed = False
     try:
         yield interrupted
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        if installed:
+            loop.remove_signal_handler(signal.SIGINT)
 
 
 @contextlib.contextmanager
