@@ -30,7 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
                      "instead of long polling (the URL's path is served)")
     run.add_argument("--port", type=int, default=8080, help="port of the webhook server (default 8080)")
     run.add_argument("--host", default="0.0.0.0", help="address of the webhook server (default 0.0.0.0)")
-    commands.add_parser("console", help="try the bot in this terminal (offline, on the configured database)")
+    console = commands.add_parser(
+        "console", help="try the bot in this terminal (offline, on the configured database, with a demo account)",
+        description="The whole bot in this terminal, offline, on DATABASE_URL (a demo account is created on an "
+                    "empty database, and printed). You are the user: bot> lines; type text, a /command, or a "
+                    "button's number (1, 2, ...); /photo PATH sends a picture. You are also the staff member who "
+                    "reviews Method 2: staff> lines; type s1, s2, ... for their buttons; staff commands (/queue, "
+                    "/case ID, /reject ID reason, /stats, /audit) are sent as staff. /demo puts the demo account "
+                    "back as it started and prints it (type it between two methods, then /start). /quit or Ctrl-D "
+                    "leaves (exit code 0), Ctrl-C too (130).")
+    console.add_argument("--reset", action="store_true",
+                         help="start a fresh demo: delete the SQLite database (only one that holds no account but "
+                         "the demo's) and create the demo account again")
     commands.add_parser(
         "doctor", help="check the settings, the bot token, the database and the gateways, and say what to fix",
         description="Check what `run` needs, without serving: the settings, SECRET_KEY, the bot token (getMe), the "
@@ -89,6 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings)
     try:
         return asyncio.run(_dispatch(args, settings))
+    except KeyboardInterrupt:
+        if args.command != "console":
+            raise
+        print("\ninterrupted, bye")  # Ctrl-C while the console starts or closes
+        return 130
     except (StartupError, DatabaseProblem) as error:
         print(f"recovery-bot: {error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -107,7 +123,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "console":
         from bot.console_app import run_console
 
-        return await run_console(settings)
+        return await run_console(settings, reset=args.reset)
     if args.command == "db" and args.db_command == "copy":
         return await _copy_database(settings.database_url, args.target)
     if args.command == "db":
