@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from flows.events import ButtonPressed, ChatReturned, CommandReceived, Event, TimerFired
 from flows.ports import Store
-from flows.records import ACTIVE
+from flows.records import ACTIVE, RECOVERY_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ BATCH_SECONDS = Histogram(
 )
 CODES = Counter("recovery_bot_codes", "Verification codes sent to a real account (decoys are not counted), "
                 "accepted, and wrong tries, by factor", ["outcome", "factor"])
-CASES_OPENED = Counter("recovery_bot_cases_opened", "Cases opened, by flow", ["method"])
+CASES_OPENED = Counter("recovery_bot_cases_opened", "Cases opened in a flow (the menu, `start`), or moved into one "
+                       "from another (a recovery method chosen in the menu), by flow", ["method"])
 CASES_CLOSED = Counter("recovery_bot_cases_closed", "Cases closed, by flow and final status", ["method", "outcome"])
 DELIVERIES = Counter("recovery_bot_deliveries", "Outbox entries whose delivery was recorded, by lane and outcome",
                      ["lane", "outcome"])
@@ -59,6 +60,8 @@ BROADCAST_TOTAL = Gauge("recovery_bot_broadcast_recipients", "Recipients of the 
 
 _EVENT_CHILDREN = {kind: EVENTS.labels(kind) for kind in EVENT_KINDS}
 _CODE_CHILDREN = {(o, f): CODES.labels(o, f) for o in CODE_OUTCOMES for f in FACTORS}
+for _flow in ("start", *RECOVERY_METHODS):
+    CASES_OPENED.labels(_flow)
 for _outcome in DELIVERY_OUTCOMES:  # every outcome shows from the first scrape, zero included
     for _lane in ("chat", "out-of-band"):
         DELIVERIES.labels(_lane, _outcome)
@@ -79,11 +82,11 @@ def event_kind(event: Event) -> str:
 class Tally:
     """What one batch counted before it committed, and when it began."""
 
-    __slots__ = ("codes", "started")
+    __slots__ = ("staged", "started")
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
-        self.codes: list[tuple[str, str]] = []
+        self.staged: list[Any] = []  # counters' children, each to increment by one on commit
 
 
 _current: ContextVar[Tally | None] = ContextVar("recovery_bot_tally", default=None)
@@ -100,11 +103,20 @@ def code(outcome: str, factor: str) -> None:
     """A code was sent, verified or failed: counted when the batch commits (at once outside a batch)."""
     if factor not in FACTORS:
         return
+    _stage(_CODE_CHILDREN[outcome, factor])
+
+
+def case_entered(flow: str) -> None:
+    """A case moved into another flow (from the menu into a recovery method): counted when the batch commits."""
+    _stage(CASES_OPENED.labels(flow))
+
+
+def _stage(child: Any) -> None:
     tally = _current.get()
     if tally is None:
-        _CODE_CHILDREN[outcome, factor].inc()
+        child.inc()
     else:
-        tally.codes.append((outcome, factor))
+        tally.staged.append(child)
 
 
 class _Audited(Protocol):
@@ -126,8 +138,8 @@ def committed(tally: Tally, events: Iterable[Event], decisions: Iterable[_Decide
     BATCH_SECONDS.observe(time.perf_counter() - tally.started)
     for event in events:
         _EVENT_CHILDREN[event_kind(event)].inc()
-    for key in tally.codes:
-        _CODE_CHILDREN[key].inc()
+    for child in tally.staged:
+        child.inc()
     for decision in decisions:
         for line in decision.audit:
             if line.action == "case.opened":
