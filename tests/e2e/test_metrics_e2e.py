@@ -178,3 +178,25 @@ async def test_healthz_says_503_while_the_database_is_locked_and_200_once_it_is_
         await user.expect("Welcome", timeout=60)
         body = await health_becomes(desk, 200)
         assert body["ok"] and body["database"]["ok"]
+
+
+async def test_with_http_port_set_a_webhook_desk_serves_its_metrics_there_and_not_on_the_webhook(
+        server: BotApiServer, tmp_path: Path) -> None:
+    hook, own = free_port(), free_port()
+    url = f"http://127.0.0.1:{hook}/telegram/hook"
+    process = BotProcess(server, "ptb", tmp_path, "--webhook-url", url, "--port", str(hook), "--host", "127.0.0.1",
+                         HTTP_PORT=str(own))
+    await prepare_database(process.database_url)
+    await process.start(ready_method="setWebhook")
+    try:
+        await server.wait_for(lambda c: c.method == "setWebhook" and c.ok)
+        async with ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{hook}/metrics") as public:
+                assert public.status == 404
+            async with http.get(f"http://127.0.0.1:{own}/metrics") as private:
+                assert private.status == 200 and "recovery_bot_events_handled_total" in await private.text()
+            for port in (hook, own):
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as health:
+                    assert health.status == 200 and (await health.json())["updates"]["mode"] == "webhook"
+    finally:
+        assert await process.stop() == 0, process.log.read_text()[-3000:]
