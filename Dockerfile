@@ -36,10 +36,10 @@ USER 10001:10001
 # SQLite file is /app/data/recovery.db: mount a volume there, or set DATABASE_URL to PostgreSQL.
 EXPOSE 8080
 
-# `run --webhook-url` serves GET /healthz (200 once start-up is over and the webhook server listens; it does not
-# query the database or Telegram): bot/frontends/webhook.py. The check assumes --port 8080; with another port,
-# or for `run` in long-polling mode (no HTTP server at all), override or disable it (compose.yaml does for the
-# one-off `db upgrade`). urlopen raises on a refused connection or a non-2xx status, so python exits 1.
+# `run --webhook-url` serves GET /healthz (bot/frontends/monitoring.py): 200 once start-up is over and the webhook
+# server listens, 503 while the database is unavailable. The check assumes --port 8080; in long-polling mode set
+# HTTP_PORT=8080 for the same check to work (or disable it); compose.yaml disables it for the one-off `db upgrade`.
+# urlopen raises on a refused connection or a non-2xx status, so python exits 1.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
 

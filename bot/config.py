@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     account_directory_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     events_url: str | None = None
     events_signing_key: SecretStr | None = None
+    http_port: int | None = Field(default=None, ge=1, le=65535)
+    http_host: str = "127.0.0.1"
 
     @model_validator(mode="after")
     def _smtp_needs_a_sender(self) -> Settings:

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from aiohttp import web
+
 from bot.app import App, open_app
-from bot.config import Settings
+from bot.config import Settings, StartupError
 from bot.frontends.desk import TelegramDesk
+from bot.frontends.monitoring import Monitor, UpdateFeed, monitoring_app
 from bot.frontends.polling import Poller
 from bot.frontends.telegram import BadToken, Refusal, Unreachable
 from bot.frontends.webhook import serve, webhook_app
@@ -144,6 +147,8 @@ async def _serve(app: App, settings: Settings, front: Front, username: str, webh
     runner = await app.start(front.transport)
     desk = TelegramDesk(runner, app.store, app.limiter)
     front.attach(desk)
+    monitor = Monitor(runner, UpdateFeed("webhook" if webhook else "polling"))
+    monitoring = await _serve_monitoring(settings, monitor, webhook)
     users = [(name, translate(f"commands.{name}")) for name in USER_COMMANDS]
     await patiently("setting the command menu", lambda: front.set_commands(users), front.refusal)
     staff = [(name, translate(f"commands.{name}")) for name in USER_COMMANDS + ADMIN_COMMANDS]
@@ -163,22 +168,45 @@ async def _serve(app: App, settings: Settings, front: Front, username: str, webh
     try:
         if webhook is None:
             await patiently("deleting the webhook", front.delete_webhook, front.refusal)
-            await Poller(front.fetch, front.process, desk).run(stopping)
+            await Poller(front.fetch, front.process, desk, feed=monitor.feed).run(stopping)
         else:
-            await _serve_webhook(settings, front, desk, webhook, stopping)
+            await _serve_webhook(settings, front, desk, webhook, stopping, monitor)
     finally:
         log.info("stopping: finishing the events in hand")
         stopping.set()
+        if monitoring is not None:
+            await monitoring.cleanup()
         await app.stop()
 
 
+def _separate_monitoring(settings: Settings, webhook: Webhook | None) -> bool:
+    """Whether /metrics and /healthz get a server of their own: when HTTP_PORT is set, and is not the webhook's."""
+    return settings.http_port is not None and (webhook is None or settings.http_port != webhook.port)
+
+
+async def _serve_monitoring(settings: Settings, monitor: Monitor, webhook: Webhook | None) -> web.AppRunner | None:
+    """The HTTP_PORT server of /metrics and /healthz, if it has one."""
+    if not _separate_monitoring(settings, webhook):
+        return None
+    assert settings.http_port is not None
+    try:
+        server = await serve(monitoring_app(monitor), settings.http_host, settings.http_port)
+    except OSError as error:
+        raise StartupError(f"cannot serve /metrics on HTTP_HOST {settings.http_host} and HTTP_PORT "
+                           f"{settings.http_port} ({error.strerror or error}); choose a free port") from None
+    log.info("serving /metrics and /healthz on http://%s:%d", settings.http_host, settings.http_port)
+    return server
+
+
 async def _serve_webhook(settings: Settings, front: Front, desk: TelegramDesk, webhook: Webhook,
-                         stopping: asyncio.Event) -> None:
+                         stopping: asyncio.Event, monitor: Monitor) -> None:
     assert settings.secret_key is not None
     secret = derive_key(settings.secret_key.get_secret_value(), "telegram-webhook", 24).hex()
     hide(secret)
     path = urlparse(webhook.url).path or "/"
-    server = await serve(webhook_app(path, secret, front.parse, front.process, desk), webhook.host, webhook.port)
+    application = webhook_app(path, secret, front.parse, front.process, desk, monitor=monitor,
+                              with_metrics=not _separate_monitoring(settings, webhook))
+    server = await serve(application, webhook.host, webhook.port)
     try:
         await patiently("setting the webhook", lambda: front.set_webhook(webhook.url, secret), front.refusal)
         await stopping.wait()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from flows import metrics
 from flows.directory import NO_ACCOUNT
 from flows.otp import normalize_code
 from flows.ports import CodeRecords
@@ -89,6 +90,8 @@ class Codes:
         await self._records.void_live(case_id, factor, self._now)
         code = str(secrets.randbelow(10**CODE_DIGITS)).zfill(CODE_DIGITS)
         decoy = account_id is None or over_limit
+        if not decoy:
+            metrics.code("sent", factor)
         return await self._store(account_id, case_id, factor, user_id, code, decoy)
 
     async def check(self, case_id: str, factor: str, entered: str, paused: bool = False) -> CheckResult:
@@ -106,8 +109,12 @@ class Codes:
             return CheckResult("locked", 0)
         attempt = self._hash(case_id, factor, normalize_code(entered))
         if hmac.compare_digest(attempt, row.code_hash) and not row.decoy and not paused:
-            return await self._use(row)
-        return await self._count_wrong(row)
+            result = await self._use(row)
+        else:
+            result = await self._count_wrong(row)
+        if result.status == "ok" or result.failed:
+            metrics.code("verified" if result.status == "ok" else "failed", factor)
+        return result
 
     async def expiry(self, case_id: str, factor: str) -> datetime | None:
         """When the code `check` would still accept expires; None if there is no such code."""

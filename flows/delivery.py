@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from flows import metrics
 from flows.blocked_reads import BlockedReads
 from flows.chat_pace import ChatPace
 from flows.clock import Clock
@@ -457,6 +458,7 @@ class Recorder:
             failures = 0
             self.outage.ended()
             self._recorded += len(batch)
+            metrics.delivered(self.name, batch)
             self._settled(batch)
             async with self._progress:
                 self._progress.notify_all()

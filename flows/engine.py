@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from flows import metrics
 from flows.events import (
     ButtonPressed,
     ChatReturned,
@@ -386,6 +387,8 @@ class _Turn:
         leaving = (case.flow, case.step) != (flow_id, step_id)
         if leaving:
             self.forget_secrets(case)
+        if flow_id != case.flow:
+            metrics.case_entered(flow_id)
         case.flow, case.step = flow_id, step_id
         case.data.update(outcome.data)
         case.turn += 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from flows import metrics
 from flows.clock import Clock
 from flows.delivery import Dispatcher, Transport
 from flows.directory import DirectoryUnavailable
@@ -228,6 +229,7 @@ class Runner:
     async def _commit(self, items: Sequence[_Item]) -> None:
         now = self.clock.now()
         events = [item.event for item in items]
+        tally = metrics.batch()
         async with self.store.transaction() as tx:
             fresh = await tx.updates.claim([e.key for e in events], now)
             todo = [e for e in _first_of_each_key(events) if e.key in fresh]
@@ -239,6 +241,7 @@ class Runner:
             targets = await tx.cases.by_id({t for e in todo if (t := self.engine.target_of(e))})
             decisions = await self._decide_all(tx, todo, open_cases, targets, now)
             pending = await self._save(tx, decisions, _timer_ids(events), now)
+        metrics.committed(tally, todo, decisions)
         self.outage.ended()
         if any(d.timers for d in decisions):
             self._timers_changed.set()

@@ -235,7 +235,7 @@ async def test_run_freezes_what_start_up_made_once_it_is_done_and_before_serving
     desk = Bot(MemoryStore(), make_engine(), FakeClock(), factory)
 
     class Poller:
-        def __init__(self, fetch: Any, process: Any, desk: Any) -> None:
+        def __init__(self, fetch: Any, process: Any, desk: Any, feed: Any = None) -> None:
             pass
 
         async def run(self, stopping: asyncio.Event) -> None:

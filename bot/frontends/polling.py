@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bot.frontends.desk import TelegramDesk, chat_of
+from bot.frontends.monitoring import UpdateFeed
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,9 @@ MAX_BACKOFF = 30.0
 
 class Poller:
     def __init__(self, fetch: Fetch, process: Process, desk: TelegramDesk, timeout: int = 25,
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random, feed: UpdateFeed | None = None) -> None:
         self.fetch = fetch
+        self.feed = feed or UpdateFeed("polling")
         self.process = process
         self.desk = desk
         self.timeout = timeout
@@ -59,8 +61,10 @@ class Poller:
         try:
             updates = fetching.result()
         except Exception as error:
+            self.feed.failed()
             self._fail(f"getUpdates failed ({type(error).__name__}: {error})")
             return []
+        self.feed.ok()
         self._backoff = self._pause = 0.0
         return updates
 

@@ -1,4 +1,5 @@
-"""Webhook mode: an aiohttp server that accepts Telegram's POSTs only with the secret token, and /healthz.
+"""Webhook mode: an aiohttp server that accepts Telegram's POSTs only with the secret token, /healthz and /metrics
+(bot/frontends/monitoring.py; /metrics moves to HTTP_PORT when that is set).
 
 An update is answered 200 only after it is committed; any failure answers 500, so Telegram sends it again.
 When the update is a button press, its committed answer goes in the 200's body as the one method the Bot API
@@ -19,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.frontends.desk import AnswerHold, TelegramDesk, answer_hold
+from bot.frontends.monitoring import Monitor, add_monitoring
 from flows.clock import Clock, SystemClock
 from flows.records import Pending
 from flows.replies import AnswerButton
@@ -53,8 +55,10 @@ class RefusalLog:
 
 
 def webhook_app(path: str, secret: str, parse: Parse, process: Process, desk: TelegramDesk,
-                clock: Clock | None = None) -> web.Application:
-    """The web application serving `POST path` (the updates) and `GET /healthz`."""
+                clock: Clock | None = None, monitor: Monitor | None = None,
+                with_metrics: bool = True) -> web.Application:
+    """The web application serving `POST path` (the updates) and `GET /healthz`; with a `monitor`, /healthz
+    reports the database and the last update, and `GET /metrics` is served too (`with_metrics`)."""
     refusals = RefusalLog(clock or SystemClock())
 
     async def receive(request: web.Request) -> web.Response:
@@ -66,6 +70,8 @@ def webhook_app(path: str, secret: str, parse: Parse, process: Process, desk: Te
             update = parse(json.loads(await request.text()))
         except (ValueError, TypeError, KeyError, AttributeError):
             return web.json_response({"ok": False, "error": "not an update"}, status=400)
+        if monitor is not None:
+            monitor.feed.ok()
         hold = AnswerHold()
         token = answer_hold.set(hold)
         try:
@@ -92,7 +98,10 @@ def webhook_app(path: str, secret: str, parse: Parse, process: Process, desk: Te
 
     app = web.Application()
     app.router.add_post(path, receive)
-    app.router.add_get("/healthz", health)
+    if monitor is None:
+        app.router.add_get("/healthz", health)
+    else:
+        add_monitoring(app, monitor, with_metrics)
     return app
 
 
