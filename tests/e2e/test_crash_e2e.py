@@ -25,7 +25,6 @@ import itertools
 import json
 import os
 import random
-import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -103,10 +102,10 @@ def secret_of(user_id: int) -> str:
 @dataclass
 class Kill:
     number: int
-    at: float  # the server's clock (time.time) at the SIGKILL
     at_a_send: bool
     broadcasting: bool
     walking: int  # users in the middle of their method
+    restart: int = 0  # the index in the server's calls of the next process's first call: all before are older
 
 
 @dataclass
@@ -136,8 +135,9 @@ class Run:
                                                finished=False)
                 except TimeoutError:
                     at_a_send = False
-            kill = Kill(number, time.time(), at_a_send, self.broadcasting, len(self.walking))
+            kill = Kill(number, at_a_send, self.broadcasting, len(self.walking))
             await self.bot.kill()  # the signal goes before this task lets anything else run
+            killed_at = len(self.server.calls)
             async with self.changed:
                 self.kills.append(kill)
                 self.changed.notify_all()
@@ -146,6 +146,9 @@ class Run:
             for update in self.last_batch():
                 self.server.enqueue(update)
             await self.bot.start()
+            # a request the dead process had sent may still be read after the kill; the new one starts with getMe
+            kill.restart = next(n for n in range(killed_at, len(self.server.calls))
+                                if self.server.calls[n].method == "getMe")
 
     def last_batch(self) -> list[dict[str, Any]]:
         """The updates of the last poll that brought any."""
@@ -244,17 +247,18 @@ async def broadcast(run: Run, admin: TgUser, start_after: int) -> None:
     admin.tap("📣 Send")
     run.broadcasting = True
     await admin.expect("is starting")
-    mark = admin.mark
-    await until(lambda: any("finished." in str(c.result.get("text")) for c in run.server.calls[mark:]
-                            if admin._mine(c, "sendMessage")), PATIENCE * 2, "the broadcast's report")
+    said = len(admin.sent_texts())
+    await until(lambda: any("finished." in text for text in admin.sent_texts()[said:]), PATIENCE * 2,
+                "the broadcast's report")
     run.broadcasting = False
 
 
-def sends_by_chat(server: BotApiServer) -> dict[int, list[Call]]:
-    chats: dict[int, list[Call]] = defaultdict(list)
-    for call in server.calls:
+def sends_by_chat(server: BotApiServer) -> dict[int, list[tuple[int, Call]]]:
+    """Each chat's sends that went through, with their places among the server's calls."""
+    chats: dict[int, list[tuple[int, Call]]] = defaultdict(list)
+    for n, call in enumerate(server.calls):
         if call.method in SENDS and call.ok:
-            chats[int(call.params["chat_id"])].append(call)
+            chats[int(call.params["chat_id"])].append((n, call))
     return chats
 
 
@@ -270,17 +274,18 @@ def is_broadcast(call: Call) -> bool:
 
 def repeats(server: BotApiServer, kills: list[Kill]) -> tuple[Counter[tuple[int, int]], list[str]]:
     """Sends to one chat of the same content twice in a row (the broadcast, on a lane of its own, left out): per
-    (chat, kill) when a kill came between the two, and the rest, which no kill explains."""
+    (chat, kill) when the first came from a process killed before the second's, and the rest, which no kill
+    explains."""
     around: Counter[tuple[int, int]] = Counter()
     unexplained = []
-    for chat, calls in sends_by_chat(server).items():
-        lane = [c for c in calls if not is_broadcast(c)]
-        for before, after in itertools.pairwise(lane):
+    for chat, sends in sends_by_chat(server).items():
+        lane = [(n, call) for n, call in sends if not is_broadcast(call)]
+        for (first, before), (second, after) in itertools.pairwise(lane):
             if content(before) != content(after):
                 continue
-            kill = next((k for k in kills if before.at < k.at <= after.at), None)
+            kill = next((k for k in kills if first < k.restart <= second), None)
             if kill is None:
-                unexplained.append(f"chat {chat}: {content(after)[:120]}")
+                unexplained.append(f"chat {chat}, calls {first} and {second}: {content(after)[:120]}")
             else:
                 around[chat, kill.number] += 1
     return around, unexplained
