@@ -31,7 +31,7 @@ from tests.support.e2e import (
     processed_count,
     submit_ben_with_a_selfie,
     walk_backup_key_to_the_code,
-    walk_method_two_through_the_codes,
+    walk_method_two_to_country,
 )
 from tests.support.servers import free_port
 
@@ -83,17 +83,6 @@ async def test_method_three_backup_key(bot: BotProcess, server: BotApiServer) ->
     await walk_backup_key_to_the_code(user)
     user.send(totp_now(ADA_TOTP, datetime.now(UTC)))
     await user.expect("The code matches")
-
-
-async def walk_method_two_to_country(user: TgUser) -> None:
-    await walk_method_two_through_the_codes(user, "ada@example.com")
-    await user.expect("the security question")
-    user.tap("Start answering questions")
-    await user.expect("What was your first pet's name?")
-    user.send("rex")
-    await user.expect("check your identity")
-    user.tap("Next")
-    await user.expect("Which country issued your document?")
 
 
 async def test_method_two_to_review_with_photos(bot: BotProcess, server: BotApiServer) -> None:

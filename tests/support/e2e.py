@@ -11,7 +11,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +33,16 @@ TOKEN = "123456:TEST-token"
 ADMIN, SILENT_ADMIN = 900, 901
 
 
-async def prepare_database(url: str) -> None:
-    """Migrate and import the test accounts, as an operator would before the first start."""
+async def prepare_database(url: str, accounts_csv: str = ACCOUNTS_CSV) -> None:
+    """Migrate and import the test accounts (or those of `accounts_csv`), as an operator would before the first
+    start."""
     await upgrade(url)
     engine: AsyncEngine = open_database(url)
     try:
         async with SqlStore(engine).transaction() as tx:
             from datetime import UTC, datetime
 
-            report = await import_accounts(tx.accounts, ACCOUNTS_CSV, SecretBox(SECRET_KEY), datetime.now(UTC))
+            report = await import_accounts(tx.accounts, accounts_csv, SecretBox(SECRET_KEY), datetime.now(UTC))
             assert not report.errors
     finally:
         await engine.dispose()
@@ -115,10 +116,12 @@ class BotProcess:
 class TgUser:
     """One person in a private chat with the bot, acting through the test server."""
 
-    def __init__(self, server: BotApiServer, user_id: int) -> None:
+    def __init__(self, server: BotApiServer, user_id: int, patience: float = 15.0) -> None:
         self.server = server
         self.user_id = user_id
+        self.patience = patience  # how long to wait for an answer unless told (longer where the bot restarts)
         self.mark = 0
+        self.query_id = ""  # the callback query of the last tap or press
 
     def _begin(self) -> None:
         self.mark = len(self.server.calls)
@@ -128,12 +131,18 @@ class TgUser:
         return self.server.user_sends_text(self.user_id, text, language_code="en")
 
     def tap(self, label: str) -> dict[str, Any]:
-        self._begin()
-        return self.server.user_presses_button(self.user_id, label)
+        """Tap the button labelled `label` in the newest of the bot's messages showing one (usually its last; a
+        broadcast may have come in after the prompt)."""
+        shown = [m for m in self.server.chat_messages(self.user_id) if m.from_bot and label in m.labels()]
+        if not shown:
+            raise LookupError(f"no message in chat {self.user_id} shows a button {label!r}")
+        return self.press(shown[-1].message_id, shown[-1].button(label)["callback_data"])
 
     def press(self, message_id: int, data: str) -> dict[str, Any]:
         self._begin()
-        return self.server.user_presses(self.user_id, message_id, data)
+        update = self.server.user_presses(self.user_id, message_id, data)
+        self.query_id = str(update["callback_query"]["id"])
+        return update
 
     def send_photo(self) -> dict[str, Any]:
         self._begin()
@@ -147,18 +156,21 @@ class TgUser:
     def _mine(self, call: Call, method: str) -> bool:
         return call.method == method and call.ok and str(call.params.get("chat_id")) == str(self.user_id)
 
-    async def expect(self, fragment: str, timeout: float = 15.0) -> str:  # noqa: ASYNC109
+    async def expect(self, fragment: str, timeout: float | None = None) -> str:  # noqa: ASYNC109
         """Wait for a message from the bot (since the last action) containing `fragment`; returns its text."""
         call = await self.server.wait_for(
             lambda c: self._mine(c, "sendMessage") and fragment in str(c.result.get("text", "")),
-            timeout, since=self.mark,
+            timeout or self.patience, since=self.mark,
         )
         return str(call.result["text"])
 
-    async def answered(self, timeout: float = 15.0) -> str:  # noqa: ASYNC109
+    async def answered(self, timeout: float | None = None) -> str:  # noqa: ASYNC109
         """Wait for the answer to the last button press; returns its text ('' when silent)."""
-        call = await self.server.wait_for(lambda c: c.method == "answerCallbackQuery" and c.ok, timeout,
-                                          since=self.mark)
+        query_id = self.query_id
+        call = await self.server.wait_for(
+            lambda c: c.method == "answerCallbackQuery" and c.ok and str(c.params.get("callback_query_id")) == query_id,
+            timeout or self.patience, since=self.mark,
+        )
         return str(call.params.get("text") or "")
 
     def sent_texts(self) -> list[str]:
@@ -250,7 +262,8 @@ async def walk_method_two_through_the_codes(user: TgUser, email: str) -> None:
     await user.expect("Select what you need to restore")
     user.tap("☐ Authenticator app")
     await user.answered()
-    await user.server.wait_for(lambda c: c.method == "editMessageText" and "☑" in str(c.params), since=user.mark)
+    await user.server.wait_for(lambda c: c.method == "editMessageText" and c.ok and "☑" in str(c.params)
+                               and str(c.params.get("chat_id")) == str(user.user_id), user.patience, since=user.mark)
     user.tap("Confirm Restore")
     await user.expect("Press Get Code")
     user.tap("Get Code")
@@ -262,11 +275,23 @@ async def walk_method_two_through_the_codes(user: TgUser, email: str) -> None:
     user.tap("Send")
 
 
-async def submit_ben_with_a_selfie(admin: TgUser, user: TgUser) -> None:
+async def walk_method_two_to_country(user: TgUser, email: str = "ada@example.com", answer: str = "rex") -> None:
+    """Method 2 for an account like Ada's (a security question, not verified) up to the document's country."""
+    await walk_method_two_through_the_codes(user, email)
+    await user.expect("the security question")
+    user.tap("Start answering questions")
+    await user.expect("What was your first pet's name?")
+    user.send(answer)
+    await user.expect("check your identity")
+    user.tap("Next")
+    await user.expect("Which country issued your document?")
+
+
+async def submit_ben_with_a_selfie(admin: TgUser, user: TgUser, email: str = "ben@example.com") -> None:
     """Ben's account is verified and has no security question: after the codes, only a selfie is asked."""
     admin.send("/start")
     await admin.expect("Welcome")
-    await walk_method_two_through_the_codes(user, "ben@example.com")
+    await walk_method_two_through_the_codes(user, email)
     await user.expect("check your identity")
     user.tap("Next")
     await user.expect("selfie")
@@ -285,22 +310,30 @@ async def schedule_deletion_now(store: Store, chat_id: int, message_id: int) -> 
         await tx.timers.schedule_deletions([(chat_id, message_id, 0)], datetime.now(UTC))
 
 
-async def end_lockouts_now(database_url: str) -> int:
-    """Bring every pending lockout's end forward to now (as if its 15 minutes had passed); returns how many."""
+async def make_timers_due(database_url: str, kind: str, chat_ids: Collection[int] | None = None) -> int:
+    """Bring every pending timer of `kind` (in these chats, if given) forward to now, as if its time had passed;
+    returns how many."""
     from datetime import UTC, datetime
 
     from sqlalchemy import update
 
     from flows.store.tables import timers
 
+    pending = [timers.c.kind == kind, timers.c.fired_at.is_(None)]
+    if chat_ids is not None:
+        pending.append(timers.c.chat_id.in_(list(chat_ids)))
     engine = open_database(database_url)
     try:
         async with engine.begin() as conn:
-            moved = await conn.execute(update(timers).where(timers.c.kind == "lockout_end", timers.c.fired_at.is_(None))
-                                       .values(due_at=datetime.now(UTC)))
+            moved = await conn.execute(update(timers).where(*pending).values(due_at=datetime.now(UTC)))
         return int(moved.rowcount)
     finally:
         await engine.dispose()
+
+
+async def end_lockouts_now(database_url: str) -> int:
+    """Bring every pending lockout's end forward to now (as if its 15 minutes had passed); returns how many."""
+    return await make_timers_due(database_url, "lockout_end")
 
 
 async def lock_out_with_wrong_codes(user: TgUser, wrong: str = "000000") -> None:
