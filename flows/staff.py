@@ -77,6 +77,8 @@ async def review_button(ctx: Context) -> Outcome:
     case, action = ctx.target, match.group(3)
     if case is None or case.status != "review":
         return already_decided(case)
+    if case.user_id == ctx.event.sender.user_id:
+        return own_case(case)
     if int(match.group(2)) != case.data.get("review_round"):  # a card from an earlier submission
         return Say(say=(text("review.old_card", case=case.id),))
     if action == "approve":
@@ -92,6 +94,11 @@ async def review_button(ctx: Context) -> Outcome:
     if action == "rj_type":
         return Say(say=(text("review.type_reason", case=case.id),))
     return Say(say=(text("engine.button_expired"),))
+
+
+def own_case(case: Case) -> Say:
+    """Nobody decides their own recovery: a member of staff who lost their factors is reviewed by another."""
+    return Say(say=(text("review.own_case", case=case.id),), audit=(("admin.denied", f"case:{case.id}", {}),))
 
 
 def already_decided(case: Case | None) -> Say:
@@ -178,6 +185,8 @@ async def reject_command(ctx: Context) -> Outcome:
         return Say(say=(text("review.reject_usage"),))
     if case.status != "review":
         return already_decided(case)
+    if case.user_id == ctx.event.sender.user_id:
+        return own_case(case)
     typed = parts[1].strip()[:500]
     outcome = reject(ctx, case, Text("review.typed_reason", {"reason": typed}))
     return OnCase(outcome.outcome, tell=outcome.tell,

@@ -474,3 +474,17 @@ async def test_an_enrolment_replaced_by_start_removes_the_pending_secret(desk: B
         status = (await conn.execute(select(tables.cases.c.status).where(tables.cases.c.id == case_id))).scalar_one()
     assert status == "replaced"
     assert "pending_totp_enc" not in await case_data(db, case_id)
+
+
+async def test_nobody_reviews_their_own_request(desk: Bot) -> None:
+    staff_member, other = desk.chat(user_id=ADMIN), desk.chat(user_id=OTHER_ADMIN)
+    case_id = await submitted_case(desk, staff_member)
+    for attempt in (f"r:{case_id}:1:approve", f"r:{case_id}:1:rj_docs"):
+        await staff_member.press(attempt)
+        assert "your own request: another member of staff must review it" in staff_member.last_message
+    await staff_member.send(f"/reject {case_id} mine")
+    assert "your own request" in staff_member.last_message
+    async with desk.store.reading() as tx:
+        assert (await tx.cases.by_id([case_id]))[case_id].status == "review"
+    await other.press(f"r:{case_id}:1:approve")
+    assert other.last.startswith(f"✅ Case {case_id} approved")
