@@ -51,7 +51,7 @@ from tests.support.e2e import (
     processed_count,
     submit_ben_with_a_selfie,
     walk_backup_key_to_the_code,
-    walk_method_two_to_country,
+    walk_method_two_to_review,
     walk_phone_switch_to_the_codes,
 )
 
@@ -186,19 +186,7 @@ async def method_three(user: TgUser) -> None:
 
 
 async def method_two_to_review(user: TgUser) -> None:
-    await walk_method_two_to_country(user, email_of(user.user_id))
-    user.send("germany")
-    await user.expect("Which document will you use?")
-    user.tap("National ID card")
-    await user.expect("front")
-    user.send_photo()
-    await user.expect("back")
-    user.send_photo()
-    await user.expect("selfie")
-    user.send_photo()
-    await user.expect("Everything is ready.")
-    user.tap("Submit for review")
-    await user.expect("Your request is now with our staff")
+    await walk_method_two_to_review(user, email_of(user.user_id))
 
 
 async def approved_and_new_key(admin: TgUser, user: TgUser) -> None:

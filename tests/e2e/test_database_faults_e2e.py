@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, suppress
@@ -29,7 +28,7 @@ from bot.run import make_front
 from flows.store.database import SqlStore
 from tests.support.botapi import BotApiServer
 from tests.support.desk import SECRET_KEY
-from tests.support.e2e import FRAMEWORKS, TOKEN, TgUser, prepare_database, processed_count
+from tests.support.e2e import FRAMEWORKS, TOKEN, TgUser, prepare_database, processed_count, sqlite_write_lock_held
 
 pytestmark = pytest.mark.parametrize("framework", FRAMEWORKS)
 OUTAGE = "the database is unavailable"
@@ -141,18 +140,6 @@ async def test_a_full_disk_holds_updates_back_until_there_is_room(server: BotApi
     assert "database or disk is full" in caplog.text
 
 
-@contextmanager
-def locked_by_another_process(path: Path) -> Iterator[None]:
-    """Another process (here, another connection) holds SQLite's write lock longer than the busy timeout."""
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
-
-
 async def test_a_database_locked_by_another_process_holds_updates_back(server: BotApiServer, framework: str,
                                                                        tmp_path: Path,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
@@ -160,7 +147,7 @@ async def test_a_database_locked_by_another_process_holds_updates_back(server: B
     url = f"sqlite+aiosqlite:///{tmp_path}/desk.db"
     await prepare_database(url)
     async with desk_on(server, framework, url):
-        await through_a_fault(server, caplog, url, lambda: locked_by_another_process(tmp_path / "desk.db"))
+        await through_a_fault(server, caplog, url, lambda: sqlite_write_lock_held(tmp_path / "desk.db"))
     assert "database is locked" in caplog.text
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_telegram_e2e import start_in_webhook_mode
 from tests.support.botapi import BotApiServer
-from tests.support.e2e import BotProcess, TgUser, prepare_database
+from tests.support.e2e import BotProcess, TgUser, prepare_database, sqlite_write_lock_held
 from tests.support.servers import free_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -145,18 +144,6 @@ async def test_every_metric_the_readme_names_is_served(server: BotApiServer, tmp
     assert not missing, f"documented but not served: {missing}"
 
 
-@contextmanager
-def write_lock_held(path: Path) -> Iterator[None]:
-    """Another connection holds SQLite's write lock (past the desk's 10 s busy timeout, while it lasts)."""
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
-
-
 async def health_becomes(desk: Desk, wanted: int, timeout: float = 45.0) -> dict[str, Any]:  # noqa: ASYNC109
     async with asyncio.timeout(timeout):
         while True:
@@ -170,7 +157,7 @@ async def test_healthz_says_503_while_the_database_is_locked_and_200_once_it_is_
         server: BotApiServer, tmp_path: Path) -> None:
     async with desk_in("polling", server, "ptb", tmp_path) as desk:
         user = TgUser(server, 151)
-        with write_lock_held(tmp_path / "desk.db"):
+        with sqlite_write_lock_held(tmp_path / "desk.db"):
             user.send("/start")
             body = await health_becomes(desk, 503)
             assert body["ok"] is False and body["database"]["ok"] is False

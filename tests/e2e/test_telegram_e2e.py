@@ -32,6 +32,7 @@ from tests.support.e2e import (
     submit_ben_with_a_selfie,
     walk_backup_key_to_the_code,
     walk_method_two_to_country,
+    walk_method_two_to_review,
 )
 from tests.support.servers import free_port
 
@@ -87,19 +88,7 @@ async def test_method_three_backup_key(bot: BotProcess, server: BotApiServer) ->
 
 async def test_method_two_to_review_with_photos(bot: BotProcess, server: BotApiServer) -> None:
     user = TgUser(server, 102)
-    await walk_method_two_to_country(user)
-    user.send("germany")
-    await user.expect("Which document will you use?")
-    user.tap("National ID card")
-    await user.expect("front")
-    user.send_photo()
-    await user.expect("back")
-    user.send_photo()
-    await user.expect("selfie")
-    user.send_photo()
-    await user.expect("Everything is ready.")
-    user.tap("Submit for review")
-    await user.expect("Your request is now with our staff")
+    await walk_method_two_to_review(user)
     user.send("/status")
     await user.expect("waiting for review by our staff")
 

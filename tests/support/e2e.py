@@ -10,8 +10,10 @@ import asyncio
 import os
 import re
 import signal
+import sqlite3
 import sys
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +287,36 @@ async def walk_method_two_to_country(user: TgUser, email: str = "ada@example.com
     await user.expect("check your identity")
     user.tap("Next")
     await user.expect("Which country issued your document?")
+
+
+async def walk_method_two_to_review(user: TgUser, email: str = "ada@example.com") -> None:
+    """Ada's Method 2 to the staff review: a German national ID card, front, back and a selfie."""
+    await walk_method_two_to_country(user, email)
+    user.send("germany")
+    await user.expect("Which document will you use?")
+    user.tap("National ID card")
+    await user.expect("front")
+    user.send_photo()
+    await user.expect("back")
+    user.send_photo()
+    await user.expect("selfie")
+    user.send_photo()
+    await user.expect("Everything is ready.")
+    user.tap("Submit for review")
+    await user.expect("Your request is now with our staff")
+
+
+@contextmanager
+def sqlite_write_lock_held(path: Path) -> Iterator[None]:
+    """Another process (here, another connection) holds SQLite's write lock (past the desk's 10 s busy timeout,
+    while it lasts)."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
 
 
 async def submit_ben_with_a_selfie(admin: TgUser, user: TgUser, email: str = "ben@example.com") -> None:
