@@ -105,7 +105,8 @@ class App:
             companions.extend(job for job in (worker, sender) if job is not None)
         runner = Runner(self.store, self.engine, transport, self.clock, self.services, channels=self.channels,
                         effects=broadcast_effects(broadcasts), companions=companions,
-                        emit_events=self.events is not None)
+                        emit_events=self.events is not None,
+                        staff=self.services.settings.admin_ids if self.services is not None else ())
         if worker is not None:  # what it learns from the service reaches the user through timers
             worker.on_timers = runner.timers_changed
         broadcasts.dispatch = runner.dispatcher.push  # its reports go through the outbox like every reply

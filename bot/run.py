@@ -25,7 +25,7 @@ from bot.frontends.webhook import serve, webhook_app
 from bot.logs import SecretFilter, hide, secrets_of
 from flows.delivery import Transport
 from flows.keys import derive_key
-from flows.texts import plain_text, translate
+from flows.texts import DEFAULT_LANGUAGE, languages, plain_text, translate
 
 log = logging.getLogger("recovery_bot")
 
@@ -33,7 +33,7 @@ EXIT_CONFIG = 2
 TOKEN_CHECK_TRIES = 3
 FIRST_RETRY_DELAY = 1.0  # seconds; doubled before each further try
 MAX_START_UP_DELAY = 30.0
-USER_COMMANDS = ("start", "status", "cancel", "help", "privacy", "mydata", "delete")
+USER_COMMANDS = ("start", "status", "cancel", "help", "language", "privacy", "mydata", "delete")
 DESCRIPTION_LIMIT, SHORT_DESCRIPTION_LIMIT = 512, 120
 ADMIN_COMMANDS = ("queue", "case", "reject", "stats", "audit", "broadcast", "broadcast_cancel")
 
@@ -44,9 +44,11 @@ class Front(Protocol):
 
     async def check_token(self) -> str: ...
     def attach(self, desk: TelegramDesk) -> None: ...
-    async def set_commands(self, commands: list[tuple[str, str]]) -> None: ...
-    async def set_admin_commands(self, admin_ids: tuple[int, ...], commands: list[tuple[str, str]]) -> None: ...
-    async def set_description(self, description: str, short_description: str) -> None: ...
+    async def set_commands(self, commands: list[tuple[str, str]], language: str | None = None) -> None: ...
+    async def set_admin_commands(self, admin_ids: tuple[int, ...], commands: list[tuple[str, str]],
+                                 language: str | None = None) -> None: ...
+    async def set_description(self, description: str, short_description: str,
+                              language: str | None = None) -> None: ...
     async def fetch(self, offset: int | None, wait_seconds: int) -> Any: ...
     async def process(self, update: Any) -> None: ...
     def parse(self, data: dict[str, Any]) -> Any: ...
@@ -149,17 +151,8 @@ async def _serve(app: App, settings: Settings, front: Front, username: str, webh
     front.attach(desk)
     monitor = Monitor(runner, UpdateFeed("webhook" if webhook else "polling"))
     monitoring = await _serve_monitoring(settings, monitor, webhook)
-    users = [(name, translate(f"commands.{name}")) for name in USER_COMMANDS]
-    await patiently("setting the command menu", lambda: front.set_commands(users), front.refusal)
-    staff = [(name, translate(f"commands.{name}")) for name in USER_COMMANDS + ADMIN_COMMANDS]
-    await patiently("setting the staff's command menus", lambda: front.set_admin_commands(settings.admin_ids, staff),
-                    front.refusal)
-    description, short = bot_description(settings.service_name)
-    try:
-        await patiently("setting the bot's description", lambda: front.set_description(description, short),
-                        front.refusal)
-    except Exception as error:  # what a chat shows before /start: a refusal must not keep the desk from serving
-        log.warning("Telegram refused the bot's description (%s); serving without it", error)
+    for language in menu_languages():
+        await set_menus(front, settings, language)
     warn_about_chat_channels(settings)
     await warn_about_silent_admins(app, settings.admin_ids)
     freeze_start_up_objects()
@@ -214,11 +207,34 @@ async def _serve_webhook(settings: Settings, front: Front, desk: TelegramDesk, w
         await server.cleanup()
 
 
-def bot_description(service: str) -> tuple[str, str]:
+def menu_languages() -> list[str | None]:
+    """The menus and descriptions to set: the default (English, for every app language without its own), then
+    one per other catalog, for apps in that language."""
+    return [None, *sorted(code for code in languages() if code != DEFAULT_LANGUAGE)]
+
+
+
+async def set_menus(front: Front, settings: Settings, language: str | None) -> None:
+    """The command menus (users', staff's) and the bot's description, in one language (None: the default)."""
+    where = f" ({language})" if language else ""
+    users = [(name, translate(f"commands.{name}", language)) for name in USER_COMMANDS]
+    await patiently(f"setting the command menu{where}", lambda: front.set_commands(users, language), front.refusal)
+    staff = [(name, translate(f"commands.{name}", language)) for name in USER_COMMANDS + ADMIN_COMMANDS]
+    await patiently(f"setting the staff's command menus{where}",
+                    lambda: front.set_admin_commands(settings.admin_ids, staff, language), front.refusal)
+    description, short = bot_description(settings.service_name, language)
+    try:
+        await patiently(f"setting the bot's description{where}",
+                        lambda: front.set_description(description, short, language), front.refusal)
+    except Exception as error:  # what a chat shows before /start: a refusal must not keep the desk from serving
+        log.warning("Telegram refused the bot's description%s (%s); serving without it", where, error)
+
+
+def bot_description(service: str, language: str | None = None) -> tuple[str, str]:
     """What Telegram shows in an empty chat with the bot, and on its profile: who it is, and what it never asks
     for (plain text, within Telegram's 512 and 120 characters)."""
-    description = plain_text(translate("bot.description", service=service))
-    short = plain_text(translate("bot.short_description", service=service))
+    description = plain_text(translate("bot.description", language, service=service))
+    short = plain_text(translate("bot.short_description", language, service=service))
     return _within(description, DESCRIPTION_LIMIT), _within(short, SHORT_DESCRIPTION_LIMIT)
 
 

@@ -10,6 +10,7 @@ from flows.changes import APPLIED, FAILED, STAFF_ALERT, text_from_json
 from flows.engine import Engine
 from flows.events import CommandReceived, TimerFired
 from flows.guard import secret_kind
+from flows.language_choice import language_button, language_command
 from flows.methods.backup_key import BACKUP
 from flows.methods.common import services
 from flows.methods.enrol import same_key
@@ -189,6 +190,7 @@ COMMANDS: Mapping[str, Action] = {
     "privacy": privacy_command,
     "mydata": mydata_command,
     "delete": delete_command,
+    "language": language_command,
 }
 
 
@@ -251,4 +253,5 @@ def build_engine(settings: FlowSettings) -> Engine:
                   guard=secret_kind, timer_handlers=TIMER_HANDLERS, idle_after=settings.idle_reminder,
                   abandon_after=settings.case_timeout, targets=staff_target, on_close=purge_undecided,
                   on_return=welcome_back,
-                  button_routes={"r": review_button, "b": broadcast_button, "p": privacy_button})
+                  button_routes={"r": review_button, "b": broadcast_button, "p": privacy_button,
+                                 "l": language_button})

@@ -127,18 +127,22 @@ class Engine:
         return self.flows[case.flow].step(case.step)
 
     async def decide(
-        self, event: Event, case: Case | None, services: Any, now: datetime, target: Case | None = None
+        self, event: Event, case: Case | None, services: Any, now: datetime, target: Case | None = None,
+        languages: Mapping[int, str] | None = None,
     ) -> Decision:
         """Apply one event to the chat's active case (or None) and return what changes.
 
         `target` is the case a staff action or a detached timer is about (see `target_of`), whatever its status.
+        `languages` holds the language each user is written to in (chosen with /language, else their app's), by
+        user id: the event's sender, the user of a case staff decide, and the staff.
         """
         case = replace(case, data=dict(case.data)) if case is not None and case.active else None
         if target is not None:
             target = case if case is not None and case.id == target.id else replace(target, data=dict(target.data))
-        language = getattr(event.sender, "language", None)
+        languages = languages or {}
+        language = languages.get(event.sender.user_id) or getattr(event.sender, "language", None)
         ctx = Context(event=event, now=now, case=case, services=services, language=language, target=target)
-        turn = _Turn(self, ctx)
+        turn = _Turn(self, ctx, languages)
         if isinstance(event, CommandReceived):
             await turn.command(event)
         elif isinstance(event, ButtonPressed):
@@ -166,9 +170,10 @@ class Engine:
 class _Turn:
     """The work of deciding one event, accumulating a Decision."""
 
-    def __init__(self, engine: Engine, ctx: Context) -> None:
+    def __init__(self, engine: Engine, ctx: Context, languages: Mapping[int, str]) -> None:
         self.engine = engine
         self.ctx = ctx
+        self.languages = languages
         self.case = ctx.case
         self.chat_id = ctx.event.sender.chat_id
         self.decision = Decision()
@@ -336,7 +341,7 @@ class _Turn:
             raise FlowError("a staff decision needs a target case")
         mine = (self.case, self.chat_id, self.pressed, self.ctx)
         self.case, self.chat_id, self.pressed = target, target.chat_id, None
-        self.ctx = replace(self.ctx, case=target, language=None)
+        self.ctx = replace(self.ctx, case=target, language=self.languages.get(target.user_id))
         await self.apply(outcome.outcome, allowed=None)
         self.case, self.chat_id, self.pressed, self.ctx = mine
         self.say_all(outcome.tell)
@@ -480,8 +485,9 @@ class _Turn:
 
     def say_to(self, outcome: Say) -> None:
         for chat_id in outcome.to_chats or (self.chat_id,):
+            language = outcome.language or self.language_of(chat_id)
             for message in outcome.say:
-                self.emit(SendMessage(chat_id, self.engine.say(message, self.ctx.language)))
+                self.emit(SendMessage(chat_id, self.engine.say(message, language)))
         self.send_letters(outcome.letters)
         self.decision.effects.extend(outcome.effects)
         actor = self.ctx.event.sender.user_id
@@ -494,8 +500,12 @@ class _Turn:
                 self.emit_letter(chat_id, letter)
 
     def emit_letter(self, chat_id: int, letter: Letter) -> None:
-        for reply in self.engine.renderer.letter(chat_id, letter, self.ctx.language):
+        for reply in self.engine.renderer.letter(chat_id, letter, self.language_of(chat_id)):
             self.emit(reply)
+
+    def language_of(self, chat_id: int) -> str | None:
+        """The language of this turn's chat, or of another private chat's user (a staff member, say)."""
+        return self.ctx.language if chat_id == self.chat_id else self.languages.get(chat_id)
 
     def say_all(self, messages: tuple[Text, ...]) -> None:
         for message in messages:

@@ -157,6 +157,7 @@ class Say:
     letters: tuple[Letter, ...] = ()
     audit: tuple[tuple[str, str, Mapping[str, Any]], ...] = ()
     effects: tuple[Effect, ...] = ()
+    language: str | None = None  # to say `say` in, when not the chats' own (just after a /language choice)
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,15 @@ class Users(Protocol):
         """Which of these users have written to the bot."""
         ...
 
+    async def choose_language(self, user_id: int, language: str) -> None:
+        """The language the user chose (/language); it wins over their Telegram app's from then on."""
+        ...
+
+    async def languages(self, user_ids: Iterable[int]) -> dict[int, str]:
+        """The language to write to each of these users in: the one they chose, else their Telegram app's (users
+        with neither, or unknown, are left out)."""
+        ...
+
 
 class Cases(Protocol):
     async def active(self, chat_ids: Iterable[int]) -> dict[int, Case]:

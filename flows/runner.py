@@ -71,7 +71,9 @@ class Runner:
         effects: Mapping[str, EffectHandler] | None = None,
         companions: Sequence[Companion] = (),
         emit_events: bool = False,
+        staff: Sequence[int] = (),
     ) -> None:
+        """`staff`: the user ids of the staff, whose language their messages are written in."""
         self.store = store
         self.engine = engine
         self.clock = clock
@@ -83,6 +85,7 @@ class Runner:
         self.effects = dict(effects or {})
         self.companions = list(companions)
         self.emit_events = emit_events
+        self.staff = tuple(staff)
         self._effect_tasks: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(QUEUE_LIMIT)
         self._timers_changed = asyncio.Event()
@@ -239,7 +242,9 @@ class Runner:
             await tx.users.touch(senders, now)
             open_cases = await tx.cases.active({e.sender.chat_id for e in todo})
             targets = await tx.cases.by_id({t for e in todo if (t := self.engine.target_of(e))})
-            decisions = await self._decide_all(tx, todo, open_cases, targets, now)
+            people = {e.sender.user_id for e in todo} | {c.user_id for c in targets.values()} | set(self.staff)
+            languages = await tx.users.languages(people)
+            decisions = await self._decide_all(tx, todo, open_cases, targets, languages, now)
             pending = await self._save(tx, decisions, _timer_ids(events), now)
         metrics.committed(tally, todo, decisions)
         self.outage.ended()
@@ -257,6 +262,7 @@ class Runner:
         events: Sequence[Event],
         open_cases: dict[int, Case],
         targets: dict[str, Case],
+        languages: Mapping[int, str],
         now: datetime,
     ) -> list[Decision]:
         services = self.services(tx, now)
@@ -264,7 +270,8 @@ class Runner:
         for event in events:
             target_id = self.engine.target_of(event)
             target = targets.get(target_id) if target_id else None
-            decision = await self.engine.decide(event, open_cases.get(event.sender.chat_id), services, now, target)
+            decision = await self.engine.decide(event, open_cases.get(event.sender.chat_id), services, now, target,
+                                                languages)
             for case in decision.cases:  # later events in the batch see these cases as they now are
                 targets[case.id] = case
                 if case.active:

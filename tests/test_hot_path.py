@@ -204,13 +204,13 @@ class QuietFront:
     def attach(self, desk: Any) -> None:
         self.desk = desk
 
-    async def set_commands(self, commands: Any) -> None:
+    async def set_commands(self, commands: Any, language: str | None = None) -> None:
         pass
 
-    async def set_admin_commands(self, admin_ids: Any, commands: Any) -> None:
+    async def set_admin_commands(self, admin_ids: Any, commands: Any, language: str | None = None) -> None:
         pass
 
-    async def set_description(self, description: str, short_description: str) -> None:
+    async def set_description(self, description: str, short_description: str, language: str | None = None) -> None:
         pass
 
     async def delete_webhook(self) -> None:

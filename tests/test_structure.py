@@ -203,8 +203,8 @@ def test_every_text_has_an_english_catalog_entry() -> None:
     built |= {f"review.reason_{r}" for r in ("docs", "mismatch", "fraud")}
     built |= {f"review.check_{c}" for c in ("phone_verified", "email_verified", "answer_verified")}
     built |= {f"desk.state_{s}" for s in ("approved", "rejected", "completed", "cancelled", "abandoned", "failed")}
-    built |= {f"commands.{c}" for c in ("start", "status", "cancel", "help", "privacy", "mydata", "delete", "queue",
-                                         "case", "reject", "stats", "audit", "broadcast", "broadcast_cancel")}
+    built |= {f"commands.{c}" for c in ("start", "status", "cancel", "help", "language", "privacy", "mydata", "delete",
+                                         "queue", "case", "reject", "stats", "audit", "broadcast", "broadcast_cancel")}
     missing = (text_keys_in_source() | text_keys_in_flows() | built) - known_keys()
     assert not missing
 

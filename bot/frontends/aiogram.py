@@ -114,14 +114,15 @@ class AiogramApi:
             add(media=file_id, caption=caption if i == 0 else None, parse_mode=HTML)
         return tuple(sent.message_id for sent in await self.bot.send_media_group(chat_id, album.build()))
 
-    async def set_commands(self, commands: Commands, chat_id: int | None) -> None:
+    async def set_commands(self, commands: Commands, chat_id: int | None, language: str | None = None) -> None:
         scope = BotCommandScopeAllPrivateChats() if chat_id is None else BotCommandScopeChat(chat_id=chat_id)
         await self.bot.set_my_commands([BotCommand(command=name, description=text) for name, text in commands],
-                                       scope=scope)
+                                       scope=scope,
+                                       language_code=language)
 
-    async def set_description(self, description: str, short_description: str) -> None:
-        await self.bot.set_my_description(description=description)
-        await self.bot.set_my_short_description(short_description=short_description)
+    async def set_description(self, description: str, short_description: str, language: str | None = None) -> None:
+        await self.bot.set_my_description(description=description, language_code=language)
+        await self.bot.set_my_short_description(short_description=short_description, language_code=language)
 
     def refusal(self, error: Exception) -> Refusal | None:
         if isinstance(error, TelegramRetryAfter):
@@ -191,14 +192,15 @@ class AiogramFront:
 
         self.dispatcher.callback_query.register(any_other_button)
 
-    async def set_commands(self, commands: Commands) -> None:
-        await self.transport.api.set_commands(commands, None)
+    async def set_commands(self, commands: Commands, language: str | None = None) -> None:
+        await self.transport.api.set_commands(commands, None, language)
 
-    async def set_admin_commands(self, admin_ids: Sequence[int], commands: Commands) -> None:
-        await set_admin_commands(self.transport.api, admin_ids, commands)
+    async def set_admin_commands(self, admin_ids: Sequence[int], commands: Commands,
+                                 language: str | None = None) -> None:
+        await set_admin_commands(self.transport.api, admin_ids, commands, language)
 
-    async def set_description(self, description: str, short_description: str) -> None:
-        await self.transport.api.set_description(description, short_description)
+    async def set_description(self, description: str, short_description: str, language: str | None = None) -> None:
+        await self.transport.api.set_description(description, short_description, language)
 
     async def fetch(self, offset: int | None, wait_seconds: int) -> Sequence[Update]:
         return await self.bot.get_updates(offset=offset, timeout=wait_seconds, allowed_updates=list(ALLOWED_UPDATES),

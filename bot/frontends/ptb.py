@@ -100,13 +100,14 @@ class PtbApi:
                  for i, file_id in enumerate(file_ids)]
         return tuple(sent.message_id for sent in await self.bot.send_media_group(chat_id, items))
 
-    async def set_commands(self, commands: Commands, chat_id: int | None) -> None:
+    async def set_commands(self, commands: Commands, chat_id: int | None, language: str | None = None) -> None:
         scope = BotCommandScopeAllPrivateChats() if chat_id is None else BotCommandScopeChat(chat_id)
-        await self.bot.set_my_commands([BotCommand(name, text) for name, text in commands], scope=scope)
+        await self.bot.set_my_commands([BotCommand(name, text) for name, text in commands], scope=scope,
+                                       language_code=language)
 
-    async def set_description(self, description: str, short_description: str) -> None:
-        await self.bot.set_my_description(description=description)
-        await self.bot.set_my_short_description(short_description=short_description)
+    async def set_description(self, description: str, short_description: str, language: str | None = None) -> None:
+        await self.bot.set_my_description(description=description, language_code=language)
+        await self.bot.set_my_short_description(short_description=short_description, language_code=language)
 
     def refusal(self, error: Exception) -> Refusal | None:
         if isinstance(error, RetryAfter):
@@ -172,14 +173,15 @@ class PtbFront:
 
         self.application.add_handler(CallbackQueryHandler(any_other_button))
 
-    async def set_commands(self, commands: Commands) -> None:
-        await self.transport.api.set_commands(commands, None)
+    async def set_commands(self, commands: Commands, language: str | None = None) -> None:
+        await self.transport.api.set_commands(commands, None, language)
 
-    async def set_admin_commands(self, admin_ids: Sequence[int], commands: Commands) -> None:
-        await set_admin_commands(self.transport.api, admin_ids, commands)
+    async def set_admin_commands(self, admin_ids: Sequence[int], commands: Commands,
+                                 language: str | None = None) -> None:
+        await set_admin_commands(self.transport.api, admin_ids, commands, language)
 
-    async def set_description(self, description: str, short_description: str) -> None:
-        await self.transport.api.set_description(description, short_description)
+    async def set_description(self, description: str, short_description: str, language: str | None = None) -> None:
+        await self.transport.api.set_description(description, short_description, language)
 
     async def fetch(self, offset: int | None, wait_seconds: int) -> Sequence[Update]:
         return await self.application.bot.get_updates(

@@ -72,11 +72,12 @@ class BotApi(Protocol):
         """Send 2-10 files of one kind as an album; the caption goes on the first."""
         ...
 
-    async def set_commands(self, commands: Commands, chat_id: int | None) -> None:
-        """The command menu of every private chat (chat_id None), or of one chat."""
+    async def set_commands(self, commands: Commands, chat_id: int | None, language: str | None = None) -> None:
+        """The command menu of every private chat (chat_id None), or of one chat; for users whose app is in
+        `language` (None: everyone else)."""
         ...
 
-    async def set_description(self, description: str, short_description: str) -> None:
+    async def set_description(self, description: str, short_description: str, language: str | None = None) -> None:
         """What an empty chat with the bot shows, and its profile's line (plain text, 512 and 120 characters)."""
         ...
 
@@ -165,11 +166,12 @@ class TelegramTransport:
         return await send_in_pieces(reply.text, send)
 
 
-async def set_admin_commands(api: BotApi, admin_ids: Sequence[int], commands: Commands) -> None:
+async def set_admin_commands(api: BotApi, admin_ids: Sequence[int], commands: Commands,
+                             language: str | None = None) -> None:
     """Each admin's own command menu; an admin who never opened the bot is skipped."""
     for admin in admin_ids:
         try:
-            await api.set_commands(commands, admin)
+            await api.set_commands(commands, admin, language)
         except Exception as error:
             refusal = api.refusal(error)
             if refusal is None or refusal.kind not in ("bad_request", "blocked"):

@@ -21,12 +21,14 @@ from flows.events import (
     TextReceived,
     parse_command,
 )
+from flows.language_choice import LANGUAGE_DATA
 from flows.privacy import PRIVACY_DATA
 from flows.staff import REVIEW_DATA
 
 ALLOWED_UPDATES = ("message", "callback_query", "my_chat_member")
 # The desk's own buttons: a case's step buttons, staff review and broadcast buttons, and /delete's confirmation.
-DESK_BUTTONS = re.compile("|".join(p.pattern for p in (BUTTON_DATA, REVIEW_DATA, BROADCAST_DATA, PRIVACY_DATA)))
+DESK_BUTTONS = re.compile("|".join(p.pattern for p in (BUTTON_DATA, REVIEW_DATA, BROADCAST_DATA, PRIVACY_DATA,
+                                                        LANGUAGE_DATA)))
 
 
 @dataclass(frozen=True)

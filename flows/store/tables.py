@@ -24,6 +24,7 @@ class User(SQLModel, table=True):
     id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     chat_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
     language: str | None = Field(default=None, max_length=16)
+    chosen_language: str | None = Field(default=None, max_length=16)  # with /language; else Telegram's
     blocked: bool = Field(default=False)
     first_seen: datetime = _when()
     last_seen: datetime = _when()

@@ -71,6 +71,17 @@ class SqlUsers:
             return set()
         return set((await self._conn.execute(select(users.c.id).where(users.c.id.in_(wanted)))).scalars())
 
+    async def choose_language(self, user_id: int, language: str) -> None:
+        await self._conn.execute(update(users).where(users.c.id == user_id).values(chosen_language=language))
+
+    async def languages(self, user_ids: Iterable[int]) -> dict[int, str]:
+        wanted = set(user_ids)
+        if not wanted:
+            return {}
+        query = select(users.c.id, func.coalesce(users.c.chosen_language, users.c.language)).where(
+            users.c.id.in_(wanted))
+        return {user_id: language for user_id, language in await self._conn.execute(query) if language}
+
 
 @dataclass
 class UpdateTable:
@@ -85,6 +96,7 @@ class UserRecord:
     blocked: bool
     first_seen: datetime
     last_seen: datetime
+    chosen_language: str | None = None
 
 
 @dataclass
@@ -133,3 +145,12 @@ class MemoryUsers:
 
     async def known(self, user_ids: Iterable[int]) -> set[int]:
         return {user_id for user_id in user_ids if user_id in self._rows}
+
+    async def choose_language(self, user_id: int, language: str) -> None:
+        if user_id in self._rows:
+            self._rows[user_id].chosen_language = language
+
+    async def languages(self, user_ids: Iterable[int]) -> dict[int, str]:
+        found = {user_id: self._rows[user_id] for user_id in set(user_ids) if user_id in self._rows}
+        return {user_id: language for user_id, row in found.items()
+                if (language := row.chosen_language or row.language)}

@@ -46,10 +46,10 @@ async def test_startup_checks_the_token_and_sets_the_commands(bot: BotProcess, s
                     and (chat is None or str(c.params["scope"].get("chat_id")) == chat))
 
     users = scoped("all_private_chats")
-    assert [c["command"] for c in users["commands"]] == ["start", "status", "cancel", "help", "privacy", "mydata",
-                                                         "delete"]
+    assert [c["command"] for c in users["commands"]] == ["start", "status", "cancel", "help", "language", "privacy",
+                                                         "mydata", "delete"]
     staff = scoped("chat", "900")
-    assert [c["command"] for c in staff["commands"]][7:] == ["queue", "case", "reject", "stats", "audit", "broadcast",
+    assert [c["command"] for c in staff["commands"]][8:] == ["queue", "case", "reject", "stats", "audit", "broadcast",
                                                              "broadcast_cancel"]
     assert "official account recovery desk of Acme" in server.descriptions[("description", "")]
     assert "never ask for your password or codes" in server.descriptions[("short_description", "")]

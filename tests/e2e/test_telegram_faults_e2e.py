@@ -179,7 +179,7 @@ async def test_faults_while_starting_up_are_retried(server: BotApiServer, framew
     try:
         await greet(TgUser(server, 206))
         assert [c["command"] for c in server.my_commands({"type": "all_private_chats"})] == [
-            "start", "status", "cancel", "help", "privacy", "mydata", "delete"]
+            "start", "status", "cancel", "help", "language", "privacy", "mydata", "delete"]
         assert server.my_commands({"type": "chat", "chat_id": ADMIN})
         assert len(retry_lines(bot)) == 3
         assert_up_and_quiet(bot)

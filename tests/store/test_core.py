@@ -58,6 +58,15 @@ async def test_users_are_blocked_until_they_write_again(store: Store) -> None:
         assert await tx.users.blocked_among([7, 8]) == set()
 
 
+async def test_a_chosen_language_wins_over_the_telegram_apps(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.users.touch([Sender(7, 7, "de"), Sender(8, 8, "ru"), Sender(9, 9)], NOW)
+        await tx.users.choose_language(7, "es")
+        await tx.users.touch([Sender(7, 7, "fr")], NOW)  # the app's language changes; the choice stays
+    async with store.reading() as tx:
+        assert await tx.users.languages([7, 8, 9, 10]) == {7: "es", 8: "ru"}
+
+
 async def test_cases_are_saved_read_back_and_found_by_chat_while_active(store: Store) -> None:
     async with store.transaction() as tx:
         await tx.cases.save([case("c1", 7, email="a@example.com"), case("c2", 8, "cancelled")])
