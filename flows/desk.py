@@ -17,6 +17,7 @@ from flows.methods.enrol import same_key
 from flows.methods.phone import PHONE
 from flows.methods.reverify import REVERIFY
 from flows.model import BACK, Action, Begin, Choice, Close, Context, Flow, Goto, Outcome, Say, Stay, Step, check_links
+from flows.moments import countdown
 from flows.privacy import delete_command, mydata_command, privacy_button, privacy_command
 from flows.services import FlowSettings, staff_chats
 from flows.staff import STAFF_TIMERS, purge_undecided, review_button, staff_commands, staff_target
@@ -108,7 +109,7 @@ async def _status(ctx: Context) -> Text:
     case = ctx.case
     assert case is not None
     flow = {flow.id: flow for flow in all_flows()}[case.flow]
-    state = text(f"desk.state_{case.status}", since=countdown(ctx.now, case.updated_at))
+    state = text(f"desk.state_{case.status}", since=countdown(ctx.now, case.updated_at, ctx.language))
     details = (*_code_expiry(ctx), *_lockout(ctx), *await _withdrawal_lock(ctx))
     stage = flow.stage_of(case.step)
     step = (text("desk.status_step", number=stage[0], total=len(flow.stages), stage=text(stage[1])) if stage
@@ -151,14 +152,15 @@ def _code_expiry(ctx: Context) -> tuple[Text, ...]:
         return ()
     expires = datetime.fromtimestamp(float(sent_at), UTC) + services(ctx).settings.code_ttl
     key = "desk.code_expires" if expires > ctx.now else "desk.code_expired"
-    return (text(key, when=countdown(ctx.now, expires)),)
+    return (text(key, when=countdown(ctx.now, expires, ctx.language)),)
 
 
 def _lockout(ctx: Context) -> tuple[Text, ...]:
     until = ctx.data.get("locked_until")
     if until is None or float(until) <= ctx.now.timestamp():
         return ()
-    return (text("desk.locked_until", when=countdown(ctx.now, datetime.fromtimestamp(float(until), UTC))),)
+    when = datetime.fromtimestamp(float(until), UTC)
+    return (text("desk.locked_until", when=countdown(ctx.now, when, ctx.language)),)
 
 
 async def _withdrawal_lock(ctx: Context) -> tuple[Text, ...]:
@@ -169,17 +171,7 @@ async def _withdrawal_lock(ctx: Context) -> tuple[Text, ...]:
     until = account.withdrawals_locked_until if account else None
     if until is None or until <= ctx.now:
         return ()
-    return (text("desk.withdrawals_locked", when=countdown(ctx.now, until)),)
-
-
-def countdown(now: datetime, when: datetime | None) -> str:
-    """'14:32 UTC (in 1 h 5 min)' or, for the past, '14:32 UTC (3 min ago)'."""
-    if when is None:
-        return ""
-    minutes = int(abs((when - now).total_seconds()) // 60)
-    span = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
-    stamp = f"{when:%Y-%m-%d %H:%M} UTC"
-    return f"{stamp} (in {span})" if when >= now else f"{stamp} ({span} ago)"
+    return (text("desk.withdrawals_locked", when=countdown(ctx.now, until, ctx.language)),)
 
 
 COMMANDS: Mapping[str, Action] = {

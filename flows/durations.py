@@ -32,7 +32,10 @@ def format_duration(value: timedelta | float | None, locale: str | None = "en", 
     pieces = [format_timedelta(timedelta(seconds=amount * SIZES[unit]), granularity=unit, threshold=math.inf,
                                format=length, locale=words)  # exactly in `unit`, never converted to a larger one
               for unit, amount in _parts(max(0, seconds))]
-    return format_list(pieces, style=LIST_STYLES[length], locale=words)
+    try:
+        return format_list(pieces, style=LIST_STYLES[length], locale=words)
+    except KeyError:  # a locale whose CLDR data lacks this list style (Spanish's "unit"): its plain "and" list
+        return format_list(pieces, locale=words)
 
 
 def _parts(seconds: int) -> list[tuple[Unit, int]]:

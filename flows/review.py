@@ -51,9 +51,9 @@ def _joined(items: tuple[Text, ...]) -> tuple[Text, ...] | Text:
     return items if items else text("review.none")
 
 
-def age(now: datetime, then: datetime | None) -> str:
+def age(now: datetime, then: datetime | None, language: str | None = "en") -> str:
     """How long ago `then` was, e.g. '4h 5m'."""
-    return format_duration(now - then if then is not None else None)
+    return format_duration(now - then if then is not None else None, language)
 
 
 async def pending_reviews(svc: Services, limit: int = 30) -> list[Case]:

@@ -20,6 +20,7 @@ from flows.methods.common import change_account, lock_hours, owner_email, servic
 from flows.methods.enrol import new_authenticator
 from flows.methods.reverify import RESTORABLE, REVERIFY
 from flows.model import Action, Close, Context, Goto, Letter, OnCase, Outcome, Say, Stay, TimerSpec
+from flows.moments import moment
 from flows.records import Case
 from flows.review import PHOTO_SLOTS, age, evidence_shown, pending_reviews, recent_audit, review_card
 from flows.stats import collect, funnel_chart, stats_lines
@@ -136,7 +137,7 @@ async def approve(ctx: Context, case: Case) -> Outcome:
     lock, until = await withdrawal_lock(ctx, account_id)
     changes = [Change(RESET_TWO_FACTOR)] if reenrol else []
     changes += [Change(REMOVE_PHONE)] if "phone" in asked else []
-    stamp = f"{until:%Y-%m-%d %H:%M} UTC"
+    stamp = moment(until, ctx.language)
     said = text("review.approved_user", hours=lock_hours(ctx)["hours"], until=stamp,
                 changes=tuple(text(f"review.changed_{item}") for item in asked))
     said_now = await change_account(ctx, case, account_id, (*changes, lock), then=(said,))
@@ -219,7 +220,8 @@ async def queue_command(ctx: Context) -> Outcome:
     waiting = await pending_reviews(services(ctx))
     if not waiting:
         return Say(say=(text("staff.queue_empty"),))
-    lines = tuple(text("staff.queue_line", case=c.id, age=age(ctx.now, c.updated_at)) for c in waiting)
+    lines = tuple(text("staff.queue_line", case=c.id, age=age(ctx.now, c.updated_at, ctx.language))
+                  for c in waiting)
     return Say(say=(text("staff.queue", count=len(waiting), lines=lines),))
 
 

@@ -96,7 +96,7 @@ async def test_an_approved_reset_is_also_announced_by_email(
     parsed = email.message_from_bytes(notice.content, policy=email.policy.default)  # type: ignore[arg-type]
     assert parsed["To"] == "ben@example.com"
     assert parsed["Subject"] == "The security settings of your Acme account were changed"
-    assert "withdrawals are locked until 2026-01-07 12:00 UTC" in parsed.get_content()  # type: ignore[union-attr]
+    assert "withdrawals are locked until Jan 7, 2026 12:00 UTC" in parsed.get_content()  # type: ignore[union-attr]
 
 
 async def test_the_owner_is_emailed_when_the_account_switches(

@@ -17,6 +17,7 @@ from flows.change_worker import ChangeWorker
 from flows.clock import FakeClock
 from flows.desk import build_engine
 from flows.http_directory import DirectoryClient
+from flows.moments import moment
 from flows.replies import SendMessage
 from flows.services import FlowSettings, ServiceFactory
 from tests.support.chat import Bot, Chat, said
@@ -89,7 +90,7 @@ async def test_method_one_is_applied_once_the_service_confirms(desk: Bot, servic
     assert [c["kind"] for c in service.changes_for(ada)] == ["switch_to_phone", "lock_withdrawals"]
     assert (ada.two_factor, ada.totp_secret, ada.withdrawals_locked_until) == ("phone", None, until)
     [told] = chat.new_messages()
-    assert told.startswith(f"For your safety, withdrawals stay locked until {until:%Y-%m-%d %H:%M} UTC.")
+    assert told.startswith(f"For your safety, withdrawals stay locked until {moment(until, 'en')}.")
     assert "Done. Your account now uses phone verification" in told
     assert await send_changes(desk) == 0
     assert len(service.applied_changes) == 2 and chat.new_messages() == []

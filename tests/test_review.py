@@ -216,7 +216,7 @@ async def test_approve_resets_locks_and_reenrols(desk: Bot, db: AsyncEngine, clo
     assert admin.last.startswith(f"✅ Case {case_id} approved")
     said = user.new_messages()
     assert said[0].startswith("✅ Good news: our staff approved your request.")
-    assert "withdrawals are locked for 48 hours, until 2026-01-07 12:00 UTC" in said[0]
+    assert "withdrawals are locked for 48 hours, until Jan 7, 2026 12:00 UTC" in said[0]
     assert said[-1].startswith("Add the new key to your authenticator app")
     [qr] = [r for r in desk.transport.log if isinstance(r, SendPhoto) and r.chat_id == 42]
     assert qr.sensitive and qr.png_base64

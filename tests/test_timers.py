@@ -129,7 +129,7 @@ async def test_lockout_end_is_announced(desk: Bot, clock: FakeClock) -> None:
     code = code_in(await chat.tap("Get Code"))
     for _ in range(5):
         await chat.send(f"{(int(code) + 1) % 1_000_000:06d}")
-    assert "New codes are paused until 2026-01-05 12:15 UTC (in 15 min)." in (await chat.send("/status"))[0]
+    assert "New codes are paused until Jan 5, 2026 12:15 UTC (in 15 minutes)." in (await chat.send("/status"))[0]
     clock.advance(minutes=15)
     messages = said(await fire(desk, chat))
     assert messages[0] == "The pause is over: you can ask for a new code now."
@@ -238,4 +238,4 @@ async def test_status_counts_down_a_withdrawal_lock_once_the_codes_proved_the_ow
     assert "Withdrawals are locked" not in (await stranger.send("/status"))[0]
     await owner.send(code_in(await owner.tap("Get Code")))
     status = (await owner.send("/status"))[0]
-    assert "Withdrawals are locked until 2026-01-07 11:30 UTC (in 47 h 30 min)." in status
+    assert "Withdrawals are locked until Jan 7, 2026 11:30 UTC (in 1 day, 23 hours)." in status

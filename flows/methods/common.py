@@ -11,6 +11,7 @@ from typing import Any, cast
 from flows.codes import Refused
 from flows.directory import LOCK_WITHDRAWALS, NO_ACCOUNT, AccountView, Change, mask_email, mask_phone
 from flows.model import Accepts, Action, AuditLine, Context, Goto, Notice, Outcome, Stay, Step, TimerSpec, leads_to
+from flows.moments import time_of_day
 from flows.otp import normalize_code
 from flows.records import Case
 from flows.services import Services
@@ -106,7 +107,9 @@ def on_code_timers(factor: str) -> dict[str, Action]:
 
     async def remind(ctx: Context) -> Outcome:
         expires = code_expiry(ctx, factor)
-        return Stay(say=(text("codes.reminder", time=f"{expires:%H:%M} UTC"),), show_prompt=False)
+        if expires is None:  # no code sent (the timer outlived it)
+            return Stay(show_prompt=False)
+        return Stay(say=(text("codes.reminder", time=time_of_day(expires, ctx.language)),), show_prompt=False)
 
     async def expired(ctx: Context) -> Outcome:
         return Stay(say=(text("codes.expired_now"),))

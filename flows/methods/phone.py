@@ -27,6 +27,7 @@ from flows.methods.common import (
     withdrawal_lock,
 )
 from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step, TimerSpec, leads_to
+from flows.moments import moment, time_of_day
 from flows.texts import count, text
 
 LOST_PHONE = Choice("lost_phone", "phone.lost_phone", to="reverify:warn")
@@ -40,7 +41,7 @@ async def get_code(ctx: Context) -> Outcome:
     locked_until = ctx.data.get("locked_until")
     if locked_until is not None and ctx.now.timestamp() < float(locked_until):
         when = datetime.fromtimestamp(float(locked_until), UTC)
-        return Stay(say=(text("phone.still_locked", time=f"{when:%H:%M} UTC"),))
+        return Stay(say=(text("phone.still_locked", time=time_of_day(when, ctx.language)),))
     sending = await send_codes(ctx, FACTORS)
     if not sending.sent:
         return Stay(say=sending.say)
@@ -82,7 +83,7 @@ async def submit(ctx: Context) -> Outcome:
     if account is None:  # cannot happen: an unknown email never passes a code
         return Goto("get_code")
     lock, until = await withdrawal_lock(ctx, account.id)
-    stamp = f"{until:%Y-%m-%d %H:%M} UTC"
+    stamp = moment(until, ctx.language)
     detail = {"case": ctx.case.id if ctx.case else "", "withdrawals_locked_until": until.isoformat()}
     emails = owner_email(svc, account, "phone.changed_email", until=stamp)
     said = text("phone.switched_emailed" if emails else "phone.switched", until=stamp)

@@ -19,9 +19,9 @@ async def test_status_shows_method_step_and_code_expiry(desk: Bot, clock: FakeCl
     [status] = await chat.send("/status")
     assert "Method: Switch to phone verification" in status
     assert "Step 2 of 3: the codes sent to your phone and email" in status
-    assert "Your code expires at 2026-01-05 12:30 UTC (in 27 min)." in status
+    assert "Your code expires at Jan 5, 2026 12:30 UTC (in 27 minutes)." in status
     clock.advance(minutes=30)
-    assert "Your code expired at 2026-01-05 12:30 UTC (3 min ago)" in (await chat.send("/status"))[0]
+    assert "Your code expired at Jan 5, 2026 12:30 UTC (3 minutes ago)" in (await chat.send("/status"))[0]
 
 
 async def test_status_is_the_same_for_an_unknown_email(desk: Bot) -> None:

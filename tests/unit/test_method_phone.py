@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flows.clock import FakeClock
+from flows.moments import moment
 from tests.support.chat import Bot, Chat, said
 from tests.support.desk import account, begin, code_in
 
@@ -49,7 +50,7 @@ async def test_happy_path_needs_the_sms_and_the_email_code(desk: Bot, clock: Fak
     assert before.two_factor == "totp" and before.withdrawals_locked_until is None
     [locked, done] = said(await chat.tap("Submit"))
     until = clock.now() + timedelta(hours=48)
-    assert locked == f"For your safety, withdrawals stay locked until {until:%Y-%m-%d %H:%M} UTC."
+    assert locked == f"For your safety, withdrawals stay locked until {moment(until, 'en')}."
     assert done.startswith("Done. Your account now uses phone verification")
     after = await account(desk.store, "ada@example.com")
     assert after.two_factor == "phone" and after.totp_secret_enc is None
