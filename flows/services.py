@@ -16,7 +16,7 @@ from flows.keys import derive_key
 from flows.limits import FailedChecks
 from flows.ports import Tx
 from flows.table_directory import TableDirectory
-from flows.texts import load_catalogs
+from flows.texts import languages, load_catalogs
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,7 @@ async def warm_up(services: ServiceFactory | None) -> None:
     """Do at start-up what the first events would otherwise do on the event loop: read and compile the text
     catalogs, load the country names, and compute the decoy answer hash (~100 ms of scrypt, in a thread)."""
     load_catalogs()
-    countries.countries()
+    for language in languages():
+        countries.countries(language)
     if services is not None:
         await asyncio.to_thread(services.box.decoy_hash)

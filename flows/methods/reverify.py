@@ -132,17 +132,17 @@ def _country_choice(code: str) -> Choice:
         return Goto("id_type", data={"country": code})
 
     return Choice(f"c_{code.lower()}", "reverify.country_label", run=pick,
-                  label_params=lambda ctx: {"name": countries.name_of(code)})
+                  label_params=lambda ctx: {"name": countries.name_of(code, ctx.language)})
 
 
 @leads_to("id_type")
 async def search_country(ctx: Context) -> Outcome:
-    found = countries.search(ctx.text)
+    found = countries.search(ctx.text, ctx.language)
     if len(found) == 1:
         return Goto("id_type", data={"country": found[0]})
     if not found:
         return Stay(say=(text("reverify.no_country"),))
-    names = ", ".join(countries.name_of(code) for code in found[:8])
+    names = ", ".join(countries.name_of(code, ctx.language) for code in found[:8])
     return Stay(say=(text("reverify.many_countries", names=names),))
 
 
