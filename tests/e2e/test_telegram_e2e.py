@@ -51,6 +51,10 @@ async def test_startup_checks_the_token_and_sets_the_commands(bot: BotProcess, s
     staff = scoped("chat", "900")
     assert [c["command"] for c in staff["commands"]][8:] == ["queue", "case", "reject", "stats", "audit", "broadcast",
                                                              "broadcast_cancel"]
+    russian = server.my_commands({"type": "all_private_chats"}, "ru")  # a menu per catalog language
+    assert [c["command"] for c in russian] == [c["command"] for c in users["commands"]]
+    assert russian[0]["description"] != users["commands"][0]["description"]
+    assert server.descriptions[("short_description", "vi")] != server.descriptions[("short_description", "")]
     assert "official account recovery desk of Acme" in server.descriptions[("description", "")]
     assert "never ask for your password or codes" in server.descriptions[("short_description", "")]
     log = bot.log.read_text()
