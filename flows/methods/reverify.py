@@ -26,7 +26,7 @@ from flows.methods.enrol import ENROL_STEPS
 from flows.model import Accepts, Choice, Context, Flow, Goto, Outcome, Stay, Step, TimerSpec, exits_of, leads_to
 from flows.review import PHOTO_SLOTS, review_card
 from flows.services import staff_chats
-from flows.texts import Text, count, text
+from flows.texts import Text, count, plain_text, text, translate
 
 RESTORABLE = ("totp", "phone", "email")
 MAX_WRONG_ANSWERS = 3
@@ -138,8 +138,9 @@ def _country_choice(code: str) -> Choice:
 @leads_to("id_type")
 async def search_country(ctx: Context) -> Outcome:
     found = countries.search(ctx.text, ctx.language)
-    if len(found) == 1:
-        return Goto("id_type", data={"country": found[0]})
+    if len(found) == 1:  # said back, so that a typo that matched another country is seen
+        matched = text("reverify.country_matched", name=countries.name_of(found[0], ctx.language))
+        return Goto("id_type", say=(matched,), data={"country": found[0]})
     if not found:
         return Stay(say=(text("reverify.no_country"),))
     names = ", ".join(countries.name_of(code, ctx.language) for code in found[:8])
@@ -158,7 +159,7 @@ def _take_photo(slot: str, next_step: Any) -> Any:
     """Take the photo for `slot` and go on to `next_step`: a step, or a function of the case that picks one of
     the steps it `leads_to`."""
 
-    @leads_to(*(exits_of(next_step) if callable(next_step) else (next_step,)))
+    @leads_to(*(exits_of(next_step) if callable(next_step) else (next_step,)), "review")
     async def take(ctx: Context) -> Outcome:
         problem = _photo_problem(ctx)
         if problem is not None:
@@ -167,6 +168,8 @@ def _take_photo(slot: str, next_step: Any) -> Any:
         assert file is not None
         stored = {"file_id": file.file_id, "unique_id": file.unique_id, "kind": file.kind,
                   "size": file.size, "mime_type": file.mime_type}
+        if ctx.data.get("retaking"):  # one photo taken again from the summary: back to it
+            return Goto("review", data={f"photo_{slot}": stored, "retaking": False})
         target = next_step(ctx) if callable(next_step) else next_step
         return Goto(target, data={f"photo_{slot}": stored})
 
@@ -197,6 +200,34 @@ async def submit_for_review(ctx: Context) -> Outcome:
     return Goto("submitted", data={"review_round": review_round},
                 timers=(replace(overdue, payload={"round": review_round}),), letters=(card,),
                 audit=(("case.submitted", f"case:{ctx.case.id}", {"round": review_round}),))
+
+
+PHOTO_STEPS = ("front", "back", "selfie")
+
+
+def _retake(slot: str) -> Choice:
+    """A button on the summary: take this photo again, then come back to the summary."""
+
+    @leads_to(slot)
+    async def retake(ctx: Context) -> Outcome:
+        return Goto(slot, data={"retaking": True})
+
+    return Choice(f"retake_{slot}", f"reverify.btn_retake_{slot}", run=retake,
+                  shown=lambda ctx: isinstance(ctx.data.get(f"photo_{slot}"), dict))
+
+
+def summary(ctx: Context) -> dict[str, object]:
+    """What the staff will be sent, in the user's words, for the summary before Submit."""
+    data = ctx.data
+    lines = [text("reverify.summary_restore",
+                  items=", ".join(plain_text(translate(text(f"reverify.restore_{item}", mark=""), ctx.language)).strip()
+                                  for item in RESTORABLE if item in data.get("restore", [])))]
+    if data.get("country"):
+        lines.append(text("reverify.summary_document", country=countries.name_of(str(data["country"]), ctx.language),
+                          kind=text(f"reverify.id_{data.get('id_type', 'passport')}")))
+    photos = sum(1 for slot in PHOTO_STEPS if isinstance(data.get(f"photo_{slot}"), dict))
+    lines.append(text("reverify.summary_photos", photos=count("photos", photos)))
+    return {"summary": tuple(lines)}
 
 
 @leads_to("back", "selfie")
@@ -248,8 +279,9 @@ REVERIFY = Flow(
              on_input=_take_photo("front", _after_front)),
         Step("back", prompt="reverify.back", accepts=Accepts.FILE, on_input=_take_photo("back", "selfie")),
         Step("selfie", prompt="reverify.selfie", accepts=Accepts.FILE, on_input=_take_photo("selfie", "review")),
-        Step("review", prompt="reverify.review",
-             choices=(Choice("submit", "reverify.btn_submit_review", run=submit_for_review),)),
+        Step("review", prompt="reverify.review", prompt_params=summary,
+             choices=(Choice("submit", "reverify.btn_submit_review", run=submit_for_review),
+                      *(_retake(slot) for slot in PHOTO_STEPS))),
         Step("submitted", prompt="reverify.submitted", final="review"),
         *ENROL_STEPS,
         Step("restored", prompt="reverify.restored", final="approved"),

@@ -205,3 +205,29 @@ async def forget_phone(desk: Bot, clock: FakeClock) -> None:
     ada = await account(desk.store, "ada@example.com")
     async with desk.store.transaction() as tx:
         await tx.accounts.change({ada.id: {"phone": None}}, clock.now())
+
+
+async def test_before_submitting_the_user_sees_what_goes_and_can_retake_a_photo(desk: Bot) -> None:
+    chat = desk.chat()
+    replies = await request_codes(chat, "ada@example.com", "Authenticator app")
+    await chat.send(code_in(replies, "SMS"))
+    await chat.send(code_in(replies, "Email"))
+    await chat.tap("Send")
+    await chat.tap("Start answering questions")
+    await chat.send("Rex")
+    await chat.tap("Next")
+    assert (await chat.send("germ"))[0] == "Country: Germany."  # what a typed name matched is said back
+    await chat.tap("National ID card")
+    for file_id in ("front-1", "back-1", "selfie-1"):
+        await chat.send_file(FileInfo(file_id, f"u-{file_id}", "photo", 1000))
+    summary = chat.last_message
+    assert "• To restore: Authenticator app" in summary
+    assert "• Document: National ID card, issued in Germany" in summary and "• Photos: 3 photos" in summary
+    assert chat.buttons == ["Submit for review", "📷 Retake the front", "📷 Retake the back", "📷 Retake the selfie"]
+    await chat.tap("Retake the front")
+    await chat.send_file(FileInfo("front-2", "u-front-2", "photo", 1000))
+    assert chat.last_message.startswith("Everything is ready.")  # straight back to the summary
+    await chat.tap("Submit for review")
+    async with desk.store.reading() as tx:
+        [case] = await tx.cases.in_review(1)
+    assert case.data["photo_front"]["file_id"] == "front-2" and case.data["photo_back"]["file_id"] == "back-1"
