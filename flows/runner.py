@@ -32,6 +32,7 @@ from flows.replies import AnswerButton, SendMessage
 from flows.texts import Text
 
 log = logging.getLogger(__name__)
+events_log = logging.getLogger("recovery_bot.events")  # a line per decided event (LOG_FORMAT=json: with fields)
 
 ServicesFactory = Callable[[Tx, datetime], Any]
 EffectHandler = Callable[[Mapping[str, Any]], Awaitable[None]]
@@ -248,6 +249,7 @@ class Runner:
             pending = await self._save(tx, decisions, _timer_ids(events), now)
         metrics.committed(tally, todo, decisions)
         self.outage.ended()
+        _log_decided(todo, decisions)
         if any(d.timers for d in decisions):
             self._timers_changed.set()
         self.dispatcher.push(_hold_answers(items, pending))
@@ -375,6 +377,17 @@ def _hold_answers(items: Sequence[_Item], pending: list[Pending]) -> list[Pendin
                 item.held = entry
                 break
     return [entry for entry in pending if entry.id not in held]
+
+
+def _log_decided(events: Sequence[Event], decisions: Sequence[Decision]) -> None:
+    """Where each event left its case: the update, the case, its step and status. Never what was typed."""
+    if not events_log.isEnabledFor(logging.INFO):
+        return
+    for event, decision in zip(events, decisions, strict=True):
+        for case in decision.cases:
+            events_log.info("%s %s: case %s at %s (%s)", type(event).__name__, event.key, case.id, case.step,
+                            case.status, extra={"case": case.id, "step": f"{case.flow}:{case.step}",
+                                                "outcome": case.status, "update": event.key})
 
 
 def _resolve(item: _Item) -> None:

@@ -24,6 +24,7 @@ from bot.logs import (
     guard_host_logging,
     hide,
 )
+from tests.support.chat import Bot
 from tests.support.desk import SECRET_KEY
 from tests.support.e2e import TOKEN
 
@@ -213,3 +214,17 @@ def test_the_commands_log_json_lines_with_log_format_json(tmp_path: Path) -> Non
     assert [line["message"] for line in lines] == ["case 5 approved", f"token {REDACTED}", "failed"]
     assert lines[0]["case"] == 5 and lines[0]["outcome"] == "approved" and "ValueError" in lines[2]["exc"]
     assert TOKEN.split(":")[1] not in result.stderr
+
+
+async def test_each_decided_event_is_one_line_with_its_case_step_and_outcome(
+        desk: Bot, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="recovery_bot.events")
+    chat = desk.chat()
+    await chat.send("/start")
+    await chat.tap("Switch to phone verification")
+    await chat.send("ada@example.com")
+    lines = [r for r in caplog.records if r.name == "recovery_bot.events"]
+    assert [(r.step, r.outcome) for r in lines] == [("start:menu", "open"), ("phone:ask_email", "open"),  # type: ignore[attr-defined]
+                                                   ("phone:get_code", "open")]
+    assert all(r.update.startswith("test:") and r.case for r in lines)  # type: ignore[attr-defined]
+    assert "ada@example.com" not in caplog.text  # what the user typed is not logged
