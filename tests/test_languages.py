@@ -144,3 +144,15 @@ async def test_a_language_chosen_with_the_command_wins(desk: Bot, language: str)
 
 def user_texts(desk: Bot, chat_id: int) -> list[str]:
     return [plain_text(r.text) for r in desk.transport.log if isinstance(r, SendMessage) and r.chat_id == chat_id]
+
+
+async def test_buttons_do_the_same_in_every_language(desk: Bot, language: str) -> None:
+    def pressed(chat: Chat) -> list[str]:  # the choice each button makes (its data, but for the case and turn)
+        return [button.data.rsplit(":", 1)[-1] for row in chat.messages[-1].buttons for button in row]
+
+    english, theirs = person(desk, 41, DEFAULT_LANGUAGE), person(desk, 42, language)
+    for chat in (english, theirs):
+        await chat.send("/start")
+        await tap(chat, "Security Check Not Available", chat.sender.language or DEFAULT_LANGUAGE)
+    assert pressed(theirs) == pressed(english)
+    assert [b.data for row in theirs.messages[-1].buttons for b in row] != []
