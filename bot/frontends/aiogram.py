@@ -42,9 +42,9 @@ from bot.frontends.telegram import (
     Keyboard,
     Media,
     Refusal,
+    StartUpCalls,
     TelegramTransport,
     Unreachable,
-    set_admin_commands,
 )
 from bot.frontends.updates import ALLOWED_UPDATES, DESK_BUTTONS
 
@@ -164,7 +164,7 @@ def aiogram_router(desk: TelegramDesk) -> Router:
     return router
 
 
-class AiogramFront:
+class AiogramFront(StartUpCalls):
     """`recovery-bot run` on aiogram: a Dispatcher fed by our own poller (or webhook)."""
 
     name = "aiogram"
@@ -192,16 +192,6 @@ class AiogramFront:
 
         self.dispatcher.callback_query.register(any_other_button)
 
-    async def set_commands(self, commands: Commands, language: str | None = None) -> None:
-        await self.transport.api.set_commands(commands, None, language)
-
-    async def set_admin_commands(self, admin_ids: Sequence[int], commands: Commands,
-                                 language: str | None = None) -> None:
-        await set_admin_commands(self.transport.api, admin_ids, commands, language)
-
-    async def set_description(self, description: str, short_description: str, language: str | None = None) -> None:
-        await self.transport.api.set_description(description, short_description, language)
-
     async def fetch(self, offset: int | None, wait_seconds: int) -> Sequence[Update]:
         return await self.bot.get_updates(offset=offset, timeout=wait_seconds, allowed_updates=list(ALLOWED_UPDATES),
                                           request_timeout=int(wait_seconds + REQUEST_TIMEOUT))
@@ -214,9 +204,6 @@ class AiogramFront:
 
     async def set_webhook(self, url: str, secret: str) -> None:
         await self.bot.set_webhook(url, secret_token=secret, allowed_updates=list(ALLOWED_UPDATES))
-
-    def refusal(self, error: Exception) -> Refusal | None:
-        return self.transport.api.refusal(error)
 
     async def delete_webhook(self) -> None:
         await self.bot.delete_webhook()

@@ -38,9 +38,9 @@ from bot.frontends.telegram import (
     Keyboard,
     Media,
     Refusal,
+    StartUpCalls,
     TelegramTransport,
     Unreachable,
-    set_admin_commands,
 )
 from bot.frontends.updates import ALLOWED_UPDATES, DESK_BUTTONS
 
@@ -142,7 +142,7 @@ def ptb_handlers(desk: TelegramDesk) -> list[BaseHandler[Any, Any, Any]]:
     ]
 
 
-class PtbFront:
+class PtbFront(StartUpCalls):
     """`recovery-bot run` on python-telegram-bot: an Application with no updater, fed by our own poller."""
 
     name = "python-telegram-bot"
@@ -173,16 +173,6 @@ class PtbFront:
 
         self.application.add_handler(CallbackQueryHandler(any_other_button))
 
-    async def set_commands(self, commands: Commands, language: str | None = None) -> None:
-        await self.transport.api.set_commands(commands, None, language)
-
-    async def set_admin_commands(self, admin_ids: Sequence[int], commands: Commands,
-                                 language: str | None = None) -> None:
-        await set_admin_commands(self.transport.api, admin_ids, commands, language)
-
-    async def set_description(self, description: str, short_description: str, language: str | None = None) -> None:
-        await self.transport.api.set_description(description, short_description, language)
-
     async def fetch(self, offset: int | None, wait_seconds: int) -> Sequence[Update]:
         return await self.application.bot.get_updates(
             offset=offset, timeout=wait_seconds, allowed_updates=list(ALLOWED_UPDATES)
@@ -196,9 +186,6 @@ class PtbFront:
 
     async def set_webhook(self, url: str, secret: str) -> None:
         await self.application.bot.set_webhook(url, secret_token=secret, allowed_updates=list(ALLOWED_UPDATES))
-
-    def refusal(self, error: Exception) -> Refusal | None:
-        return self.transport.api.refusal(error)
 
     async def delete_webhook(self) -> None:
         await self.application.bot.delete_webhook()

@@ -176,3 +176,23 @@ async def set_admin_commands(api: BotApi, admin_ids: Sequence[int], commands: Co
             refusal = api.refusal(error)
             if refusal is None or refusal.kind not in ("bad_request", "blocked"):
                 raise
+
+
+class StartUpCalls:
+    """The start-up calls both fronts make alike, through their transport's `BotApi`: menus, descriptions, and
+    what a failed call means."""
+
+    transport: TelegramTransport
+
+    async def set_commands(self, commands: Commands, language: str | None = None) -> None:
+        await self.transport.api.set_commands(commands, None, language)
+
+    async def set_admin_commands(self, admin_ids: Sequence[int], commands: Commands,
+                                 language: str | None = None) -> None:
+        await set_admin_commands(self.transport.api, admin_ids, commands, language)
+
+    async def set_description(self, description: str, short_description: str, language: str | None = None) -> None:
+        await self.transport.api.set_description(description, short_description, language)
+
+    def refusal(self, error: Exception) -> Refusal | None:
+        return self.transport.api.refusal(error)
