@@ -36,6 +36,7 @@ async def _import(app: App, args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as error:
         print(f"recovery-bot: cannot read {args.file}: {error}", file=sys.stderr)
         return 1
+    assert app.services is not None  # the CLI's app always has its services
     async with app.store.transaction() as tx:
         report = await import_accounts(tx.accounts, content, app.services.box, app.clock.now(),
                                        overwrite_desk_changes=args.overwrite_desk_changes)
@@ -63,6 +64,7 @@ def import_summary(report: ImportReport, file: Path) -> list[str]:
 
 
 async def _list(app: App) -> int:
+    assert app.services is not None
     async with app.store.reading() as tx:
         found = await TableDirectory(tx.accounts, app.services.box, app.clock.now()).list_accounts()
     for account in found:

@@ -40,7 +40,9 @@ ADMIN_COMMANDS = ("queue", "case", "reject", "stats", "audit", "broadcast", "bro
 
 class Front(Protocol):
     name: str
-    transport: Transport
+
+    @property
+    def transport(self) -> Transport: ...
 
     async def check_token(self) -> str: ...
     def attach(self, desk: TelegramDesk) -> None: ...

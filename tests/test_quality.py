@@ -20,7 +20,7 @@ def test_ruff_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_strict_is_clean_on_flows() -> None:
+def test_mypy_strict_is_clean_on_flows_and_bot() -> None:
     result = run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -112,7 +112,8 @@ class AiogramApi:
         add = album.add_document if media == "document" else album.add_photo
         for i, file_id in enumerate(file_ids):
             add(media=file_id, caption=caption if i == 0 else None, parse_mode=HTML)
-        return tuple(sent.message_id for sent in await self.bot.send_media_group(chat_id, album.build()))
+        items: Any = album.build()  # aiogram's builder types its list narrower than send_media_group takes it
+        return tuple(sent.message_id for sent in await self.bot.send_media_group(chat_id, items))
 
     async def set_commands(self, commands: Commands, chat_id: int | None, language: str | None = None) -> None:
         scope = BotCommandScopeAllPrivateChats() if chat_id is None else BotCommandScopeChat(chat_id=chat_id)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.frontends.updates import MembershipChanged, translate_update
+from flows.delivery import Delivered
 from flows.events import ButtonPressed, Event
 from flows.inbound import InboundLimiter, Verdict
 from flows.ports import Store, StoreUnavailable
@@ -113,7 +114,7 @@ def _slow_down(event: Event) -> Notice:
     return SendMessage(event.sender.chat_id, text)
 
 
-async def _deliver_quietly(deliver: Callable[[Reply], Awaitable[int | None]], notice: Notice) -> None:
+async def _deliver_quietly(deliver: Callable[[Reply], Awaitable[Delivered]], notice: Notice) -> None:
     try:
         await deliver(notice)
     except Exception as error:

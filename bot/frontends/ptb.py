@@ -174,9 +174,10 @@ class PtbFront(StartUpCalls):
         self.application.add_handler(CallbackQueryHandler(any_other_button))
 
     async def fetch(self, offset: int | None, wait_seconds: int) -> Sequence[Update]:
-        return await self.application.bot.get_updates(
+        updates: Sequence[Update] = await self.application.bot.get_updates(
             offset=offset, timeout=wait_seconds, allowed_updates=list(ALLOWED_UPDATES)
         )
+        return updates
 
     async def process(self, update: Any) -> None:
         await self.application.process_update(update)
