@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import sqlite3
 from pathlib import Path
@@ -100,10 +101,20 @@ def explain(url: str, error: Exception) -> str:
     return masked(f"cannot open the database {where}: {reason}; check that the server is up and DATABASE_URL is right")
 
 
+def _read_only(path: Path) -> bool:
+    """Whether the file's folder is on a read-only volume, or not writable by this user (SQLite then says only
+    that it is "unable to open database file": it cannot make its -wal and -shm files)."""
+    folder = path.parent
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY) or not os.access(folder, os.W_OK)
+    except OSError:
+        return False
+
+
 def _sqlite_problem(path: Path, reason: str) -> str:
     if "locked" in reason or "busy" in reason:
         return (f"the database {path} is in use by another process (it holds the write lock): stop that process, "
                 "or wait for it, and start again")
-    if "readonly" in reason or "read-only" in reason:
+    if "readonly" in reason or "read-only" in reason or _read_only(path):
         return f"the SQLite database {path} is read-only: make the file and its folder writable for this user"
     return f"cannot open the SQLite database {path}: {reason}; set DATABASE_URL to a file this user can write"

@@ -3,6 +3,7 @@ console."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import sqlite3
@@ -182,6 +183,25 @@ def test_a_database_locked_by_another_process_is_said_to_be_in_use(tmp_path: Pat
     assert result.stderr.count("\n") == 1
     assert f"the database {tmp_path}/r.db is in use by another process" in refusal(result)
     assert cli("accounts", "list", env=env, cwd=tmp_path).returncode == 0  # once it lets go, all is well
+
+
+def test_a_read_only_database_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a read-only mount needs root (CI runs as root); as root, file modes do not stop writes")
+    folder, view = tmp_path / "data", tmp_path / "read-only"
+    folder.mkdir()
+    view.mkdir()
+    migrated = cli("db", "upgrade", env={"DATABASE_URL": f"sqlite+aiosqlite:///{folder}/r.db"}, cwd=tmp_path)
+    assert migrated.returncode == 0
+    subprocess.run(["mount", "--bind", str(folder), str(view)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
+        env = {"DATABASE_URL": f"sqlite+aiosqlite:///{view}/r.db", "SECRET_KEY": "k" * 40}
+        result = cli("accounts", "list", env=env, cwd=tmp_path)
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+    assert result.stderr.count("\n") == 1
+    assert "read-only" in refusal(result) and "writable" in result.stderr
 
 
 def test_a_database_migrated_by_a_newer_version_is_refused(tmp_path: Path) -> None:
