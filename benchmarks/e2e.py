@@ -477,7 +477,8 @@ async def hold_open_cases(server: LoadServer, desk: BotProcess, database: Path, 
                 "(SELECT * FROM cases WHERE status = 'open' LIMIT 1)", (copies,))
             db.execute(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-                "INSERT INTO users SELECT 8000000 + i, 8000000 + i, language, blocked, first_seen, last_seen "
+                "INSERT INTO users (id, chat_id, language, blocked, first_seen, last_seen) "
+                "SELECT 8000000 + i, 8000000 + i, language, blocked, first_seen, last_seen "
                 "FROM n, (SELECT * FROM users WHERE id >= 1000000 LIMIT 1)", (copies,))
             held = db.execute("SELECT count(*) FROM cases WHERE status = 'open'").fetchone()[0]
     else:
