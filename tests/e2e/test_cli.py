@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())", *args]
+    command = [sys.executable, "-c", "import sys; from bot.entry import main; sys.exit(main())", *args]
     full_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=full_env, cwd=cwd)
 
@@ -29,6 +29,23 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("console", "doctor", "db", "accounts", "flows"):
         assert command in result.stdout
+
+
+def test_ctrl_c_while_the_libraries_load_leaves_quietly() -> None:
+    """SIGINT in the first half second lands inside an import; simulated here where it happened, at SQLAlchemy."""
+    interrupt_at_sqlalchemy = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'sqlalchemy':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "from bot.entry import main\n"
+        "sys.exit(main())\n")
+    result = subprocess.run([sys.executable, "-c", interrupt_at_sqlalchemy, "console"], capture_output=True,
+                            text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert result.returncode == 130
+    assert "Traceback" not in result.stderr and "interrupted" in result.stderr
 
 
 def test_version_is_the_installed_distributions() -> None:
