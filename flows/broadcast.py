@@ -187,7 +187,8 @@ class BroadcastService:
         async with self.store.transaction() as tx:
             running = await tx.broadcasts.running()
             progress = await running_progress(tx.broadcasts, running[0]) if running else None
-            pending = await tx.outbox.add([SendMessage(chat_id, busy_text(broadcast_id, progress))], now)
+            refusal = busy_text(broadcast_id, progress, await language_of(tx, chat_id))
+            pending = await tx.outbox.add([SendMessage(chat_id, refusal)], now)
         await self._hand_over(pending)
         others = ", ".join(f"{i}" for i in running) or "another"
         raise BroadcastBusy(f"broadcast {others} is running; one broadcast runs at a time")
@@ -313,7 +314,8 @@ class BroadcastService:
         counts = await tx.broadcasts.counts(broadcast_id)
         now = self.clock.now()
         took = ((view.finished_at or now) - (view.started_at or view.created_at)).total_seconds()
-        return await tx.outbox.add([SendMessage(view.status_chat_id, report_text(view, counts, took))], now)
+        report = report_text(view, counts, took, await language_of(tx, view.status_chat_id))
+        return await tx.outbox.add([SendMessage(view.status_chat_id, report)], now)
 
     async def _hand_over(self, pending: Sequence[Pending]) -> None:
         """Deliver committed outbox entries: through the runner's dispatcher, or (a service on its own) here,
@@ -358,6 +360,7 @@ class _Run:
         self.pace = Pace(service.clock, service.rate)
         self.spacing = Spacing(service.clock, service.rate)
         self.view: BroadcastView | None = None
+        self.language: str | None = None  # the status chat's: the admin's, when it is their private chat
         self.began = service.clock.now()
         self.done_here = 0
         self.last_edit: datetime | None = None
@@ -376,6 +379,9 @@ class _Run:
         self.view = await self.service.get(self.id)
         if self.view is None or self.view.status != RUNNING:
             return
+        if self.view.status_chat_id is not None:
+            async with self.service.store.reading() as tx:
+                self.language = await language_of(tx, self.view.status_chat_id)
         self.began = self.service.clock.now()
         try:
             await self._show_progress(force=True)
@@ -561,7 +567,7 @@ class _Run:
             now = self.service.clock.now()
             if not force and self.last_edit is not None and (now - self.last_edit).total_seconds() < PROGRESS_EVERY:
                 return
-            text = progress_text(await self._progress(now))
+            text = progress_text(await self._progress(now), self.language)
             if text == self.last_text:
                 return
             self.last_text = text
@@ -575,6 +581,11 @@ class _Run:
         rate = self.done_here / elapsed if elapsed > 0 else 0.0
         total = self.view.total if self.view else sum(counts.values())
         return Progress(self.id, total, counts[SENT], counts[FAILED], counts[BLOCKED], counts[UNCERTAIN], rate)
+
+
+async def language_of(tx: Tx, chat_id: int) -> str | None:
+    """The language of the user whose private chat `chat_id` is (a group's texts are in the default language)."""
+    return (await tx.users.languages([chat_id])).get(chat_id)
 
 
 async def running_progress(broadcasts: Broadcasts, broadcast_id: int) -> Progress:

@@ -4,6 +4,7 @@ words for the locale (through Babel), for the stats report, the review queue and
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
@@ -20,6 +21,18 @@ SIZES = dict(TIMEDELTA_UNITS)
 PARTS = 2
 LIST_STYLES: dict[Length, Literal["unit", "unit-short", "unit-narrow"]] = {
     "narrow": "unit-narrow", "short": "unit-short", "long": "unit"}
+
+
+@dataclass(frozen=True)
+class Span:
+    """A duration put into a text that goes to several readers (a review card to every staff chat), written in
+    each reader's language when the text is rendered for them."""
+
+    value: timedelta | float | None
+    length: Length = "narrow"
+
+    def in_language(self, language: str | None) -> str:
+        return format_duration(self.value, language, self.length)
 
 
 def format_duration(value: timedelta | float | None, locale: str | None = "en", length: Length = "narrow") -> str:

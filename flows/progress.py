@@ -47,33 +47,33 @@ def progress_bar(progress: Progress) -> str:
     return "▓" * filled + "░" * (BAR_CELLS - filled)
 
 
-def duration_text(seconds: float | None) -> str:
-    """A short human duration: "45s", "3m", "1h 5m" (see flows.durations)."""
-    return format_duration(seconds)
+def duration_text(seconds: float | None, language: str | None = None) -> str:
+    """A short human duration in the reader's language: "45s", "3m", "1h 5m" (see flows.durations)."""
+    return format_duration(seconds, language)
 
 
-def progress_text(p: Progress) -> str:
-    """The text of the status message."""
+def progress_text(p: Progress, language: str | None = None) -> str:
+    """The text of the status message, in the language of the admin who started the broadcast."""
     return translate(Text("broadcast.progress", {
         "id": p.broadcast_id, "bar": progress_bar(p), "percent": p.percent, "sent": p.sent, "failed": p.failed,
-        "blocked": p.blocked, "uncertain": p.uncertain, "rate": f"{p.rate:.1f}", "eta": duration_text(p.eta),
-    }))
+        "blocked": p.blocked, "uncertain": p.uncertain, "rate": f"{p.rate:.1f}", "eta": duration_text(p.eta, language),
+    }), language)
 
 
-def report_text(view: BroadcastView, counts: dict[str, int], took: float) -> str:
+def report_text(view: BroadcastView, counts: dict[str, int], took: float, language: str | None = None) -> str:
     """The final report: how many of each outcome, and how long it took."""
     return translate(Text("broadcast.report", {
         "id": view.id, "outcome": Text(f"broadcast.outcome_{view.status}"), "total": view.total,
         "sent": counts[SENT], "blocked": counts[BLOCKED], "failed": counts[FAILED], "uncertain": counts[UNCERTAIN],
-        "unsent": counts[PENDING] + counts[SENDING], "took": duration_text(took),
-    }))
+        "unsent": counts[PENDING] + counts[SENDING], "took": duration_text(took, language),
+    }), language)
 
 
-def busy_text(refused: int, running: Progress | None) -> str:
+def busy_text(refused: int, running: Progress | None, language: str | None = None) -> str:
     """Why Send did not start a broadcast: another one is running (with how far it is, when known)."""
     if running is None:
-        return translate(Text("broadcast.busy_unknown", {"id": refused}))
+        return translate(Text("broadcast.busy_unknown", {"id": refused}), language)
     return translate(Text("broadcast.busy", {
         "id": refused, "running": running.broadcast_id, "percent": running.percent, "done": running.done,
         "total": running.total,
-    }))
+    }), language)

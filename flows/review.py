@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flows import countries
-from flows.durations import format_duration
+from flows.durations import Span
 from flows.model import Attachment, Letter
 from flows.records import AuditRecord, Case
 from flows.services import Services
@@ -32,7 +32,7 @@ async def review_card(svc: Services, case: Case, chat_ids: tuple[int, ...], now:
     restore = tuple(text(f"review.restore_{item}") for item in data.get("restore", []))
     country = data.get("country")
     card = text(
-        "review.card", case=case.id, email=account.email if account else "?", age=age(now, case.updated_at),
+        "review.card", case=case.id, email=account.email if account else "?", age=waited(now, case.updated_at),
         restore=_joined(restore), checks=_joined(tuple(checks)),
         country=countries.name_of(str(country)) if country else "—",
         id_type=text(f"reverify.id_{data['id_type']}") if data.get("id_type") else "—",
@@ -53,7 +53,12 @@ def _joined(items: tuple[Text, ...]) -> tuple[Text, ...] | Text:
 
 def age(now: datetime, then: datetime | None, language: str | None = "en") -> str:
     """How long ago `then` was, e.g. '4h 5m'."""
-    return format_duration(now - then if then is not None else None, language)
+    return waited(now, then).in_language(language)
+
+
+def waited(now: datetime, then: datetime | None) -> Span:
+    """How long ago `then` was, written in each reader's language."""
+    return Span(now - then if then is not None else None)
 
 
 async def pending_reviews(svc: Services, limit: int = 30) -> list[Case]:

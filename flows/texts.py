@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -30,6 +31,13 @@ class Text:
     key: str
     params: Mapping[str, object] = field(default_factory=dict)
     sensitive: bool = False
+
+
+@runtime_checkable
+class InLanguage(Protocol):
+    """A placeholder value written in the reader's language when its text is rendered (a duration, say)."""
+
+    def in_language(self, language: str | None) -> str: ...
 
 
 class Html(str):
@@ -126,4 +134,6 @@ def _fill(value: object, language: str | None, defaults: dict[str, object]) -> s
         return "\n".join(translate(item, language, **defaults) for item in value)
     if isinstance(value, Html):
         return str(value)
+    if isinstance(value, InLanguage):
+        return html.escape(value.in_language(language), quote=False)
     return html.escape(str(value), quote=False)

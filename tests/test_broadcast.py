@@ -6,6 +6,7 @@ import asyncio
 import bisect
 import itertools
 import logging
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -583,6 +584,23 @@ async def test_progress_is_edited_at_most_every_3_seconds_then_a_report(
     assert reported >= telegram.recipient_attempts()[-1][0]
     assert isinstance(report, SendMessage)
     assert "finished" in report.text and "Recipients: 100" in report.text and "Sent: 100" in report.text
+
+
+async def test_the_progress_and_the_report_are_in_the_admins_language(
+        db: AsyncEngine, clock: FakeClock, telegram: Telegram) -> None:
+    await add_users(db, range(1, 31), language="en")
+    await add_users(db, [STATUS_CHAT], language="ru")  # the status chat is a Russian admin's private chat
+    service = BroadcastService(SqlStore(db), telegram, clock, rate=10, sleep=fake_sleep(clock))
+    broadcast_id = await service.create(ADMIN, "language", text=SECRET, language="en")
+
+    await run_to_end(service, broadcast_id)
+
+    edits = [e.text for _, e in telegram.to_admin(EditMessage) if isinstance(e, EditMessage)]
+    [(_, report)] = telegram.to_admin(SendMessage)
+    assert edits and all(f"Рассылка #{broadcast_id}" in edit for edit in edits)
+    assert isinstance(report, SendMessage) and f"Рассылка #{broadcast_id}" in report.text
+    assert "Получателей: 30" in report.text and "Recipients" not in report.text
+    assert re.search(r"Время: \d+ [а-я]", report.text)  # how long it took, in Russian units
 
 
 async def test_cancel_stops_sending_and_leaves_the_rest_pending(db: AsyncEngine, telegram: Telegram,

@@ -11,6 +11,7 @@ from functools import cache
 import pytest
 
 from flows.clock import FakeClock
+from flows.durations import format_duration
 from flows.events import FileInfo
 from flows.replies import SendMessage
 from flows.texts import DEFAULT_LANGUAGE, known_keys, languages, plain_text, template, translate
@@ -91,9 +92,8 @@ async def test_method_three_in_the_users_language(desk: Bot, language: str, cloc
     assert done[0].startswith(says("backup.done", language)[:20])
 
 
-async def test_method_two_and_the_staff_review_each_in_their_own_language(desk: Bot, language: str,
-                                                                           clock: FakeClock) -> None:
-    user, admin = person(desk, 42, language), person(desk, ADMIN, DEFAULT_LANGUAGE)
+async def submit_method_two(desk: Bot, user: Chat, language: str) -> None:
+    """Method 2 for Ben, from /start to "Submit for review", tapped as `language` shows it."""
     await user.send("/start")
     await tap(user, "Security Check Not Available", language)
     await tap(user, "Continue", language)
@@ -101,13 +101,19 @@ async def test_method_two_and_the_staff_review_each_in_their_own_language(desk: 
     await tap(user, "Authenticator app", language)
     await tap(user, "Confirm Restore", language)
     await tap(user, "Get Code", language)
-    sms, email = codes(desk, 42)
+    sms, email = codes(desk, user.sender.user_id)
     await user.send(sms)
     await user.send(email)
     await tap(user, "Send", language)
     await tap(user, "Next", language)
     await user.send_file(FileInfo("selfie-1", "u-selfie-1", "photo", 1000))
     await tap(user, "Submit for review", language)
+
+
+async def test_method_two_and_the_staff_review_each_in_their_own_language(desk: Bot, language: str,
+                                                                           clock: FakeClock) -> None:
+    user, admin = person(desk, 42, language), person(desk, ADMIN, DEFAULT_LANGUAGE)
+    await submit_method_two(desk, user, language)
     status = (await user.send("/status"))[0]
     assert "6" in status and "7" in status  # "Step 6 of 7: the review by our staff", in the language
     card = [r.text for r in desk.transport.log if isinstance(r, SendMessage) and r.chat_id == ADMIN][-1]
@@ -117,6 +123,17 @@ async def test_method_two_and_the_staff_review_each_in_their_own_language(desk: 
     assert says("enrol.scan", language) in said and says("enrol.qr_caption", language) in said
     clock.advance(minutes=1)
     assert says("review.approved_staff", DEFAULT_LANGUAGE, case="", changes="").split()[0] in admin.last_message
+
+
+async def test_staff_read_the_review_card_in_their_own_language(desk: Bot, language: str) -> None:
+    admin, user = person(desk, ADMIN, language), person(desk, 42, DEFAULT_LANGUAGE)
+    await admin.send("/help")  # the desk learns the staff member's language from their messages
+    await submit_method_two(desk, user, DEFAULT_LANGUAGE)
+    card = plain_text([r.text for r in desk.transport.log if isinstance(r, SendMessage) and r.chat_id == ADMIN][-1])
+    heading = plain_text(template("review.card", language)).split("{case}")[0].strip()
+    assert card.startswith(heading)
+    assert format_duration(0, language) in card  # how long it has waited, in their units
+    assert ("Review case" in card) == (language == DEFAULT_LANGUAGE)
 
 
 async def test_a_timer_reaches_the_user_in_their_language(desk: Bot, language: str, clock: FakeClock) -> None:
